@@ -1,0 +1,276 @@
+"""`mlxft` subcommands: parse arguments, call the engine, print. No training logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import mlxft  # noqa: F401  (BLAS preload before anything imports mlx.core)
+from mlxft.errors import MlxftError
+
+
+def _print_error(exc: MlxftError) -> None:
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  hint: {exc.hint}", file=sys.stderr)
+
+
+# -- training ---------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from mlxft.progress import ProgressPrinter
+    from mlxft.recipe import load_recipe
+    from mlxft.train.process import resume_run, start_run
+
+    printer = ProgressPrinter()
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise MlxftError("--resume continues a run with its saved recipe", hint="drop the recipe and overrides, or start a new run without --resume")
+        run = resume_run(args.resume, on_event=printer)
+    else:
+        if not args.recipe:
+            raise MlxftError("give a recipe: `mlxft train RECIPE.yaml [key=value ...]`", hint="or `mlxft train --resume RUN_DIR`")
+        recipe = load_recipe(args.recipe, args.overrides)
+        run = start_run(recipe, on_event=printer)
+    return _report_run(run)
+
+
+def _report_run(run) -> int:
+    if run.status == "stopped":
+        print(f"stopped; resume with: mlxft train --resume {run.path}", file=sys.stderr)
+        return 130
+    if run.ok:
+        print(str(run.adapter_path))
+        return 0
+    print(f"error: {run.error}", file=sys.stderr)
+    if run.hint:
+        print(f"  hint: {run.hint}", file=sys.stderr)
+    if run.last_checkpoint:
+        print(f"last checkpoint: {run.last_checkpoint}\nresume with: mlxft train --resume {run.path}", file=sys.stderr)
+    return 1
+
+
+def cmd_validate(args) -> int:
+    from mlxft.recipe import load_recipe
+
+    bad = 0
+    for path in args.recipes:
+        try:
+            r = load_recipe(path, args.set or None)
+            print(f"ok    {path}  ({r.kind}, model {r.model})")
+        except MlxftError as exc:
+            bad += 1
+            _print_error(exc)
+    return 1 if bad else 0
+
+
+def cmd_plan(args) -> int:
+    from mlxft.llm.catalogue import find_model
+    from mlxft.recipe import load_recipe
+    from mlxft.train.memory import format_plan, plan_memory
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    config = _config_without_weights(recipe.model, find_model)
+    plan = plan_memory(recipe, config)
+    print(format_plan(plan))
+    return 2 if plan.verdict == "will-not-fit" else 0
+
+
+def _config_without_weights(spec: str, find_model) -> dict:
+    """The model's config.json from a folder, the catalogue, a GGUF's metadata, or the Hub (config only)."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return json.loads((path / "config.json").read_text())
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        from mlxft.llm.loading import import_gguf_cached
+
+        return json.loads((import_gguf_cached(path) / "config.json").read_text())
+    entry = find_model(spec)
+    if entry is not None:
+        return entry.config()
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(spec, "config.json")).read_text())
+    except Exception as exc:  # offline, unknown id...: say what was tried
+        raise MlxftError(f"cannot find a config for {spec!r} ({type(exc).__name__})", hint="use a catalogue key (`mlxft models`), a local folder, or connect to the Hub") from None
+
+
+def cmd_models(args) -> int:
+    from mlxft.llm.catalogue import load_catalogue
+    from mlxft.train.memory import format_models_table, machine_memory
+
+    _total, available = machine_memory()
+    print(format_models_table(load_catalogue(), available))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from mlxft.llm.gguf import import_gguf
+
+    src = Path(args.gguf)
+    out = Path(args.out) if args.out else Path("models-local") / src.stem
+    folder = import_gguf(src, out, dequantize=not args.keep_quantized, dtype=args.dtype)
+    print(str(folder))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from mlxft.backend import doctor, format_doctor
+
+    report = doctor(compare_reference=not args.quick)
+    print(report.to_json() if args.json else format_doctor(report))
+    return 0
+
+
+# -- using a model ----------------------------------------------------------------------------
+def _sampling(args):
+    from mlxft.llm.generate import SamplingSettings
+
+    return SamplingSettings(temperature=args.temp, top_p=args.top_p, top_k=args.top_k, max_tokens=args.max_tokens, seed=args.seed)
+
+
+def cmd_generate(args) -> int:
+    from mlxft.api import load
+    from mlxft.llm.generate import generate_text, render_prompt
+
+    model, tok = load(args.model, adapter=args.adapter)
+    text = render_prompt(tok, prompt=args.prompt, system=args.system, use_template=not args.raw)
+    on_text = (lambda s: (sys.stdout.write(s), sys.stdout.flush())) if not args.no_stream else None
+    out = generate_text(model, tok, text, _sampling(args), on_text=on_text)
+    print("" if on_text else out)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from mlxft.api import load
+    from mlxft.llm.generate import generate_text, render_prompt
+
+    model, tok = load(args.model, adapter=args.adapter)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    print("chat: empty line or Ctrl-D to quit, /reset to clear the history", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not line:
+            return 0
+        if line == "/reset":
+            messages = messages[:1] if args.system else []
+            continue
+        messages.append({"role": "user", "content": line})
+        reply = generate_text(model, tok, render_prompt(tok, messages=messages), _sampling(args), on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        print()
+        messages.append({"role": "assistant", "content": reply})
+
+
+def cmd_eval_loss(args) -> int:
+    from mlxft.llm.evaluate import eval_loss
+
+    result = eval_loss(args.model, args.data, split=args.split, adapter=args.adapter, batch_size=args.batch_size, max_seq_length=args.max_seq_length, data_format=args.format)
+    print(json.dumps(result, indent=2) if args.json else f"{args.split}: loss {result['loss']:.4f}, perplexity {result['perplexity']:.3f} over {result['tokens']} tokens ({result['samples']} samples)")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from mlxft.quickstart import run_quickstart
+
+    return run_quickstart(steps=args.steps, output_dir=args.output_dir)
+
+
+# -- the parser -------------------------------------------------------------------------------
+def _add_sampling(p) -> None:
+    p.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", help="system prompt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlxft", description="Local-first fine-tuning on MLX: LoRA, QLoRA, DoRA and full fine-tuning of causal LMs.")
+    p.add_argument("--version", action="version", version=f"mlxft {mlxft.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("quickstart", help="fine-tune a real small model on bundled data, offline, in a few minutes")
+    s.add_argument("--steps", type=int, default=60)
+    s.add_argument("--output-dir", default="runs")
+    s.set_defaults(fn=cmd_quickstart)
+
+    s = sub.add_parser("train", help="train from a recipe (key=value overrides any field), or --resume RUN_DIR")
+    s.add_argument("recipe", nargs="?")
+    s.add_argument("overrides", nargs="*", help="e.g. train.steps=50 lora.rank=16")
+    s.add_argument("--resume", metavar="RUN_DIR")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("validate", help="check recipes without running them")
+    s.add_argument("recipes", nargs="+")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override to validate with (repeatable)")
+    s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("plan", help="estimate peak memory of a recipe before loading any weights")
+    s.add_argument("recipe")
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(fn=cmd_plan)
+
+    s = sub.add_parser("models", help="the model catalogue, with the memory each needs and whether it fits here")
+    s.set_defaults(fn=cmd_models)
+
+    s = sub.add_parser("import", help="turn a GGUF file (Ollama, LM Studio) into an MLX model folder")
+    s.add_argument("gguf")
+    s.add_argument("--out", help="output folder (default: models-local/<name>)")
+    s.add_argument("--keep-quantized", action="store_true", help="keep the GGUF's 4/8-bit weights instead of dequantizing")
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    s.set_defaults(fn=cmd_import)
+
+    s = sub.add_parser("doctor", help="OS, MLX device, BLAS speed, memory, Hub token, caches")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quick", action="store_true", help="skip the reference-BLAS comparison")
+    s.set_defaults(fn=cmd_doctor)
+
+    for name, fn, help_ in (("generate", cmd_generate, "generate from a prompt, with or without an adapter"), ("chat", cmd_chat, "chat in the terminal")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--model", required=True, help="catalogue key, Hub id, folder or .gguf")
+        s.add_argument("--adapter", help="adapter folder or run directory")
+        _add_sampling(s)
+        if name == "generate":
+            s.add_argument("--prompt", required=True)
+            s.add_argument("--raw", action="store_true", help="do not apply the chat template")
+            s.add_argument("--no-stream", action="store_true")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("eval-loss", help="loss and perplexity of a model (and adapter) on a data split")
+    s.add_argument("--model", required=True)
+    s.add_argument("--adapter")
+    s.add_argument("--data", required=True, help="data folder or .jsonl")
+    s.add_argument("--split", default="test")
+    s.add_argument("--format", default="auto", choices=["auto", "text", "completion", "chat"])
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--max-seq-length", type=int, default=2048)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_eval_loss)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.fn(args)
+    except MlxftError as exc:
+        _print_error(exc)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

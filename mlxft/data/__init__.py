@@ -1,0 +1,1 @@
+"""Data: sources -> formats -> token ids and loss masks -> batches."""

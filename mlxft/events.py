@@ -1,0 +1,92 @@
+"""The events a run emits: frozen dataclasses of plain values, serialisable to one JSON line each."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_dir: str
+    model: str
+    method: str
+    total_steps: int
+    trainable_parameters: int
+    total_parameters: int
+    train_samples: int
+    valid_samples: int
+    compute_dtype: str
+    device: str
+    resumed_from_step: int = 0
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float  # a Python float, never an mx.array
+    learning_rate: float
+    tokens: int  # trained (non-masked, non-pad) tokens in this reporting window
+    tokens_per_second: float
+    peak_memory_gb: float
+    elapsed_s: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    step: int
+    val_loss: float
+    val_perplexity: float
+    best_val_loss: float
+    is_best: bool
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    level: str  # info | warning
+    message: str
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    step: int
+    status: str  # completed | stopped | early-stopped
+    adapter_path: str
+    best_val_loss: float | None
+    final_train_loss: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    step: int
+    error: str
+    hint: str | None
+    last_checkpoint: str | None
+
+
+EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, StepReport, EvalReport, CheckpointSaved, LogMessage, RunFinished, RunFailed)}
+
+
+def event_to_dict(event) -> dict:
+    return {"event": type(event).__name__, "time": time.time(), **asdict(event)}
+
+
+def event_from_dict(data: dict):
+    """Rebuild an event from a metrics.jsonl line (unknown keys ignored, for forward compatibility)."""
+    cls = EVENT_TYPES.get(data.get("event", ""))
+    if cls is None:
+        return None
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,1 @@
+"""Causal LMs on mlx-lm: loading, quantizing, adapters, generation, GGUF import."""

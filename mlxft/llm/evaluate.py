@@ -1,0 +1,31 @@
+"""Held-out loss and perplexity of a model (with or without an adapter) on a data split."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+from mlxft.data.encode import SampleEncoder, encode_records
+from mlxft.data.sources import read_split
+from mlxft.errors import DataError
+from mlxft.recipe import DataSection
+
+
+def eval_loss(model: str, data: str, *, split: str = "test", adapter: str | None = None, batch_size: int = 4, max_seq_length: int = 2048, data_format: str = "auto") -> dict:
+    from mlxft.llm.adapters import load_adapter
+    from mlxft.llm.loading import load_model
+    from mlxft.train.loop import evaluate_loss
+    from mlxft.train.objective import make_loss
+
+    loaded = load_model(model)
+    if adapter:
+        load_adapter(loaded.model, adapter)
+    records = read_split(data, split)
+    if not records:
+        raise DataError(f"{data}: no '{split}' split", hint="pass --split train|valid|test, or a .jsonl file with --split train")
+    cfg = DataSection(path=data, format=data_format, max_seq_length=max_seq_length)
+    samples, stats = encode_records(records, SampleEncoder(loaded.tokenizer, cfg), data_format, max_seq_length, "truncate")
+    loss_fn = partial(make_loss(loaded.model, loaded.model_type), loaded.model)
+    pad = loaded.tokenizer.pad_token_id or 0
+    loss, tokens = evaluate_loss(loaded.model, loss_fn, samples, batch_size, pad)
+    return {"split": split, "loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens, "samples": len(samples), "truncated": stats.truncated}

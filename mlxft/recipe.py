@@ -1,0 +1,223 @@
+"""The Recipe schema: YAML loading, `key=value` overrides, and validation that reports every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlxft.errors import RecipeError
+
+LM_KINDS = ("lm-lora", "lm-qlora", "lm-dora", "lm-full")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSection(_Strict):
+    path: str = Field(description="A folder with train/valid/test .jsonl files, one .jsonl file, or a saved `datasets` folder.")
+    format: Literal["auto", "text", "completion", "chat"] = Field(
+        "auto", description="text: {text}; completion: {prompt, completion}; chat: {messages: [{role, content}]}."
+    )
+    mask_prompt: bool = Field(True, description="Train only on completions / assistant turns; prompt tokens get no loss.")
+    max_seq_length: Annotated[int, Field(gt=8)] = Field(2048, description="Token budget of one sample.")
+    overlong: Literal["truncate", "drop"] = Field("truncate", description="What happens to samples longer than max_seq_length (counted either way).")
+    batching: Literal["bucket", "pad"] = Field(
+        "bucket", description="bucket: group samples of similar length so little compute goes to padding; pad: batches in data order."
+    )
+    prompt_key: str = Field("prompt", description="Column holding the prompt (completion format).")
+    completion_key: str = Field("completion", description="Column holding the completion (completion format).")
+    text_key: str = Field("text", description="Column holding the text (text format).")
+    messages_key: str = Field("messages", description="Column holding the chat turns (chat format).")
+    train_split: str = "train"
+    valid_split: str = "valid"
+    test_split: str = "test"
+
+
+class LoraSection(_Strict):
+    rank: Annotated[int, Field(gt=0, le=1024)] = Field(8, description="LoRA rank r.")
+    alpha: Annotated[float, Field(gt=0)] = Field(16.0, description="The update is scaled by alpha/rank (PEFT's meaning).")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    targets: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names to adapt (e.g. q_proj, v_proj, gate_proj) or 'all-linear'.",
+    )
+    layers: int | Literal["all"] = Field("all", description="Adapt the last N transformer blocks, or all of them.")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+class QuantizeSection(_Strict):
+    bits: Literal[4, 8] = 4
+    group_size: Literal[32, 64, 128] = 64
+
+
+class TrainSection(_Strict):
+    steps: Annotated[int, Field(gt=0)] | None = Field(None, description="Optimizer steps; set this or epochs.")
+    epochs: Annotated[float, Field(gt=0)] | None = Field(None, description="Passes over the training split (used when steps is not set).")
+    batch_size: Annotated[int, Field(gt=0)] = 4
+    grad_accumulation: Annotated[int, Field(gt=0)] = Field(1, description="Micro-batches per optimizer step.")
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Floor of the decay, as a fraction of learning_rate.")
+    max_grad_norm: Annotated[float, Field(gt=0)] | None = Field(1.0, description="Clip the global gradient norm; null turns clipping off.")
+    eval_every: Annotated[int, Field(gt=0)] | None = Field(100, description="Validation loss every N steps (and at the end).")
+    eval_batches: Annotated[int, Field(gt=0)] | None = Field(None, description="Cap the validation batches; null means the whole split.")
+    save_every: Annotated[int, Field(gt=0)] | None = Field(100, description="Checkpoint every N steps (and at the end).")
+    keep_checkpoints: Annotated[int, Field(gt=0)] = Field(2, description="How many step checkpoints to keep on disk.")
+    early_stopping_patience: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Stop after this many evaluations without a better validation loss."
+    )
+    keep_best: bool = Field(True, description="The final adapter is the one with the best validation loss.")
+    grad_checkpoint: bool = Field(False, description="Recompute activations in the backward pass: less memory, ~30% slower.")
+    compile: bool = Field(True, description="Compile the training step (set false to debug eagerly).")
+    log_every: Annotated[int, Field(gt=0)] = 10
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self):
+        if self.steps is None and self.epochs is None:
+            self.__dict__["steps"] = 1000
+        return self
+
+
+class Recipe(_Strict):
+    kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full"] = Field(description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM.")
+    model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file.")
+    name: str | None = Field(None, description="Run name; the run directory is output_dir/name.")
+    output_dir: str = Field("runs", description="Where run directories are created.")
+    seed: int = 0
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Compute dtype. auto: float32 on MLX's CPU backend (bf16 matmuls are slow there), bfloat16 on a GPU."
+    )
+    trust_remote_code: bool = Field(False, description="Allow the tokenizer to run code from the model repository.")
+    data: DataSection
+    lora: LoraSection = Field(default_factory=LoraSection)
+    quantize: QuantizeSection | None = Field(None, description="Quantize the base on load (QLoRA). lm-qlora defaults to 4 bits.")
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @model_validator(mode="after")
+    def _kind_rules(self):
+        if self.kind == "lm-qlora" and self.quantize is None:
+            self.__dict__["quantize"] = QuantizeSection()
+        if self.kind == "lm-full" and self.quantize is not None:
+            raise ValueError("full fine-tuning cannot train a quantized base; remove `quantize` or use lm-qlora")
+        return self
+
+    @property
+    def method(self) -> str:
+        return {"lm-lora": "lora", "lm-qlora": "lora", "lm-dora": "dora", "lm-full": "full"}[self.kind]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-after")))
+
+
+_HINTS = {
+    "extra_forbidden": "unknown key: check the spelling (`mlxft validate` lists the fields)",
+    "literal_error": None,
+    "missing": "required",
+}
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        # Pydantic repeats a union error once per alternative; keep the location readable.
+        loc = tuple(p for p in e["loc"] if p not in ("constrained-int", "int", "float", "list[str]", "literal['all-linear']", "literal['all']", "QuantizeSection"))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = _HINTS["extra_forbidden"]
+        elif e["type"] == "missing":
+            msg = "this field is required"
+        problems.append((_location(loc) or "(recipe)", msg))
+    # A union (e.g. a list or 'all-linear') fails once per alternative: one line per location.
+    merged: dict[str, list[str]] = {}
+    for loc, msg in problems:
+        if msg not in merged.setdefault(loc, []):
+            merged[loc].append(msg)
+    return [(loc, "; or ".join(msgs)) for loc, msgs in merged.items()]
+
+
+def parse_overrides(pairs: list[str], source: str = "command line") -> dict[str, Any]:
+    """Turn ["train.steps=50", "lora.targets=[q_proj,v_proj]"] into a nested dict; values are read as YAML."""
+    out: dict[str, Any] = {}
+    problems = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            problems.append((pair, "overrides look like key=value, e.g. train.steps=50"))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            problems.append((key, f"cannot read {raw!r} as a value: {exc}"))
+            continue
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append((key, f"{part} is set both as a value and as a section"))
+                break
+        else:
+            node[parts[-1]] = value
+    if problems:
+        raise RecipeError(source, problems)
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def recipe_from_dict(data: Any, source: str = "recipe", overrides: list[str] | None = None) -> Recipe:
+    """Validate a mapping (plus overrides) into a Recipe, or raise RecipeError listing every problem."""
+    if not isinstance(data, dict):
+        raise RecipeError(source, [("(recipe)", f"expected a mapping of keys to values, got {type(data).__name__}")])
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(source, _problems(err), hint=f"fix these in {source} or override them with key=value") from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file and validate it (with optional key=value overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(str(path), [("(file)", "no such file")], hint="give the path of a recipe YAML, e.g. recipes/chat-lora.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise RecipeError(str(path), [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    recipe = recipe_from_dict(data if data is not None else {}, source=str(path), overrides=overrides)
+    _resolve_relative_paths(recipe, path.parent)
+    return recipe
+
+
+def _resolve_relative_paths(recipe: Recipe, base: Path) -> None:
+    # A data path that does not exist relative to the current folder is tried relative to the recipe file.
+    data_path = Path(recipe.data.path).expanduser()
+    if not data_path.is_absolute() and not data_path.exists() and (base / data_path).exists():
+        recipe.data.path = str((base / data_path).resolve())

@@ -1,0 +1,136 @@
+"""The run directory: resolved recipe, metrics.jsonl, checkpoints and the adapter; atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from mlxft.errors import RunError
+from mlxft.events import event_from_dict, event_to_dict
+
+CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Atomically put a fully written folder at `final` (replacing an older one)."""
+    for f in tmp.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class RunDir:
+    """One training run on disk. Everything the TUI or CLI shows can be rebuilt from here."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, output_dir: str | Path, name: str | None) -> "RunDir":
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        base = name or time.strftime("run-%Y%m%d-%H%M%S")
+        path, n = root / base, 1
+        while path.exists():  # never reuse (and so never overwrite) an existing run
+            n += 1
+            path = root / f"{base}-{n}"
+        path.mkdir()
+        (path / "checkpoints").mkdir()
+        return cls(path)
+
+    recipe_path = property(lambda self: self.path / "recipe.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    adapter_dir = property(lambda self: self.path / "adapter")
+    best_dir = property(lambda self: self.path / "best")
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step-{step:06d}"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints (state.json is written last), oldest first."""
+        found = []
+        if self.checkpoints_dir.is_dir():
+            for p in self.checkpoints_dir.iterdir():
+                m = CHECKPOINT_RE.match(p.name)
+                if m and (p / "state.json").is_file():
+                    found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def latest_checkpoint(self) -> Path | None:
+        cps = self.checkpoints()
+        return cps[-1][1] if cps else None
+
+    def load_recipe(self):
+        from mlxft.recipe import load_recipe
+
+        if not self.recipe_path.is_file():
+            raise RunError(f"{self.path} is not an mlxft run directory (no recipe.yaml)", hint="pass the folder that `mlxft train` printed")
+        return load_recipe(self.recipe_path)
+
+    def events(self) -> list:
+        """Every event recorded so far (a torn last line from a killed run is skipped)."""
+        out = []
+        if self.metrics_path.is_file():
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    event = event_from_dict(json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue
+                if event is not None:
+                    out.append(event)
+        return out
+
+
+class MetricsWriter:
+    """Appends one JSON object per event to metrics.jsonl, flushed per event."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "a", encoding="utf-8")
+
+    def write(self, event) -> None:
+        self._f.write(json.dumps(event_to_dict(event)) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()

@@ -1,0 +1,1 @@
+"""The one training loop, schedules, checkpoints and the supervised child process."""

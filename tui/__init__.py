@@ -1,0 +1,1 @@
+"""mlxft\x27s Textual terminal UI."""
