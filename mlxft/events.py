@@ -19,6 +19,7 @@ class RunStarted:
     compute_dtype: str
     device: str
     resumed_from_step: int = 0
+    pid: int = 0  # the training process, so another terminal (or the TUI) can watch or stop it
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -100,7 +101,7 @@ def run_lm(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume_from: Path | 
         run_dir=str(run_dir), model=recipe.model, method=recipe.method, total_steps=total,
         trainable_parameters=trainable, total_parameters=params, train_samples=len(train), valid_samples=len(valid),
         compute_dtype=str(next(v.dtype for _, v in _float_params(model))).replace("mlx.core.", ""), device=device_name(),
-        resumed_from_step=trainer.state.step,
+        resumed_from_step=trainer.state.step, pid=os.getpid(),
     ))
 
     # -- train --------------------------------------------------------------------------------

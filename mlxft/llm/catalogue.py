@@ -1,0 +1,145 @@
+"""The model catalogue: one validated `ModelEntry` per supported base model, read from the YAML files in `models/`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlxft.errors import MlxftError, ModelError
+
+MODELS_DIR_ENV = "MLXFT_MODELS_DIR"
+
+_Positive = Annotated[int, Field(gt=0)]
+
+
+class ModelEntry(BaseModel):
+    """A base model we support, with the config.json numbers needed to plan memory without a download."""
+
+    # Frozen and strict: a typo in a catalogue file must fail loudly, not be ignored.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Short lowercase name used in recipes and `mlxft models`.")
+    hub_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="The original repository on the Hugging Face Hub.")
+    mlx_4bit_id: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$", description="The mlx-community 4-bit conversion.")
+    architecture: str = Field(description="mlx-lm model_type (llama, qwen2, qwen3, mistral, gemma2, gemma3_text, phi3).")
+    parameters: _Positive = Field(description="Published parameter count.")
+    context_length: _Positive
+    license: str
+    gated: bool = Field(description="The Hub repository asks you to accept a licence (or share contact details) first.")
+    chat_template: str = Field(description="Notes on the chat format: roles, special tokens, default system prompt.")
+    lora_targets: list[str] | Literal["all-linear"] = Field(description="Recommended LoRA target module names for this architecture.")
+    hidden_size: _Positive
+    intermediate_size: _Positive
+    num_hidden_layers: _Positive
+    num_attention_heads: _Positive
+    num_key_value_heads: _Positive
+    head_dim: _Positive | None = Field(None, description="Only when it differs from hidden_size / num_attention_heads.")
+    vocab_size: _Positive
+    tie_word_embeddings: bool
+    attention_bias: bool = False
+    final_logit_softcapping: float | None = None
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size is not a multiple of num_attention_heads; give head_dim")
+        return self
+
+    def config(self) -> dict:
+        """The entry as a Hugging Face style config.json dict (the keys mlx-lm and the memory planner read)."""
+        config = {
+            "model_type": self.architecture,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim or self.hidden_size // self.num_attention_heads,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "max_position_embeddings": self.context_length,
+            "attention_bias": self.attention_bias,
+        }
+        if self.final_logit_softcapping is not None:
+            config["final_logit_softcapping"] = self.final_logit_softcapping
+        return config
+
+
+def catalogue_folder() -> Path | None:
+    """Where the catalogue lives: $MLXFT_MODELS_DIR, else `<repo>/models`, else the copy inside the package."""
+    if os.environ.get(MODELS_DIR_ENV):
+        return Path(os.environ[MODELS_DIR_ENV]).expanduser()
+    for folder in (Path(__file__).resolve().parents[2] / "models", Path(__file__).resolve().parents[1] / "assets" / "models"):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def load_catalogue(folder: str | Path | None = None) -> list[ModelEntry]:
+    """Read and validate every `*.yaml` in the catalogue folder; raise one MlxftError listing every bad entry."""
+    if folder is None:
+        folder = catalogue_folder()
+        if folder is None:
+            return []  # an installed package without its catalogue copy: no keys, Hub ids still work
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"model catalogue folder not found: {folder}", hint=f"point {MODELS_DIR_ENV} at a folder of model YAML files")
+
+    entries: list[ModelEntry] = []
+    seen: dict[str, Path] = {}
+    problems: list[str] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            problems.append(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}")
+            continue
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{path}: expected a mapping of model keys to entries, got {type(data).__name__}")
+            continue
+        for key, fields in data.items():
+            where = f"{path}: entry '{key}'"
+            if not isinstance(fields, dict):
+                problems.append(f"{where}: expected a mapping of fields, got {type(fields).__name__}")
+                continue
+            if "key" in fields:
+                problems.append(f"{where}: field 'key': the entry's name is its key; remove the field")
+                continue
+            try:
+                entry = ModelEntry.model_validate({"key": str(key), **fields})
+            except ValidationError as err:
+                problems.extend(f"{where}: field '{_location(e['loc'])}': {e['msg']}" for e in err.errors())
+                continue
+            if entry.key in seen:
+                problems.append(f"{where}: key already defined in {seen[entry.key]}")
+                continue
+            seen[entry.key] = path
+            entries.append(entry)
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise MlxftError(f"{len(problems)} problem(s) in the model catalogue\n{lines}", hint=f"fix these entries in {folder}")
+    return entries
+
+
+def _location(loc: tuple) -> str:
+    # A union field (a list or 'all-linear') reports each alternative; keep the field name readable.
+    parts = [str(p) for p in loc if not str(p).startswith(("list[", "literal[", "constrained-", "function-"))]
+    return ".".join(parts) or "(entry)"
+
+
+def find_model(name: str, folder: str | Path | None = None) -> ModelEntry | None:
+    """The entry whose key (any case), Hub id or mlx-community id is `name`, or None."""
+    wanted = name.strip().lower()
+    for entry in load_catalogue(folder):
+        if wanted in (entry.key, entry.hub_id.lower(), (entry.mlx_4bit_id or "").lower()):
+            return entry
+    return None

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny models in Hugging Face layout, chat data sets, and the optional real assets."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import mlxft  # noqa: E402,F401  (BLAS preload before mlx.core)
+from tiny import build_model  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return build_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> Path:
+    return build_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", "qwen2")
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2"])
+def tiny_model(request, tiny_llama, tiny_qwen) -> Path:
+    return {"llama": tiny_llama, "qwen2": tiny_qwen}[request.param]
+
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
+ANIMALS = ["cat", "dog", "bird", "fish"]
+
+
+def chat_row(i: int, rng: random.Random) -> dict:
+    a, c = rng.choice(ANIMALS), rng.choice(COLORS)
+    return {"messages": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": f"What color is the {a}?"},
+        {"role": "assistant", "content": f"The {a} is {c}."},
+        {"role": "user", "content": "Count?"},
+        {"role": "assistant", "content": " ".join(["one", "two", "three", "four"][: 1 + i % 4])},
+    ]}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def chat_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("chat")
+    rng = random.Random(0)
+    write_jsonl(folder / "train.jsonl", [chat_row(i, rng) for i in range(64)])
+    write_jsonl(folder / "valid.jsonl", [chat_row(i, rng) for i in range(16)])
+    write_jsonl(folder / "test.jsonl", [chat_row(i, rng) for i in range(16)])
+    return folder
+
+
+def lm_recipe(model: Path, data: Path, out: Path, **sections) -> dict:
+    """A small lm-lora recipe dict; `sections` update its parts (e.g. train={"steps": 5})."""
+    recipe = {
+        "kind": "lm-lora", "model": str(model), "output_dir": str(out), "seed": 0,
+        "data": {"path": str(data), "format": "chat", "max_seq_length": 128},
+        "lora": {"rank": 4, "alpha": 8, "targets": "all-linear"},
+        "train": {"steps": 12, "batch_size": 4, "learning_rate": 1e-2, "eval_every": 6, "save_every": 6, "log_every": 1, "compile": False},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe

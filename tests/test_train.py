@@ -1,0 +1,193 @@
+"""Training: loss falls, resume equals an uninterrupted run (also after SIGKILL), stops and crashes are reported."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from conftest import lm_recipe
+from mlxft.api import train
+from mlxft.errors import RunError
+from mlxft.recipe import recipe_from_dict
+from mlxft.runs import RunDir
+
+MLXFT = [sys.executable, "-m", "mlxft"]
+
+
+def _step_losses(run_dir: Path) -> dict[int, float]:
+    """The last reported loss of every step (a resumed run re-reports the steps after its checkpoint)."""
+    out = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e["event"] == "StepReport":
+            out[e["step"]] = e["loss"]
+    return out
+
+
+def _events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines()) if e["event"] == kind]
+
+
+def test_training_lowers_validation_loss_and_writes_an_adapter(tiny_llama, chat_data, tmp_path):
+    run = train(lm_recipe(tiny_llama, chat_data, tmp_path, train={"steps": 24, "eval_every": 12, "compile": True}))
+    assert run.ok, run.error
+    evals = _events(run.path, "EvalReport")
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 24
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    assert (run.adapter_path / "adapters.safetensors").is_file() and (run.adapter_path / "adapter_config.json").is_file()
+    assert (run.path / "recipe.yaml").is_file()
+
+
+@pytest.mark.parametrize("kind", ["lm-dora", "lm-full", "lm-qlora"])
+def test_every_method_trains_and_lowers_the_loss(tiny_llama, chat_data, tmp_path, kind):
+    lr = 3e-3 if kind == "lm-full" else 1e-2
+    recipe = lm_recipe(tiny_llama, chat_data, tmp_path, kind=kind, train={"steps": 12, "learning_rate": lr, "save_every": None})
+    if kind == "lm-qlora":
+        recipe["quantize"] = {"bits": 8, "group_size": 32}
+    run = train(recipe)
+    assert run.ok, run.error
+    evals = _events(run.path, "EvalReport")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+
+
+def test_gradient_accumulation_and_checkpointing_train(tiny_qwen, chat_data, tmp_path):
+    run = train(lm_recipe(tiny_qwen, chat_data, tmp_path, train={"steps": 6, "batch_size": 2, "grad_accumulation": 2, "grad_checkpoint": True, "eval_every": 6, "save_every": None}))
+    assert run.ok, run.error
+    evals = _events(run.path, "EvalReport")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny_llama, chat_data, tmp_path):
+    full = train(lm_recipe(tiny_llama, chat_data, tmp_path / "a", train={"steps": 12, "save_every": 6}, lora={"dropout": 0.1}))
+    assert full.ok, full.error
+    expected = _step_losses(full.path)
+
+    # The same run, cut at its step-6 checkpoint (as if it had died there), then resumed.
+    cut = train(lm_recipe(tiny_llama, chat_data, tmp_path / "b", train={"steps": 12, "save_every": 6}, lora={"dropout": 0.1}))
+    run = RunDir(cut.path)
+    for step, folder in run.checkpoints():
+        if step > 6:
+            import shutil
+
+            shutil.rmtree(folder)
+    from mlxft.train.process import resume_run
+
+    resumed = resume_run(cut.path)
+    assert resumed.ok, resumed.error
+    got = _step_losses(cut.path)
+    assert sorted(got) == sorted(expected)
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
+
+
+def _start_cli(args, cwd) -> subprocess.Popen:
+    return subprocess.Popen(MLXFT + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(predicate, timeout=120.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _write_recipe(tmp_path, recipe) -> Path:
+    import yaml
+
+    p = tmp_path / "recipe.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    return p
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_losses(tiny_llama, chat_data, tmp_path):
+    steps = 300
+    sections = dict(train={"steps": steps, "save_every": 20, "eval_every": None, "log_every": 1, "keep_checkpoints": 3})
+    reference = train(lm_recipe(tiny_llama, chat_data, tmp_path / "ref", **sections))
+    assert reference.ok, reference.error
+    expected = _step_losses(reference.path)
+
+    recipe = _write_recipe(tmp_path, lm_recipe(tiny_llama, chat_data, tmp_path / "killed", **sections))
+    proc = _start_cli(["train", str(recipe)], tmp_path)
+    root = tmp_path / "killed"
+    assert _wait_for(lambda: any(root.glob("*/checkpoints/step-000020/state.json")))
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its training child, mid-training
+    proc.wait()
+    run_dir = next(root.iterdir())
+    assert not _events(run_dir, "RunFinished"), "the run must have been killed before it finished"
+
+    out = subprocess.run(MLXFT + ["train", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = _step_losses(run_dir)
+    assert sorted(got) == list(range(1, steps + 1))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
+
+
+def test_ctrl_c_stops_saves_and_says_how_to_resume(tiny_llama, chat_data, tmp_path):
+    recipe = _write_recipe(tmp_path, lm_recipe(tiny_llama, chat_data, tmp_path / "runs", train={"steps": 100000, "save_every": None, "eval_every": None}))
+    proc = _start_cli(["train", str(recipe)], tmp_path)
+    root = tmp_path / "runs"
+    assert _wait_for(lambda: any(_events(d, "StepReport") for d in root.glob("*") if (d / "metrics.jsonl").is_file()))
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C: the whole group gets it
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "mlxft train --resume" in err
+    run = RunDir(next(root.iterdir()))
+    assert run.latest_checkpoint() is not None
+    assert _events(run.path, "RunFinished")[-1]["status"] == "stopped"
+
+
+def test_a_dead_training_process_is_reported_with_its_last_checkpoint(tiny_llama, chat_data, tmp_path):
+    recipe = _write_recipe(tmp_path, lm_recipe(tiny_llama, chat_data, tmp_path / "runs", train={"steps": 100000, "save_every": 5, "eval_every": None}))
+    proc = _start_cli(["train", str(recipe)], tmp_path)
+    root = tmp_path / "runs"
+    assert _wait_for(lambda: any(root.glob("*/checkpoints/step-*/state.json")))
+    started = _events(next(root.iterdir()), "RunStarted")[0]
+    os.kill(started["pid"], signal.SIGKILL)  # only the child, as the kernel's OOM killer would
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "SIGKILL" in err and "out of memory" in err and "last checkpoint:" in err and "--resume" in err
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_llama, chat_data, tmp_path):
+    from mlxft.train.lm import load_splits, prepare_model
+    from mlxft.train.loop import LoopHooks, Trainer, TrainData
+    from mlxft.train.objective import make_loss
+
+    recipe = recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path))
+    loaded, _ = prepare_model(recipe)
+    train_set, valid = load_splits(recipe, loaded.tokenizer)
+    norm = loaded.model.model.norm
+    norm.weight = norm.weight * float("nan")
+    trainer = Trainer(loaded.model, make_loss(loaded.model, "llama"), TrainData(train_set, valid), recipe.train, seed=0, batching="bucket", total_steps=3, run_dir=tmp_path, hooks=LoopHooks())
+    with pytest.raises(RunError) as err:
+        trainer.train_step()
+    assert "nan" in err.value.message and "step 1" in err.value.message and "learning_rate" in err.value.hint
+
+
+def test_loss_on_selected_rows_equals_loss_on_full_logits(tiny_model, chat_data):
+    from mlxft.data.batches import collate
+    from mlxft.data.encode import SampleEncoder, encode_records
+    from mlxft.data.sources import read_split
+    from mlxft.llm.loading import load_model
+    from mlxft.recipe import DataSection
+    from mlxft.train.objective import make_loss, split_forward
+
+    loaded = load_model(str(tiny_model))
+    assert split_forward(loaded.model, loaded.model_type) is not None
+    samples, _ = encode_records(read_split(chat_data, "valid")[:4], SampleEncoder(loaded.tokenizer, DataSection(path="x")), "chat", 128, "truncate")
+    b = collate(samples)
+    args = (mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
+    fast, n1 = make_loss(loaded.model, loaded.model_type)(loaded.model, *args)
+    slow, n2 = make_loss(loaded.model, loaded.model_type, split=False)(loaded.model, *args)
+    assert n1.item() == n2.item() == b.trained_tokens
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
