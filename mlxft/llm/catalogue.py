@@ -117,7 +117,7 @@ def load_catalogue(folder: str | Path | None = None) -> list[ModelEntry]:
             try:
                 entry = ModelEntry.model_validate({"key": str(key), **fields})
             except ValidationError as err:
-                problems.extend(f"{where}: field '{_location(e['loc'])}': {e['msg']}" for e in err.errors())
+                problems.extend(f"{where}: field '{loc}': {msg}" for loc, msg in _field_problems(err))
                 continue
             if entry.key in seen:
                 problems.append(f"{where}: key already defined in {seen[entry.key]}")
@@ -130,10 +130,15 @@ def load_catalogue(folder: str | Path | None = None) -> list[ModelEntry]:
     return entries
 
 
-def _location(loc: tuple) -> str:
-    # A union field (a list or 'all-linear') reports each alternative; keep the field name readable.
-    parts = [str(p) for p in loc if not str(p).startswith(("list[", "literal[", "constrained-", "function-"))]
-    return ".".join(parts) or "(entry)"
+def _field_problems(err: ValidationError) -> list[tuple[str, str]]:
+    merged: dict[str, list[str]] = {}
+    for e in err.errors():
+        # A union field (a list or 'all-linear') fails once per alternative: one line per field.
+        parts = [str(p) for p in e["loc"] if not str(p).startswith(("list[", "literal[", "constrained-", "function-"))]
+        msg = "unknown field: check the spelling" if e["type"] == "extra_forbidden" else e["msg"]
+        if msg not in merged.setdefault(".".join(parts) or "(entry)", []):
+            merged[".".join(parts) or "(entry)"].append(msg)
+    return [(loc, "; or ".join(msgs)) for loc, msgs in merged.items()]
 
 
 def find_model(name: str, folder: str | Path | None = None) -> ModelEntry | None:

@@ -60,6 +60,8 @@ def resolve_model_path(spec: str, *, allow_download: bool = True) -> Path:
         return path
     if path.exists():
         raise ModelError(f"{spec}: not a model folder or a .gguf file")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec:
+        raise ModelError(f"{spec}: no such folder", hint="check the path; a Hub id looks like owner/name")
     from mlxft.llm.catalogue import find_model
 
     entry = find_model(spec)
@@ -71,7 +73,7 @@ def resolve_model_path(spec: str, *, allow_download: bool = True) -> Path:
 
 def download_model(repo: str, *, allow_download: bool = True) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(snapshot_download(repo, allow_patterns=HUB_PATTERNS, local_files_only=not allow_download))
@@ -81,6 +83,8 @@ def download_model(repo: str, *, allow_download: bool = True) -> Path:
         raise ModelError(f"{repo}: no such model on the Hugging Face Hub", hint="check the id, or log in if it is private") from None
     except LocalEntryNotFoundError:
         raise ModelError(f"{repo}: not in the local cache and the Hub cannot be reached", hint="connect to the internet once, or pass a local folder or .gguf") from None
+    except HFValidationError as exc:
+        raise ModelError(f"{repo!r} is not a valid Hub id ({exc})", hint="a Hub id looks like owner/name; a local model is a folder path") from None
     except OSError as exc:
         raise ModelError(f"{repo}: download failed ({exc})", hint="check the network, or pass a local folder or .gguf") from None
 

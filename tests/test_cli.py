@@ -1,0 +1,93 @@
+"""The `mlxft` command line, run as a user runs it: validate, train, generate, eval-loss, doctor, BLAS preload."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import lm_recipe
+
+MLXFT = [sys.executable, "-m", "mlxft"]
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    return subprocess.run(MLXFT + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def test_help_lists_the_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for cmd in ("quickstart", "train", "validate", "plan", "models", "import", "generate", "chat", "eval-loss", "doctor"):
+        assert cmd in out.stdout
+
+
+def test_validate_reports_every_problem_and_exits_1(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: lm-lora\nmodel: m\ndata: {path: d, formatt: chat}\ntrain: {steps: -1, learning_rate: 1e-4}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("kind: lm-lora\nmodel: m\ndata: {path: d}\n")
+    out = run_cli("validate", good, bad)
+    assert out.returncode == 1
+    assert f"ok    {good}" in out.stdout
+    assert "data.formatt" in out.stderr and "train.steps" in out.stderr and "2 problem(s)" in out.stderr
+
+
+def test_train_generate_and_eval_loss_end_to_end(tiny_llama, chat_data, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, chat_data, tmp_path / "runs")))
+    out = run_cli("train", recipe, "train.steps=8", "train.eval_every=4")
+    assert out.returncode == 0, out.stderr
+    run_dir = Path(out.stdout.strip().splitlines()[-1]).parent
+    assert "validation loss" in out.stderr and "step 8/8" in out.stderr  # plain lines when not a terminal
+    gen = run_cli("generate", "--model", tiny_llama, "--adapter", run_dir, "--prompt", "What color is the cat?", "--max-tokens", "8", "--no-stream")
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.strip()
+    base = run_cli("eval-loss", "--model", tiny_llama, "--data", chat_data, "--split", "test", "--json")
+    tuned = run_cli("eval-loss", "--model", tiny_llama, "--adapter", run_dir, "--data", chat_data, "--split", "test", "--json")
+    assert base.returncode == 0 and tuned.returncode == 0, base.stderr + tuned.stderr
+    assert json.loads(tuned.stdout)["loss"] < json.loads(base.stdout)["loss"]
+
+
+def test_bad_data_fails_before_training_with_file_and_line(tiny_llama, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, data, tmp_path / "runs")))
+    out = run_cli("train", recipe)
+    assert out.returncode == 1
+    assert f"{data / 'train.jsonl'}:1" in out.stderr and "no assistant turn" in out.stderr
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    out = run_cli("generate", "--model", tmp_path / "nope", "--prompt", "hi")
+    assert out.returncode == 1 and "error:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_doctor_reports_blas_speed_and_never_the_token(tmp_path):
+    env = {**os.environ, "HF_TOKEN": "hf_secretsecret"}
+    out = subprocess.run(MLXFT + ["doctor", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert "hf_secretsecret" not in out.stdout
+    assert report["hub_token"].startswith("set")
+    assert report["matmul_gflops"] > 0 and report["total_memory_gb"] > 0
+    if report["blas_note"] == "preloaded before mlx.core":
+        assert report["reference_blas_gflops"] and report["matmul_gflops"] > 3 * report["reference_blas_gflops"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS preload is for MLX's Linux CPU wheel")
+def test_optimized_blas_is_loaded_before_mlx_in_every_process():
+    from mlxft._blas import CANDIDATES, _bundled_reference_blas
+
+    if _bundled_reference_blas() is None or not any(Path(c).exists() for c in CANDIDATES):
+        pytest.skip("no bundled reference BLAS or no OpenBLAS installed here")
+    code = "import mlxft, mlxft._blas as b, mlx.core as mx; print(b.STATE.loaded)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() in CANDIDATES
+    maps = subprocess.run([sys.executable, "-c", "import mlxft, mlx.core; print(open('/proc/self/maps').read())"], capture_output=True, text=True, timeout=120).stdout
+    assert "openblas" in maps
