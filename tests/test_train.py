@@ -191,3 +191,23 @@ def test_loss_on_selected_rows_equals_loss_on_full_logits(tiny_model, chat_data)
     slow, n2 = make_loss(loaded.model, loaded.model_type, split=False)(loaded.model, *args)
     assert n1.item() == n2.item() == b.trained_tokens
     assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+
+
+def test_early_stopping_and_keep_best_follow_the_validation_loss(tiny_llama, chat_data, tmp_path):
+    from mlxft.llm import adapters as A
+    from mlxft.train.lm import load_splits, prepare_model
+    from mlxft.train.loop import LoopHooks, Trainer, TrainData
+    from mlxft.train.objective import make_loss
+
+    recipe = recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path, train={"steps": 50, "eval_every": 2, "early_stopping_patience": 2, "save_every": None}))
+    loaded, cfg = prepare_model(recipe)
+    train_set, valid = load_splits(recipe, loaded.tokenizer)
+    events, saved = [], []
+    hooks = LoopHooks(emit=events.append, save_adapter=lambda folder: saved.append((Path(folder).name, trainer.state.step)))
+    trainer = Trainer(loaded.model, make_loss(loaded.model, "llama"), TrainData(train_set, valid), recipe.train, seed=0, batching="bucket", total_steps=50, run_dir=tmp_path, hooks=hooks)
+    scripted = iter([5.0, 4.0, 3.0, 3.5, 3.2, 2.0])  # best at step 4, then two evaluations without improvement
+    trainer.evaluate = lambda max_batches=None: (next(scripted), 10)
+    status = trainer.fit()
+    assert status == "early-stopped"
+    assert trainer.state.step == 8 and trainer.state.best_step == 4 and trainer.state.best_val_loss == 3.0
+    assert ("best", 2) in saved and ("best", 4) in saved and not any(name == "best" and step > 4 for name, step in saved)
