@@ -45,6 +45,7 @@ CONFIGS = {
     "lora-4L": (tiny_config(), settings()),
     "lora-8L-long": (tiny_config(layers=8), settings(batch_size=1, seq_len=512)),
     "lora-512d-32k": (tiny_config(hidden=512, intermediate=1408, layers=6, vocab=32000), settings(batch_size=4, seq_len=128)),
+    "lora-1024d": (tiny_config(hidden=1024, intermediate=2816, layers=8, heads=16, kv_heads=4, vocab=32000), settings(seq_len=512)),
     "lora-all-linear": (tiny_config(layers=6), settings(targets="all-linear", rank=16, batch_size=4)),
     "lora-last-2": (tiny_config(layers=8, vocab=16384), settings(lora_layers=2)),
     "lora-grad-ckpt": (tiny_config(layers=8), settings(grad_checkpoint=True, batch_size=4)),
@@ -54,6 +55,10 @@ CONFIGS = {
     "qlora-4bit-long": (tiny_config(layers=2, vocab=32000), settings(quant_bits=4, batch_size=1, seq_len=512)),
     "full-4L": (tiny_config(), settings(method="full")),
     "full-512d": (tiny_config(hidden=512, intermediate=1408, layers=6, vocab=16384), settings(method="full", batch_size=2, seq_len=128)),
+    "full-1024d": (tiny_config(hidden=1024, intermediate=2816, layers=8, heads=16, kv_heads=4, vocab=32000), settings(method="full", batch_size=1)),
+    "full-big-vocab": (tiny_config(hidden=512, intermediate=1408, layers=2, vocab=65536), settings(method="full", batch_size=1, seq_len=128)),
+    "full-untied": (dict(tiny_config(hidden=512, intermediate=1408, layers=2, vocab=65536), tie_word_embeddings=False),
+                    settings(method="full", batch_size=1, seq_len=128)),
     "full-grad-ckpt": (tiny_config(hidden=512, intermediate=1408, layers=8), settings(method="full", grad_checkpoint=True, batch_size=4)),
 }
 

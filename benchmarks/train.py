@@ -1,8 +1,11 @@
 """Training throughput and peak memory: mlxft against mlx-lm's own LoRA trainer, same model, data and settings.
 
 Run:   .venv/bin/python benchmarks/train.py --out /tmp/bench-train.json
-Tiny:  .venv/bin/python benchmarks/train.py --tiny --out /tmp/bench-train-tiny.json   (random 2-layer model, CPU, ~1 min)
-Try:   .venv/bin/python benchmarks/train.py --samples 100 --epochs 2 --tools mlxft
+Tiny:  .venv/bin/python benchmarks/train.py --tiny --out /tmp/bench-train-tiny.json   (random 2-layer model, CPU, ~30 s)
+Try:   .venv/bin/python benchmarks/train.py --samples 64 --epochs 2 --tools mlxft --out /tmp/b.json
+
+The default run (SmolLM2-135M-Instruct in float32, the first 128 alpaca_en_demo_chat rows, 32 steps of batch 4)
+takes about 9 minutes on a 2-core x86_64 CPU with OpenBLAS; run it on an otherwise idle machine.
 
 One invocation trains the same float32 model on the same chat data with (a) `mlxft train RECIPE.yaml` and
 (b) `python -m mlx_lm lora --train --config cfg.yaml`, each in its own process, for a whole number of
@@ -18,7 +21,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import platform
 import random
@@ -257,8 +259,24 @@ def _process_tree_maps_blas(root_pid: int) -> list[str]:
 # -- the two runs -----------------------------------------------------------------------------------
 
 
-def _run_logged(cmd: list[str], env: dict, log: Path, watch_blas: bool = False) -> tuple[float, list[str]]:
-    t0 = time.perf_counter()
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all processes, all cores)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and its finished (waited-for) children, e.g. a tool and its training child."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _run_logged(cmd: list[str], env: dict, log: Path, watch_blas: bool = False) -> dict:
+    """Run one tool; returns its wall time, the BLAS its processes mapped, and the CPU other processes took meanwhile."""
+    t0, busy0, own0 = time.perf_counter(), _busy_cpu_s(), _own_cpu_s()
     blas: list[str] = []
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
@@ -273,7 +291,9 @@ def _run_logged(cmd: list[str], env: dict, log: Path, watch_blas: bool = False) 
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{cmd[:4]} failed with exit code {proc.returncode}; log {log}:\n{tail}")
-    return wall, blas
+    other = max(0.0, (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0))
+    # Share of the machine's cores that other processes used while this tool ran: 0 means it had them to itself.
+    return {"process_wall_s": wall, "blas": blas, "other_processes_cpu_share": round(other / (wall * (os.cpu_count() or 1)), 3)}
 
 
 def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int, env: dict) -> dict:
@@ -294,13 +314,14 @@ def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int
     exe = Path(sys.executable).parent / "mlxft"
     cmd = [str(exe), "train", str(path)] if exe.is_file() else [sys.executable, "-m", "mlxft", "train", str(path)]
     jit_before = _jit_cache_files()
-    wall, blas = _run_logged(cmd, env, work / "mlxft.log", watch_blas=True)
+    ran = _run_logged(cmd, env, work / "mlxft.log", watch_blas=True)
     events = [json.loads(line) for line in (work / "mlxft-runs" / "bench" / "metrics.jsonl").read_text().splitlines()]
     reports = [e for e in events if e["event"] == "StepReport"]
     started = next(e for e in events if e["event"] == "RunStarted")
     times = [r["elapsed_s"] for r in reports]  # seconds since the loop started, at the end of each reported step
     return {
-        "command": " ".join(cmd), "process_wall_s": wall, "blas_mapped_in_training_process": blas,
+        "command": " ".join(cmd), "process_wall_s": ran["process_wall_s"], "blas_mapped_by_its_processes": ran["blas"],
+        "other_processes_cpu_share": ran["other_processes_cpu_share"],
         "jit_kernels_added": _jit_cache_files() - jit_before, "compute_dtype": started["compute_dtype"],
         "trainable_parameters": started["trainable_parameters"],
         "steps": len(reports), "step_tokens": [r["tokens"] for r in reports],
@@ -329,14 +350,15 @@ def run_mlx_lm(model: Path, data: Path, work: Path, args, layers: int, steps: in
     events_path = work / "mlx-lm-reports.jsonl"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--mlx-lm-worker", str(path), str(events_path)]
     jit_before = _jit_cache_files()
-    wall, _ = _run_logged(cmd, env, work / "mlx-lm.log")
+    ran = _run_logged(cmd, env, work / "mlx-lm.log")
     lines = [json.loads(line) for line in events_path.read_text().splitlines()]
     header = lines[0]
     reports = [r for r in lines[1:] if "iteration" in r]
     times = [r["t"] - header["loop_start"] for r in reports]
     return {
         "command": f"LD_PRELOAD={OPENBLAS} python -m mlx_lm lora --train --config {path}  (via the --mlx-lm-worker wrapper)",
-        "process_wall_s": wall, "matmul_gflops_in_process": header["gflops"], "compute_dtype": header["dtype"],
+        "process_wall_s": ran["process_wall_s"], "other_processes_cpu_share": ran["other_processes_cpu_share"],
+        "matmul_gflops_in_process": header["gflops"], "compute_dtype": header["dtype"],
         "jit_kernels_added": _jit_cache_files() - jit_before,
         "steps": len(reports), "step_own_tokens": [int(round(r["own_tokens"])) for r in reports],
         "step_seconds": [b - a for a, b in zip([0.0] + times[:-1], times)],
@@ -350,6 +372,9 @@ def run_mlx_lm(model: Path, data: Path, work: Path, args, layers: int, steps: in
 
 def mlx_lm_worker(config_path: str, events_path: str) -> None:
     """Run mlx-lm's own `lora` entry point unchanged, recording the report it passes to its callbacks.
+
+    Invoked as `python benchmarks/train.py --mlx-lm-worker CONFIG.yaml REPORTS.jsonl` by run_mlx_lm. It does not
+    import mlxft, so mlx-lm runs as a user would run it; OpenBLAS comes from LD_PRELOAD instead.
 
     mlx-lm 0.32 prints loss, tok/s and tokens but hands peak memory and exact counts only to its
     training callbacks (wandb/swanlab), so this installs one that appends them to a JSON-lines file.
@@ -426,16 +451,21 @@ def summarize(tool: dict, step_trained: list[int], step_positions: list[int]) ->
 
 
 def print_table(rows: dict, ratios: dict) -> None:
-    head = f"{'tool':<8} {'trained tok/s':>14} {'  after step 1':>14} {'peak GB':>8} {'loop s':>8} {'step 1 s':>9} {'process s':>10} {'trained tok':>12} {'positions':>10}"
+    head = f"{'tool':<8} {'trained tok/s':>14} {'after step 1':>13} {'positions/s':>12} {'peak GB':>8} {'loop s':>8} {'step 1 s':>9} {'process s':>10}"
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
         after = r["trained_tok_per_s_after_step1"]
-        print(f"{name:<8} {r['trained_tok_per_s']:>14.1f} {after if after is not None else float('nan'):>14.1f} {r['peak_memory_gb']:>8.3f} "
-              f"{r['loop_wall_s']:>8.1f} {r['first_step_s']:>9.1f} {r['process_wall_s']:>10.1f} {r['trained_tokens']:>12} {r['positions_computed']:>10}")
+        print(f"{name:<8} {r['trained_tok_per_s']:>14.1f} {after if after is not None else float('nan'):>13.1f} {r['positions_per_s']:>12.1f} "
+              f"{r['peak_memory_gb']:>8.3f} {r['loop_wall_s']:>8.1f} {r['first_step_s']:>9.1f} {r['process_wall_s']:>10.1f}")
+    for name, r in rows.items():
+        own = f"; its own tok/s (counts a pad target per sample, step compute only): {r['own_tok_per_s']:.1f}" if "own_tok_per_s" in r else ""
+        print(f"{name}: {r['trained_tokens']} trained tokens in {r['positions_computed']} computed positions "
+              f"({r['trained_tokens'] / max(r['positions_computed'], 1):.0%}); mean train loss {r['mean_train_loss']:.4f}{own}")
     if ratios:
         print(f"mlxft/mlx-lm: trained tok/s x{ratios['trained_tok_per_s']:.2f} (after step 1 x{ratios['trained_tok_per_s_after_step1']:.2f}), "
-              f"peak memory x{ratios['peak_memory_gb']:.2f}, loop wall x{ratios['loop_wall_s']:.2f}, process wall x{ratios['process_wall_s']:.2f}")
+              f"positions/s x{ratios['positions_per_s']:.2f}, peak memory x{ratios['peak_memory_gb']:.2f}, loop wall x{ratios['loop_wall_s']:.2f}, "
+              f"process wall x{ratios['process_wall_s']:.2f}")
 
 
 def _versions() -> dict:
@@ -452,7 +482,7 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true", help="tiny random llama and synthetic data: a fast smoke check")
     p.add_argument("--model", help="a float32 model folder (default: the dequantized SmolLM2-135M-Instruct asset)")
     p.add_argument("--data", help="a folder with train.jsonl in chat format (default: the alpaca_en_demo_chat asset)")
-    p.add_argument("--samples", type=int, default=200, help="first N training rows (rounded down to a multiple of the batch size)")
+    p.add_argument("--samples", type=int, default=128, help="first N training rows (rounded down to a multiple of the batch size)")
     p.add_argument("--epochs", type=int, default=1, help="whole passes over the samples, for both tools")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--rank", type=int, default=8)
@@ -496,20 +526,19 @@ def main(argv=None) -> int:
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm's batching prints a warning per over-long batch
         counts = count_tokens(model, data, args, steps)
     print(f"data:  {counts['encode_summary']}")
+    print(f"batches: mlxft {counts['mlxft']['shapes']} distinct shapes (length-bucketed); mlx-lm {counts['mlx_lm']['shapes']} distinct shapes, "
+          f"sorted by length: {counts['mlx_lm']['batches_sorted_by_token_length']}")
     gflops = {"mlxft": matmul_gflops("import mlxft\n", base_env), "mlx-lm": matmul_gflops("", lm_env)}
     print(f"BLAS:  float32 matmul GFLOP/s in a process set up like each tool's: {gflops}")
 
     results: dict = {}
-    loads: dict = {}
     for tool in tools:
-        loads[tool] = {"before": os.getloadavg()}
         print(f"\n== {tool}: training {steps} steps ...", flush=True)
         if tool == "mlxft":
             results[tool] = run_mlxft(model, data, work, args, layers, steps, base_env)
         else:
             results[tool] = run_mlx_lm(model, data, work, args, layers, steps, lm_env)
-        loads[tool]["after"] = os.getloadavg()
-        print(f"   done in {results[tool]['process_wall_s']:.1f} s", flush=True)
+        print(f"   done in {results[tool]['process_wall_s']:.1f} s; other processes used {results[tool]['other_processes_cpu_share']:.0%} of the cores meanwhile", flush=True)
 
     checks, rows = {}, {}
     if "mlxft" in results:
@@ -534,12 +563,14 @@ def main(argv=None) -> int:
     for name, ok in checks.items():
         if not ok:
             print(f"WARNING: check failed: {name}")
-    if any(max(v["before"][0], v["after"][0]) > 0.5 for v in loads.values()):
-        print(f"note: load average during the runs {loads} (other processes share the 2 cores: rerun for stabler numbers)")
+    busy = {t: r["other_processes_cpu_share"] for t, r in results.items() if r["other_processes_cpu_share"] > 0.05}
+    if busy:
+        print(f"WARNING: other processes used this share of the cores during the runs: {busy}; the numbers are not comparable, rerun on an idle machine")
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "blas": OPENBLAS, "matmul_gflops": gflops, "loadavg": loads},
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "blas": OPENBLAS, "matmul_gflops": gflops,
+                    "other_processes_cpu_share": {t: r["other_processes_cpu_share"] for t, r in results.items()}},
         "versions": _versions(),
         "model": {"label": model_label, "path": str(model), "layers_adapted": layers, "depth": depth},
         "data": {"label": data_label, "samples": n, "encode_summary": counts["encode_summary"]},
@@ -555,6 +586,7 @@ def main(argv=None) -> int:
             "trained_tok_per_s_after_step1": "the same without step 1, which pays the first trace and compile (and kernel JIT on a cold /tmp/mlx cache)",
             "positions_computed": "batch x padded length fed through the model, summed over steps",
             "mlx_lm_own_count": "mlx-lm's own token count (what its tok/s uses) includes one pad target per untruncated sample",
+            "mean_train_loss": "mlxft: token-weighted over all steps; mlx-lm: mean of its per-step losses (which include the pad target); a sanity check, not a comparison",
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

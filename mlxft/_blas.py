@@ -45,9 +45,14 @@ def _bundled_reference_blas() -> str | None:
     spec = importlib.util.find_spec("mlx")
     if spec is None or not spec.submodule_search_locations:
         return None
-    site = os.path.dirname(list(spec.submodule_search_locations)[0])
-    found = sorted(glob.glob(os.path.join(site, "mlx_cpu.libs", "libblas*.so*")))
-    return found[0] if found else None
+    # `mlx` is a namespace package: MLX's own kernel cache (/tmp/mlx) can be a portion of it when the
+    # current folder is /tmp, so look beside every portion, not only the first.
+    for portion in spec.submodule_search_locations:
+        site = os.path.dirname(portion)
+        found = sorted(glob.glob(os.path.join(site, "mlx_cpu.libs", "libblas*.so*")))
+        if found:
+            return found[0]
+    return None
 
 
 def _find_optimized() -> str | None:

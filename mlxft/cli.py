@@ -32,6 +32,7 @@ def cmd_train(args) -> int:
         if not args.recipe:
             raise MlxftError("give a recipe: `mlxft train RECIPE.yaml [key=value ...]`", hint="or `mlxft train --resume RUN_DIR`")
         recipe = load_recipe(args.recipe, args.overrides)
+        _warn_if_it_will_not_fit(recipe)
         run = start_run(recipe, on_event=printer)
     return _report_run(run)
 
@@ -75,6 +76,22 @@ def cmd_plan(args) -> int:
     plan = plan_memory(recipe, config)
     print(format_plan(plan))
     return 2 if plan.verdict == "will-not-fit" else 0
+
+
+def _warn_if_it_will_not_fit(recipe) -> None:
+    """Before loading anything, say so when the memory plan predicts the run will not fit (`mlxft plan` refuses)."""
+    from mlxft.llm.catalogue import find_model
+    from mlxft.train.memory import format_plan, plan_memory
+
+    path = Path(recipe.model).expanduser()
+    if not (path.is_dir() or find_model(recipe.model) is not None):
+        return  # a Hub id or a GGUF: no config at hand without a download or an import
+    try:
+        plan = plan_memory(recipe, _config_without_weights(recipe.model, find_model))
+    except MlxftError:
+        return
+    if plan.verdict == "will-not-fit":
+        print("warning: this run is estimated not to fit in memory:\n" + format_plan(plan), file=sys.stderr)
 
 
 def _config_without_weights(spec: str, find_model) -> dict:

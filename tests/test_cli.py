@@ -111,3 +111,15 @@ def test_import_writes_a_loadable_model_folder(tmp_path):
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file() and (folder / "model.safetensors").is_file()
     again = run_cli("import", gguf, "--out", tmp_path)  # a folder with other things in it is never overwritten
     assert again.returncode == 1 and "error:" in again.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS preload is for MLX's Linux CPU wheel")
+def test_blas_preload_works_from_the_folder_that_holds_mlx_kernel_cache(tmp_path):
+    # MLX caches CPU kernels in /tmp/mlx, which makes `mlx` a namespace package with a portion there.
+    from mlxft._blas import CANDIDATES, _bundled_reference_blas
+
+    if _bundled_reference_blas() is None or not any(Path(c).exists() for c in CANDIDATES):
+        pytest.skip("no bundled reference BLAS or no OpenBLAS installed here")
+    (tmp_path / "mlx").mkdir()
+    out = subprocess.run([sys.executable, "-c", "import mlxft._blas as b; print(b.STATE.loaded)"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() in CANDIDATES, out.stdout + out.stderr

@@ -77,7 +77,10 @@ def test_qlora_needs_less_than_lora_for_a_7b():
 def test_full_finetuning_keeps_gradients_and_two_adam_states():
     e = estimate_memory(LLAMA_8B, method="full", batch_size=1, seq_len=256, compute_dtype="bfloat16")
     assert e.trainable == 0 and e.trainable_parameters == e.parameters
-    assert e.gradients == e.weights and e.optimizer == 2 * e.weights
+    assert e.optimizer == 2 * e.weights
+    # A short batch peaks at the optimizer step: every gradient plus the vocabulary matrices' temporaries.
+    vocab_matrices = 2 * 128256 * 4096 * 2
+    assert e.gradients == e.weights + 3 * vocab_matrices
 
 
 def test_lora_adapters_are_float32_and_sized_by_rank_and_targets():
@@ -162,11 +165,10 @@ def test_machine_memory_is_plausible_and_does_not_import_mlx():
 def test_models_table_lists_every_catalogue_entry():
     entries = load_catalogue()
     table = format_models_table(entries, 24 * GB)
+    lines = table.splitlines()
     for entry in entries:
-        assert entry.key in table
+        assert sum(line.startswith(entry.key + " ") for line in lines) == 1, entry.key
     assert "batch 4 x 2048" in table and "rank 8" in table
-    body = table.splitlines()[4:]
-    assert len([line for line in body if not line.startswith("*")]) == len(entries)
 
 
 def test_memory_estimate_is_a_frozen_record():

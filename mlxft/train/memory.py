@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mlxft.errors import MlxftError, ModelError
+from mlxft.recipe import DataSection, LoraSection, TrainSection
 
 GB = 1 << 30
 OVERHEAD_BYTES = 512 << 20  # the runtime itself: interpreter, MLX, tokenizer, allocator slack
@@ -133,11 +134,11 @@ def count_parameters(config: dict) -> int:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes at the peak of one training step, by what holds them; `total` adds the fixed runtime overhead."""
+    """Bytes alive at the peak of one training step, by what holds them; `total` adds the fixed runtime overhead."""
 
     weights: int  # the base model (for full fine-tuning: the trained weights themselves)
     trainable: int  # trainable parameters not already in `weights`: the LoRA/DoRA adapters
-    gradients: int
+    gradients: int  # those alive at the peak (full fine-tuning: with the optimizer step's temporaries)
     optimizer: int  # AdamW: two states per trainable parameter, in the parameter's dtype (as MLX keeps them)
     activations: int  # what the backward pass needs from the forward pass, plus one layer's working set
     logits: int  # batch x seq x vocab, float32, times the copies cross-entropy and its gradient make
@@ -228,8 +229,9 @@ def estimate_memory(
     if method == "dora":
         saved += sum(s.target_dims(n)[1] for n in names)  # the unnormalised output, for the magnitude's gradient
     scores = 0 if gpu else s.heads * seq_len * b  # softmax(QK^T) per query, per head
-    lse = s.heads * 4 if gpu else 0  # the fused kernel keeps a float32 log-sum-exp per query and head
-    layer_bytes = saved * b + scores + lse
+    # The fused kernel instead keeps its output and a float32 log-sum-exp per query and head.
+    fused = (s.q_dim * b + s.heads * 4) if gpu else 0
+    layer_bytes = saved * b + scores + fused
     working = (7 * D + 4 * I) * b + scores  # one block's backward, plus the final norm and head inputs (measured)
     if grad_checkpoint:
         # Only block inputs stay; one block is recomputed at a time during the backward pass.
@@ -242,14 +244,29 @@ def estimate_memory(
 
     copies = (LOGIT_COPIES_GPU if gpu else LOGIT_COPIES) + (2 if s.logit_softcap else 0)  # tanh soft-capping keeps two more
     logits = tokens * s.vocab * 4 * copies
+    activations, logits = activations * MARGIN, logits * MARGIN
+
+    if full:
+        # Full fine-tuning peaks at one of two moments (measured). Early in the backward pass all activations
+        # are alive but only the vocabulary matrices have gradients; at the optimizer step every gradient is,
+        # with the step's temporaries of the vocabulary matrices (a tied one sums two gradient paths: 4 copies;
+        # untied, 3 of each) and about half the activations, still waiting for their weight gradients.
+        vocab_matrices = s.vocab * s.hidden * b * (1 if s.tied else 2)
+        temporaries = vocab_matrices * (4 if s.tied else 3)
+        early = activations + logits + vocab_matrices
+        late = gradients + temporaries + (activations + logits) / 2
+        if early >= late:
+            gradients = vocab_matrices
+        else:
+            gradients, activations, logits = gradients + temporaries, activations / 2, logits / 2
 
     return MemoryEstimate(
         weights=int(weights),
         trainable=int(trainable),
         gradients=int(gradients),
         optimizer=int(optimizer),
-        activations=int(activations * MARGIN),
-        logits=int(logits * MARGIN),
+        activations=int(activations),
+        logits=int(logits),
         overhead=OVERHEAD_BYTES,
         parameters=int(parameters),
         trainable_parameters=int(trainable_parameters),
@@ -314,7 +331,10 @@ def _cgroup_room(total: int) -> int:
             return total
         with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
             used = int(f.read().strip())
-        return max(0, int(limit) - used)
+        with open("/sys/fs/cgroup/memory.stat", encoding="ascii") as f:
+            stat = dict(line.split() for line in f if line.count(" ") == 1)
+        # Inactive file cache counts as used but is given back on demand.
+        return max(0, int(limit) - used + int(stat.get("inactive_file", 0)))
     except (OSError, ValueError):
         return total
 
@@ -395,7 +415,7 @@ def judge(total: int, available: int) -> Verdict:
 def recipe_settings(recipe) -> dict:
     """The estimate_memory keywords a Recipe implies ('auto' dtype resolved for this machine's default device)."""
     gpu = _default_device_is_gpu()
-    dtype = recipe.dtype if recipe.dtype != "auto" else ("bfloat16" if gpu else "float32")
+    dtype = recipe.dtype if recipe.dtype != "auto" else default_compute_dtype()
     return dict(
         method=recipe.method,
         quant_bits=recipe.quantize.bits if recipe.quantize else None,
@@ -538,12 +558,15 @@ def format_plan(plan: MemoryPlan) -> str:
     return "\n".join(lines)
 
 
+# The table sizes a typical SFT batch (4 samples of 512 tokens), not the 2048-token ceiling: on MLX's CPU
+# backend attention scores are kept per layer for the backward pass, so the ceiling says "no" to everything.
+TABLE_SEQ_LEN = 512
+
+
 def format_models_table(entries, available_bytes: int) -> str:
     """The `mlxft models` table: each catalogue entry's size and memory for LoRA and QLoRA-4bit at default settings."""
-    from mlxft.recipe import DataSection, LoraSection, TrainSection
-
     lora, train = LoraSection(), TrainSection()
-    seq_len = DataSection.model_fields["max_seq_length"].default
+    seq_len = TABLE_SEQ_LEN
     gpu = _default_device_is_gpu()
     dtype = "bfloat16" if gpu else "float32"
     common = dict(
@@ -555,7 +578,7 @@ def format_models_table(entries, available_bytes: int) -> str:
         f"Memory to fine-tune at default settings: LoRA rank {lora.rank} on {', '.join(lora.targets)} in every layer, "
         f"batch {train.batch_size} x {seq_len} tokens, AdamW, {dtype} compute ({'GPU' if gpu else 'CPU'});\n"
         f"judged against {_gb(available_bytes)} available here (tight = over {TIGHT_FRACTION:.0%}). "
-        f"Shorter sequences or smaller batches need much less: see `mlxft plan`."
+        f"Shorter sequences, smaller batches or gradient checkpointing need much less: `mlxft plan RECIPE` sizes yours."
     )
     cols = ("model", "params", "context", f"LoRA {short}", "fits", "QLoRA 4-bit", "fits")
     rows = []
@@ -574,7 +597,10 @@ def format_models_table(entries, available_bytes: int) -> str:
             mark[judge(four_bit.total, available_bytes)],
         ))
     widths = [max(len(str(r[i])) for r in (cols, *rows)) for i in range(len(cols))]
-    fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+
+    def fmt(row) -> str:
+        return "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+
     lines = [header, "", fmt(cols), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows]
     if any(e.gated for e in entries):
         lines.append("* gated on the Hub: accept the licence on the model page first (mlx-community 4-bit copies are not gated)")
