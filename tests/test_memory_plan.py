@@ -168,7 +168,7 @@ def test_models_table_lists_every_catalogue_entry():
     lines = table.splitlines()
     for entry in entries:
         assert sum(line.startswith(entry.key + " ") for line in lines) == 1, entry.key
-    assert "batch 4 x 2048" in table and "rank 8" in table
+    assert "batch 4 x 512" in table and "rank 8" in table
 
 
 def test_memory_estimate_is_a_frozen_record():
