@@ -74,6 +74,8 @@ class ProgressPrinter:
         elif isinstance(e, LogMessage):
             self._line(("warning: " if e.level == "warning" else "") + e.message)
         elif isinstance(e, RunFinished):
+            self.last_step = None  # the bar is done: what follows goes on clean lines
             self._line(f"{e.status} at step {e.step} in {_fmt_time(e.seconds)}; adapter: {e.adapter_path}")
         elif isinstance(e, RunFailed):
-            pass  # the CLI prints failures with their hint once the run has ended
+            self.last_step = None
+            self._line(f"failed after step {e.step}")  # the CLI prints the error and its hint after this

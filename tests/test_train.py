@@ -211,3 +211,27 @@ def test_early_stopping_and_keep_best_follow_the_validation_loss(tiny_llama, cha
     assert status == "early-stopped"
     assert trainer.state.step == 8 and trainer.state.best_step == 4 and trainer.state.best_val_loss == 3.0
     assert ("best", 2) in saved and ("best", 4) in saved and not any(name == "best" and step > 4 for name, step in saved)
+
+
+def test_qlora_trains_on_an_already_quantized_checkpoint(tiny_llama, chat_data, tmp_path):
+    from mlx_lm.convert import convert
+
+    quantized = tmp_path / "tiny-4bit"
+    convert(hf_path=str(tiny_llama), mlx_path=str(quantized), quantize=True, q_group_size=32, q_bits=4)
+    run = train(lm_recipe(quantized, chat_data, tmp_path / "runs", kind="lm-qlora", train={"steps": 12, "save_every": None}))
+    assert run.ok, run.error
+    messages = [e["message"] for e in _events(run.path, "LogMessage")]
+    assert not any("dequantized" in m for m in messages), "QLoRA keeps the quantized base"
+    evals = _events(run.path, "EvalReport")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+
+
+def test_a_saved_datasets_folder_trains_like_jsonl(tiny_llama, chat_data, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = {split: [json.loads(l) for l in (chat_data / f"{split}.jsonl").read_text().splitlines()] for split in ("train", "valid")}
+    DatasetDict({"train": Dataset.from_list(rows["train"]), "validation": Dataset.from_list(rows["valid"])}).save_to_disk(str(tmp_path / "ds"))
+    run = train(lm_recipe(tiny_llama, tmp_path / "ds", tmp_path / "runs", train={"steps": 4, "save_every": None, "eval_every": 4}))
+    assert run.ok, run.error
+    started = _events(run.path, "RunStarted")[0]
+    assert started["train_samples"] == len(rows["train"]) and started["valid_samples"] == len(rows["valid"])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlxft.errors import MlxftError, RunError
-from mlxft.events import RunFailed, RunFinished, event_from_dict, event_to_dict
+from mlxft.events import RunFailed, RunFinished, StepReport, event_from_dict, event_to_dict
 from mlxft.recipe import Recipe
 from mlxft.runs import RunDir, atomic_write_text
 
@@ -53,7 +53,11 @@ def _child_main(recipe_data: dict, run_dir: str, resume_from: str | None, conn, 
     run = RunDir(run_dir)
     writer = MetricsWriter(run.metrics_path)
 
+    reached = {"step": 0}  # the last step reported, for a failure report
+
     def emit(event) -> None:
+        if isinstance(event, StepReport):
+            reached["step"] = event.step
         writer.write(event)
         try:
             conn.send(event_to_dict(event))
@@ -68,11 +72,11 @@ def _child_main(recipe_data: dict, run_dir: str, resume_from: str | None, conn, 
         emit(finished)
     except MlxftError as exc:
         last = run.latest_checkpoint()
-        emit(RunFailed(step=-1, error=exc.message, hint=exc.hint, last_checkpoint=str(last) if last else None))
+        emit(RunFailed(step=reached["step"], error=exc.message, hint=exc.hint, last_checkpoint=str(last) if last else None))
         code = 1
     except Exception as exc:  # an engine bug: report it with its traceback rather than a bare exit code
         last = run.latest_checkpoint()
-        emit(RunFailed(step=-1, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", hint="this is a bug in mlxft; please report it with the run directory", last_checkpoint=str(last) if last else None))
+        emit(RunFailed(step=reached["step"], error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", hint="this is a bug in mlxft; please report it with the run directory", last_checkpoint=str(last) if last else None))
         code = 1
     finally:
         writer.close()
