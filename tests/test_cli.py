@@ -123,3 +123,9 @@ def test_blas_preload_works_from_the_folder_that_holds_mlx_kernel_cache(tmp_path
     (tmp_path / "mlx").mkdir()
     out = subprocess.run([sys.executable, "-c", "import mlxft._blas as b; print(b.STATE.loaded)"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() in CANDIDATES, out.stdout + out.stderr
+
+
+def test_the_engine_never_imports_textual():
+    code = "import sys, mlxft, mlxft.cli, mlxft.api, mlxft.train.lm; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -73,10 +74,11 @@ class ModelEntry(BaseModel):
 
 
 def catalogue_folder() -> Path | None:
-    """Where the catalogue lives: $MLXFT_MODELS_DIR, else `<repo>/models`, else the copy inside the package."""
+    """Where the catalogue lives: $MLXFT_MODELS_DIR, else `<repo>/models` (source checkouts), else the copy a
+    wheel installs under `<prefix>/share/mlxft/models`."""
     if os.environ.get(MODELS_DIR_ENV):
         return Path(os.environ[MODELS_DIR_ENV]).expanduser()
-    for folder in (Path(__file__).resolve().parents[2] / "models", Path(__file__).resolve().parents[1] / "assets" / "models"):
+    for folder in (Path(__file__).resolve().parents[2] / "models", Path(sys.prefix) / "share" / "mlxft" / "models"):
         if folder.is_dir():
             return folder
     return None

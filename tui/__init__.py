@@ -1,1 +1,0 @@
-"""mlxft\x27s Textual terminal UI."""
