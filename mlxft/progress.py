@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
 

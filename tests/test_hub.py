@@ -1,7 +1,6 @@
 """Hub downloads through huggingface_hub's real client, served by a mock transport (no network)."""
 
 import hashlib
-import json
 from pathlib import Path
 
 import httpx2 as httpx  # huggingface_hub 2.x speaks httpx2

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -194,7 +193,6 @@ def test_loss_on_selected_rows_equals_loss_on_full_logits(tiny_model, chat_data)
 
 
 def test_early_stopping_and_keep_best_follow_the_validation_loss(tiny_llama, chat_data, tmp_path):
-    from mlxft.llm import adapters as A
     from mlxft.train.lm import load_splits, prepare_model
     from mlxft.train.loop import LoopHooks, Trainer, TrainData
     from mlxft.train.objective import make_loss

@@ -284,7 +284,7 @@ class Trainer:
         self.model.train()
         if st.step == 0 and cfg.eval_every is not None:
             self._run_eval()  # the loss before training, for comparison
-        window_loss, window_tokens, window_steps = 0.0, 0, 0
+        window_loss, window_tokens = 0.0, 0
         t_window = time.perf_counter()
         t_start = time.perf_counter() - st.elapsed_s
         status = "completed"
@@ -296,7 +296,6 @@ class Trainer:
             loss, ntok = self.train_step()
             window_loss += loss * ntok
             window_tokens += ntok
-            window_steps += 1
             st.elapsed_s = time.perf_counter() - t_start
             last = st.step == self.total_steps
             if st.step % cfg.log_every == 0 or last or st.step == 1:
@@ -311,7 +310,7 @@ class Trainer:
                         elapsed_s=st.elapsed_s, eta_s=steps_left / max(rate, 1e-9),
                     )
                 )
-                window_loss, window_tokens, window_steps = 0.0, 0, 0
+                window_loss, window_tokens = 0.0, 0
                 t_window = time.perf_counter()
             if cfg.eval_every is not None and (st.step % cfg.eval_every == 0 or last):
                 self._run_eval()

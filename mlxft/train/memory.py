@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mlxft.errors import MlxftError, ModelError
-from mlxft.recipe import DataSection, LoraSection, TrainSection
+from mlxft.recipe import LoraSection, TrainSection
 
 GB = 1 << 30
 OVERHEAD_BYTES = 512 << 20  # the runtime itself: interpreter, MLX, tokenizer, allocator slack
