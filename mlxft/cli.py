@@ -198,6 +198,62 @@ def cmd_quickstart(args) -> int:
     return run_quickstart(steps=args.steps, output_dir=args.output_dir)
 
 
+# -- data curation ----------------------------------------------------------------------------
+def cmd_data_failures(args) -> int:
+    from mlxft.data.curation import failure_clusters, format_clusters, read_eval_log
+
+    rows = read_eval_log(args.eval_log, pass_threshold=args.pass_threshold)
+    print(format_clusters(failure_clusters(rows), examples=args.examples))
+    return 0
+
+
+def cmd_data_review(args) -> int:
+    from mlxft.data.curation import export_review, failure_clusters, read_eval_log, read_review
+
+    if args.check:
+        print(read_review(args.check).summary())
+        return 0
+    if not args.eval_log or not args.out:
+        raise MlxftError("export with `mlxft data review EVAL_LOG --cluster LABEL --out review.jsonl`", hint="or read a filled-in file back with `mlxft data review --check review.jsonl`")
+    clusters = failure_clusters(read_eval_log(args.eval_log, pass_threshold=args.pass_threshold))
+    labels = [c.label for c in clusters]
+    if args.cluster is None:
+        chosen = [r for c in clusters for r in c.rows]
+    else:
+        match = [c for c in clusters if c.label == args.cluster]
+        if not match:
+            raise MlxftError(f"{args.eval_log}: no failure cluster {args.cluster!r}", hint=f"clusters: {', '.join(labels) or '(no failures)'}")
+        chosen = match[0].rows
+    path = export_review(chosen, args.out, overwrite=args.overwrite)
+    print(f"{path}: {len(chosen)} item(s) to review; fill in `corrected`, then `mlxft data build {path} --out DIR`")
+    return 0
+
+
+def cmd_data_build(args) -> int:
+    from mlxft.data.curation import build_training_sets, read_eval_log
+
+    passing = read_eval_log(args.keep_passing, pass_threshold=args.pass_threshold) if args.keep_passing else None
+    result = build_training_sets(
+        args.review, out_dir=args.out, sft_format=args.format, keep_passing=passing, keep_ratio=args.keep_ratio,
+        seed=args.seed, valid_fraction=args.valid_fraction, overwrite=args.overwrite,
+    )
+    print(result.summary())
+    return 0
+
+
+def cmd_data_split(args) -> int:
+    from mlxft.data.sources import read_split
+    from mlxft.data.split import split_rows, write_splits
+
+    fractions = [float(x) for x in args.fractions.split(",")]
+    records = read_split(args.input, "train") or []
+    splits = split_rows([r.data for r in records], fractions=fractions, seed=args.seed, label_key=args.label_key)
+    paths = write_splits(splits, args.out, input_paths=(Path(args.input),), overwrite=args.overwrite)
+    for name, path in paths.items():
+        print(f"{name}: {len(splits[name])} rows -> {path}")
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------------
 def _add_sampling(p) -> None:
     p.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
@@ -259,6 +315,40 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--raw", action="store_true", help="do not apply the chat template")
             s.add_argument("--no-stream", action="store_true")
         s.set_defaults(fn=fn)
+
+    data = sub.add_parser("data", help="curate data: split, failure clusters, review, build training sets").add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    d = data.add_parser("failures", help="group an evaluation run log's failures into clusters")
+    d.add_argument("eval_log")
+    d.add_argument("--examples", type=int, default=2)
+    d.add_argument("--pass-threshold", type=float, default=1.0, help="numeric grades at or above this pass")
+    d.set_defaults(fn=cmd_data_failures)
+    d = data.add_parser("review", help="export a failure cluster for a person to correct, or --check a filled-in file")
+    d.add_argument("eval_log", nargs="?")
+    d.add_argument("--cluster", help="failure label to export (default: every failure)")
+    d.add_argument("--out", help="review file to write (JSONL)")
+    d.add_argument("--check", metavar="REVIEW", help="read a filled-in review file back and count used/skipped corrections")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing review file that has no corrections yet")
+    d.add_argument("--pass-threshold", type=float, default=1.0)
+    d.set_defaults(fn=cmd_data_review)
+    d = data.add_parser("build", help="turn a reviewed file into an SFT set and preference pairs")
+    d.add_argument("review")
+    d.add_argument("--out", required=True, help="output folder (gets sft/ and preference/)")
+    d.add_argument("--format", default="chat", choices=["chat", "completion"])
+    d.add_argument("--keep-passing", metavar="EVAL_LOG", help="mix in examples the model already passes, from this log")
+    d.add_argument("--keep-ratio", type=float, default=1.0, help="passing examples per correction")
+    d.add_argument("--valid-fraction", type=float, default=0.1)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--pass-threshold", type=float, default=1.0)
+    d.set_defaults(fn=cmd_data_build)
+    d = data.add_parser("split", help="seeded (and stratified) train/valid/test split written as JSONL")
+    d.add_argument("input", help="a data file")
+    d.add_argument("--out", required=True, help="folder for train.jsonl / valid.jsonl / test.jsonl")
+    d.add_argument("--fractions", default="0.8,0.1,0.1")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--label-key", help="stratify by this column (e.g. label)")
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(fn=cmd_data_split)
 
     s = sub.add_parser("eval-loss", help="loss and perplexity of a model (and adapter) on a data split")
     s.add_argument("--model", required=True)

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlxft.data import formats
 from mlxft.data.sources import Record
 from mlxft.errors import DataError
-
-ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
@@ -50,41 +49,44 @@ class EncodeStats:
         return "; ".join(parts)
 
 
+# The recipe's training formats and the source formats each one reads.
+FORMAT_FAMILIES = {"chat": ("chat", "sharegpt"), "completion": ("completion", "instruction"), "text": ("text",)}
+
+
+def column_mapping(keys) -> dict[str, str]:
+    """The recipe's data.*_key settings as a `formats` column mapping."""
+    return {"text": keys.text_key, "prompt": keys.prompt_key, "completion": keys.completion_key, "messages": keys.messages_key}
+
+
 def detect_format(record: Record, keys) -> str:
-    d = record.data
-    if keys.messages_key in d:
-        return "chat"
-    if keys.prompt_key in d and keys.completion_key in d:
-        return "completion"
-    if keys.text_key in d:
-        return "text"
-    raise DataError(
-        f"{record.where}: cannot tell the format from keys {sorted(d)[:8]}",
-        hint=f"use '{keys.messages_key}' (chat), '{keys.prompt_key}'/'{keys.completion_key}', or '{keys.text_key}'; or set data.*_key to your column names",
-    )
+    """The source format of one row (text, completion, instruction, chat, sharegpt, ...)."""
+    try:
+        return formats.detect_format([record], column_mapping(keys))
+    except DataError as exc:
+        raise DataError(f"{record.where}: {exc.message}", hint=exc.hint) from None
 
 
-def _str_field(record: Record, key: str) -> str:
-    value = record.data.get(key)
-    if not isinstance(value, str):
-        raise DataError(f"{record.where}: field '{key}' must be a string, got {type(value).__name__}")
-    return value
+def _source_format(record: Record, fmt: str, keys) -> str:
+    """Which source format to read a row as, given the recipe's format (auto, text, completion, chat)."""
+    if fmt == "auto":
+        return detect_format(record, keys)
+    if fmt not in FORMAT_FAMILIES:
+        return fmt
+    cols = formats.column_names(column_mapping(keys))
+    family = FORMAT_FAMILIES[fmt]
+    # e.g. format: chat also reads ShareGPT rows; a row with neither is reported as missing `messages`.
+    return next((f for f in family if all(cols[k] in record.data for k in formats.SIGNATURES.get(f, (f,)))), family[0])
 
 
-def check_messages(record: Record, key: str) -> list[dict]:
-    msgs = record.data.get(key)
-    if not isinstance(msgs, list) or not msgs:
-        raise DataError(f"{record.where}: field '{key}' must be a non-empty list of {{role, content}}")
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DataError(f"{record.where}: {key}[{i}] must be an object with 'role' and 'content'")
-        if m["role"] not in ROLES:
-            raise DataError(f"{record.where}: {key}[{i}].role is {m['role']!r}", hint=f"roles are {', '.join(ROLES)}")
-        if not isinstance(m["content"], str):
-            raise DataError(f"{record.where}: {key}[{i}].content must be a string")
-    if not any(m["role"] == "assistant" for m in msgs):
-        raise DataError(f"{record.where}: the conversation has no assistant turn, so nothing to learn", hint="add the assistant's reply, or use the text format")
-    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+def normalize_record(record: Record, fmt: str, keys) -> dict:
+    """The canonical form of one row for the language-model encoder; a DataError naming file, line and field."""
+    src = _source_format(record, fmt, keys)
+    if src not in formats.LM_FORM:
+        raise DataError(f"{record.where}: {src} data is not trained by language-model recipes", hint="use text, completion, instruction, chat or sharegpt data")
+    try:
+        return formats.normalize(record, src, column_mapping(keys))
+    except formats.RowProblem as p:
+        raise DataError(f"{record.where}: {p.field}: {p.reason}", hint=p.hint) from None
 
 
 class SampleEncoder:
@@ -147,18 +149,31 @@ class SampleEncoder:
 
     # -- public ----------------------------------------------------------------------------
     def encode(self, record: Record, fmt: str) -> Encoded:
-        keys = self.cfg
-        if fmt == "auto":
-            fmt = detect_format(record, keys)
-        if fmt == "chat":
-            ids, mask = self._chat(record, check_messages(record, keys.messages_key))
-        elif fmt == "completion":
-            ids, mask = self._completion(record, _str_field(record, keys.prompt_key), _str_field(record, keys.completion_key))
-        elif fmt == "text":
-            ids, mask = self._text(_str_field(record, keys.text_key))
+        """`fmt` is auto, a training format (text, completion, chat) or a source format such as instruction."""
+        row = normalize_record(record, fmt, self.cfg)
+        if "messages" in row:
+            ids, mask = self._chat(record, row["messages"])
+        elif "completion" in row:
+            ids, mask = self._completion(record, row["prompt"], row["completion"])
         else:
-            raise DataError(f"unknown data format {fmt!r}")
+            ids, mask = self._text(row["text"])
         return Encoded(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=bool))
+
+
+def apply_length_policy(enc: Encoded, where: str, max_len: int, overlong: str, stats: EncodeStats) -> Encoded | None:
+    """Truncate or drop an over-long sample and drop one with nothing to learn; every drop is counted in `stats`."""
+    if len(enc) > max_len:
+        if overlong == "drop":
+            stats.dropped_overlong += 1
+            stats.dropped_where.append(f"{where}: {len(enc)} tokens > max_seq_length {max_len}")
+            return None
+        stats.truncated += 1
+        enc = Encoded(enc.ids[:max_len], enc.mask[:max_len])
+    if enc.trained_tokens == 0:
+        stats.dropped_no_target += 1
+        stats.dropped_where.append(f"{where}: no trainable tokens" + (" left after truncation" if len(enc) == max_len else ""))
+        return None
+    return enc
 
 
 def encode_records(records: list[Record], encoder: SampleEncoder, fmt: str, max_len: int, overlong: str) -> tuple[list[Encoded], EncodeStats]:
@@ -173,16 +188,8 @@ def encode_records(records: list[Record], encoder: SampleEncoder, fmt: str, max_
         except DataError as exc:
             problems.append(exc)
             continue
-        if len(enc) > max_len:
-            if overlong == "drop":
-                stats.dropped_overlong += 1
-                stats.dropped_where.append(f"{rec.where}: {len(enc)} tokens > max_seq_length {max_len}")
-                continue
-            stats.truncated += 1
-            enc = Encoded(enc.ids[:max_len], enc.mask[:max_len])
-        if enc.trained_tokens == 0:
-            stats.dropped_no_target += 1
-            stats.dropped_where.append(f"{rec.where}: no trainable tokens" + (" left after truncation" if len(enc) == max_len else ""))
+        enc = apply_length_policy(enc, rec.where, max_len, overlong, stats)
+        if enc is None:
             continue
         stats.samples += 1
         stats.tokens += len(enc)

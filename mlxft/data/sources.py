@@ -1,28 +1,17 @@
-"""Read training records from JSONL files and saved `datasets` folders, keeping file and line for every row."""
+"""Read one split of training records from any source `readers` knows, keeping file and line for every row."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from mlxft.data.readers import SPLIT_ALIASES, Record, RowError, canonical_split, find_splits, iter_rows
 from mlxft.errors import DataError
 
-SPLIT_ALIASES = {"valid": ("valid", "validation", "val", "dev"), "train": ("train",), "test": ("test",)}
+__all__ = ["SPLIT_ALIASES", "Record", "RowError", "find_split_file", "iter_jsonl", "read_split"]
 
-
-@dataclass(frozen=True)
-class Record:
-    """One row and where it came from (so every problem can name its file and line)."""
-
-    source: str
-    line: int
-    data: dict
-
-    @property
-    def where(self) -> str:
-        return f"{self.source}:{self.line}"
+MAX_LISTED = 20  # unreadable rows shown in one error; the count always covers all of them
 
 
 def iter_jsonl(path: Path) -> Iterator[Record]:
@@ -40,25 +29,6 @@ def iter_jsonl(path: Path) -> Iterator[Record]:
             yield Record(str(path), n, obj)
 
 
-def _is_datasets_folder(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file() or (path / "state.json").is_file()
-
-
-def _datasets_split(path: Path, split: str) -> list[Record] | None:
-    from datasets import DatasetDict, load_from_disk
-
-    ds = load_from_disk(str(path))
-    if isinstance(ds, DatasetDict):
-        for name in SPLIT_ALIASES.get(split, (split,)):
-            if name in ds:
-                part = ds[name]
-                return [Record(f"{path}[{name}]", i + 1, dict(row)) for i, row in enumerate(part)]
-        return None
-    if split != "train":
-        return None
-    return [Record(str(path), i + 1, dict(row)) for i, row in enumerate(ds)]
-
-
 def find_split_file(folder: Path, split: str) -> Path | None:
     for name in SPLIT_ALIASES.get(split, (split,)):
         p = folder / f"{name}.jsonl"
@@ -70,17 +40,20 @@ def find_split_file(folder: Path, split: str) -> Path | None:
 def read_split(path: str | Path, split: str) -> list[Record] | None:
     """Records of one split, or None when the source has no such split.
 
-    `path` is a folder of <split>.jsonl files, a saved `datasets` folder, or a single .jsonl
-    file (which is the train split).
+    `path` is anything `readers.iter_rows` reads: one data file (the train split), a folder of
+    train/valid/test files (.jsonl .json .csv .tsv .parquet), a saved `datasets` folder, an
+    image folder or a Hub id. Every unreadable row is listed in one DataError.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder", hint="data.path is a folder with train.jsonl / valid.jsonl / test.jsonl, or one .jsonl file")
-    if path.is_file():
-        if path.suffix not in (".jsonl", ".json"):
-            raise DataError(f"{path}: expected a .jsonl file", hint="`mlxft data convert` (data issue) will read CSV/Parquet; for now convert to JSONL")
-        return list(iter_jsonl(path)) if split == "train" else None
-    if _is_datasets_folder(path):
-        return _datasets_split(path, split)
-    f = find_split_file(path, split)
-    return list(iter_jsonl(f)) if f is not None else None
+    if canonical_split(split) not in find_splits(path):
+        return None
+    records, errors = [], []
+    for row in iter_rows(path, split):
+        (errors if isinstance(row, RowError) else records).append(row)
+    if errors:
+        shown = "\n".join(f"  {e.where}: {e.reason}" for e in errors[:MAX_LISTED])
+        more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+        raise DataError(
+            f"{len(errors)} unreadable row(s) in the {split} split:\n{shown}{more}",
+            hint="fix or remove these rows; `mlxft data validate` lists every problem in the data",
+        )
+    return records

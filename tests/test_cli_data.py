@@ -1,0 +1,78 @@
+"""`mlxft data`: the failure-cluster workflow end to end from the command line, and splits."""
+
+import json
+import subprocess
+import sys
+
+from conftest import write_jsonl
+
+MLXFT = [sys.executable, "-m", "mlxft", "data"]
+
+
+def run(*args):
+    return subprocess.run(MLXFT + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+
+
+def _eval_log(path):
+    rows = []
+    for i in range(12):
+        fails = i % 3 != 0
+        rows.append({
+            "id": f"q{i}", "prompt": f"What is {i} plus {i}?", "answer": str(i * 2 + (1 if fails else 0)), "expected": str(i * 2),
+            "grade": not fails, "failure": ("arithmetic" if i % 2 else "format") if fails else None,
+        })
+    return write_jsonl(path, rows)
+
+
+def test_failures_review_build_then_train(tmp_path, tiny_llama):
+    log = _eval_log(tmp_path / "eval.jsonl")
+    out = run("failures", log)
+    assert out.returncode == 0, out.stderr
+    assert "arithmetic" in out.stdout and "format" in out.stdout
+
+    review = tmp_path / "review.jsonl"
+    out = run("review", log, "--cluster", "arithmetic", "--out", review)
+    assert out.returncode == 0, out.stderr
+    items = [json.loads(l) for l in review.read_text().splitlines()]
+    assert items and all(it["corrected"] == "" for it in items)
+    for n, it in enumerate(items):  # a person corrects all but one
+        if n:
+            it["corrected"] = it["expected"]
+    review.write_text("".join(json.dumps(it) + "\n" for it in items))
+
+    out = run("review", "--check", review)
+    assert out.returncode == 0 and f"{len(items) - 1} correction(s) used, 1 left empty" in out.stdout
+
+    again = run("review", log, "--cluster", "arithmetic", "--out", review, "--overwrite")
+    assert again.returncode == 1 and "error:" in again.stderr  # reviewed work is never overwritten
+
+    built = tmp_path / "built"
+    out = run("build", review, "--out", built, "--keep-passing", log)
+    assert out.returncode == 0, out.stderr
+    sft = [json.loads(l) for l in (built / "sft" / "train.jsonl").read_text().splitlines()]
+    assert sft and all(r["messages"][-1]["role"] == "assistant" for r in sft)
+    prefs = [json.loads(l) for l in (built / "preference" / "train.jsonl").read_text().splitlines()]
+    assert prefs and all(p["chosen"] != p["rejected"] for p in prefs)
+
+    from mlxft.api import train as api_train
+
+    result = api_train({"kind": "lm-lora", "model": str(tiny_llama), "output_dir": str(tmp_path / "runs"),
+                        "data": {"path": str(built / "sft"), "format": "chat"}, "train": {"steps": 2, "eval_every": None, "save_every": None, "compile": False}})
+    assert result.ok, result.error
+
+
+def test_split_is_stratified_and_never_overwrites_the_input(tmp_path):
+    src = write_jsonl(tmp_path / "all.jsonl", [{"text": f"review {i}", "label": "pos" if i % 4 else "neg"} for i in range(40)])
+    out = run("split", src, "--out", tmp_path / "splits", "--label-key", "label", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    counts = {s: [json.loads(l)["label"] for l in (tmp_path / "splits" / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "valid", "test")}
+    assert sum(len(v) for v in counts.values()) == 40
+    assert counts["train"].count("neg") == 8 and counts["valid"].count("neg") == 1
+    # Splitting train.jsonl into its own folder would overwrite the user's input: refused, input intact.
+    own = tmp_path / "own"
+    own.mkdir()
+    original = src.read_text()
+    (own / "train.jsonl").write_text(original)
+    clash = run("split", own / "train.jsonl", "--out", own, "--overwrite")
+    assert clash.returncode == 1 and "error:" in clash.stderr
+    assert (own / "train.jsonl").read_text() == original
