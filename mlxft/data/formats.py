@@ -39,7 +39,7 @@ import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from mlxft.data.readers import Record, RowError
 from mlxft.errors import DataError

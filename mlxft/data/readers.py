@@ -23,7 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from mlxft.errors import DataError
 
@@ -86,7 +86,10 @@ def _is_datasets_folder(path: Path) -> bool:
 def _looks_like_hub_id(text: str) -> bool:
     if text.startswith(("hf://", "hub:")):
         return True
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text)) and Path(text).suffix not in DATA_SUFFIXES
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) or Path(text).suffix.lower() in DATA_SUFFIXES:
+        return False
+    # `data/support` with a local data/ folder is a mistyped path, not a Hub id: say so at once.
+    return not Path(text).parent.is_dir()
 
 
 def _hub_id(text: str) -> str:
@@ -368,7 +371,7 @@ def iter_csv_rows(path: Path, delimiter: str = ",") -> Iterator[Row]:
             elif len(cells) != len(header):
                 yield RowError(str(path), n, f"has {len(cells)} field(s) but the header has {len(header)}")
             else:
-                yield Record(str(path), n, dict(zip(header, cells)))
+                yield Record(str(path), n, dict(zip(header, cells, strict=True)))
 
 
 def _undecodable(cells: list[str]) -> list[int]:
@@ -377,11 +380,12 @@ def _undecodable(cells: list[str]) -> list[int]:
 
 def iter_parquet_rows(path: Path, batch_size: int = 1024) -> Iterator[Row]:
     """A Parquet file, one record batch at a time."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: all mean "not a Parquet file we can read"
+    except (pa.ArrowException, OSError) as exc:
         yield RowError(str(path), 0, f"cannot read the Parquet file ({exc})")
         return
     n = 0
@@ -390,7 +394,7 @@ def iter_parquet_rows(path: Path, batch_size: int = 1024) -> Iterator[Row]:
             for row in batch.to_pylist():
                 n += 1
                 yield Record(str(path), n, row)
-    except Exception as exc:
+    except (pa.ArrowException, OSError) as exc:
         yield RowError(str(path), n + 1, f"cannot read the rest of the Parquet file ({exc})")
 
 

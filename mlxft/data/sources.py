@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Iterator
 
 from mlxft.data.readers import SPLIT_ALIASES, Record, RowError, canonical_split, find_splits, iter_rows
 from mlxft.errors import DataError
 
-__all__ = ["SPLIT_ALIASES", "Record", "RowError", "find_split_file", "iter_jsonl", "read_split"]
+__all__ = ["SPLIT_ALIASES", "Record", "RowError", "read_split"]  # Record and RowError live in readers
 
 MAX_LISTED = 20  # unreadable rows shown in one error; the count always covers all of them
-
-
-def iter_jsonl(path: Path) -> Iterator[Record]:
-    """Stream records; a line that is not a JSON object is a DataError naming the line."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})", hint="each line of a .jsonl file must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}", hint='e.g. {"messages": [...]} or {"prompt": ..., "completion": ...}')
-            yield Record(str(path), n, obj)
-
-
-def find_split_file(folder: Path, split: str) -> Path | None:
-    for name in SPLIT_ALIASES.get(split, (split,)):
-        p = folder / f"{name}.jsonl"
-        if p.is_file():
-            return p
-    return None
 
 
 def read_split(path: str | Path, split: str) -> list[Record] | None:
