@@ -241,6 +241,36 @@ def cmd_data_build(args) -> int:
     return 0
 
 
+def _mapping(pairs: list[str] | None) -> dict | None:
+    if not pairs:
+        return None
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise MlxftError(f"--map takes column=your_name, got {bad[0]!r}", hint="e.g. --map prompt=question --map completion=answer")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def cmd_data_validate(args) -> int:
+    from mlxft.data.validate import validate_data
+
+    tokenizer = None
+    if args.model:
+        from mlxft.llm.loading import load_model
+
+        tokenizer = load_model(args.model).tokenizer
+    report = validate_data(args.path, fmt=args.format, mapping=_mapping(args.map), tokenizer=tokenizer, max_seq_length=args.max_seq_length, overlong=args.overlong)
+    print(report.to_json() if args.json else report.format_text())
+    return 0 if report.usable else 1
+
+
+def cmd_data_convert(args) -> int:
+    from mlxft.data.convert import convert_data
+
+    result = convert_data(args.path, args.out, fmt=args.format, mapping=_mapping(args.map), to_chat=args.to_chat, overwrite=args.overwrite)
+    print(result.summary())
+    return 0
+
+
 def cmd_data_split(args) -> int:
     from mlxft.data.sources import read_split
     from mlxft.data.split import split_rows, write_splits
@@ -317,6 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
 
     data = sub.add_parser("data", help="curate data: split, failure clusters, review, build training sets").add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    from mlxft.data.formats import FORMATS
+
+    for name, fn, help_ in (("validate", cmd_data_validate, "report every problem in a data set; exit 1 when it is not usable"),
+                            ("convert", cmd_data_convert, "write any supported source and format as training JSONL")):
+        d = data.add_parser(name, help=help_)
+        d.add_argument("path", help="a file, a folder of split files, a saved datasets folder, an image folder, or a Hub dataset id")
+        d.add_argument("--format", default="auto", choices=["auto", *FORMATS])
+        d.add_argument("--map", action="append", metavar="COLUMN=NAME", help="read COLUMN from your column NAME (repeatable)")
+        if name == "validate":
+            d.add_argument("--model", help="tokenizer and chat template for token-length statistics")
+            d.add_argument("--max-seq-length", type=int, default=2048)
+            d.add_argument("--overlong", default="truncate", choices=["truncate", "drop"])
+            d.add_argument("--json", action="store_true")
+        else:
+            d.add_argument("--out", required=True)
+            d.add_argument("--to-chat", action="store_true", help="write prompt/completion pairs as two-turn conversations")
+            d.add_argument("--overwrite", action="store_true")
+        d.set_defaults(fn=fn)
     d = data.add_parser("failures", help="group an evaluation run log's failures into clusters")
     d.add_argument("eval_log")
     d.add_argument("--examples", type=int, default=2)

@@ -76,3 +76,28 @@ def test_split_is_stratified_and_never_overwrites_the_input(tmp_path):
     clash = run("split", own / "train.jsonl", "--out", own, "--overwrite")
     assert clash.returncode == 1 and "error:" in clash.stderr
     assert (own / "train.jsonl").read_text() == original
+
+
+def test_validate_exits_by_usability_and_lists_bad_rows_by_line(tmp_path):
+    good = write_jsonl(tmp_path / "good" / "train.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(5)])
+    out = run("validate", good.parent, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["usable"] is True
+    bad = tmp_path / "bad" / "train.jsonl"
+    bad.parent.mkdir()
+    bad.write_text('{"prompt": "q", "completion": "a"}\n{broken\n{"prompt": "q2"}\n')
+    out = run("validate", bad.parent)
+    assert out.returncode == 1
+    assert f"{bad}:2" in out.stdout and f"{bad}:3" in out.stdout
+
+
+def test_convert_writes_training_jsonl_from_csv_with_a_column_mapping(tmp_path):
+    src = tmp_path / "qa.csv"
+    src.write_text("question,answer\nWhat is 2+2?,4\nCapital of France?,Paris\n,\n")
+    out = run("convert", src, "--format", "completion", "--map", "prompt=question", "--map", "completion=answer", "--to-chat", "--out", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(l) for l in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert rows[0] == {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]}
+    assert len(rows) == 2 and f"{src}:4" in out.stdout  # the empty row is listed, not dropped silently
+    again = run("convert", src, "--format", "completion", "--map", "prompt=question", "--map", "completion=answer", "--out", tmp_path / "out")
+    assert again.returncode == 1 and "--overwrite" in again.stderr

@@ -273,3 +273,16 @@ def test_the_real_data_sets_validate_with_their_known_sizes(name, fmt, counts):
     assert all(s.bad == 0 for s in report.splits.values())
     if fmt in ("classification", "image-classification"):
         assert report.class_weights and max(report.class_weights.values()) / min(report.class_weights.values()) < 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ASSETS / "data").is_dir(), reason="../shared/assets is not here")
+def test_real_data_sets_convert_to_training_jsonl(tmp_path):
+    from mlxft.data.convert import convert_data
+
+    imdb = convert_data(ASSETS / "data" / "imdb", tmp_path / "imdb")
+    assert imdb.format == "classification" and imdb.written == {"train": 5000, "test": 2000} and not imdb.skipped
+    alpaca = convert_data(ASSETS / "data" / "instructions" / "llamafactory_alpaca_en_demo.json", tmp_path / "alpaca", to_chat=True)
+    assert alpaca.format == "instruction" and alpaca.written == {"train": 999}
+    first = json.loads((tmp_path / "alpaca" / "train.jsonl").read_text().splitlines()[0])
+    assert [t["role"] for t in first["messages"]][-1] == "assistant"
