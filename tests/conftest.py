@@ -63,11 +63,11 @@ def chat_data(tmp_path_factory) -> Path:
     return folder
 
 
-def lm_recipe(model: Path, data: Path, out: Path, **sections) -> dict:
+def lm_recipe(model: Path, data_path: Path, out: Path, **sections) -> dict:
     """A small lm-lora recipe dict; `sections` update its parts (e.g. train={"steps": 5})."""
     recipe = {
         "kind": "lm-lora", "model": str(model), "output_dir": str(out), "seed": 0,
-        "data": {"path": str(data), "format": "chat", "max_seq_length": 128},
+        "data": {"path": str(data_path), "format": "chat", "max_seq_length": 128},
         "lora": {"rank": 4, "alpha": 8, "targets": "all-linear"},
         "train": {"steps": 12, "batch_size": 4, "learning_rate": 1e-2, "eval_every": 6, "save_every": 6, "log_every": 1, "compile": False},
     }

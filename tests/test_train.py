@@ -233,3 +233,12 @@ def test_a_saved_datasets_folder_trains_like_jsonl(tiny_llama, chat_data, tmp_pa
     assert run.ok, run.error
     started = _events(run.path, "RunStarted")[0]
     assert started["train_samples"] == len(rows["train"]) and started["valid_samples"] == len(rows["valid"])
+
+
+def test_an_alpaca_json_array_trains_directly(tiny_llama, tmp_path):
+    rows = [{"instruction": f"Name color {i}.", "input": "" if i % 2 else "briefly", "output": ["red", "green", "blue"][i % 3]} for i in range(12)]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(rows))
+    run = train(lm_recipe(tiny_llama, data, tmp_path / "runs", data={"format": "auto"}, train={"steps": 3, "eval_every": None, "save_every": None}))
+    assert run.ok, run.error
+    assert _events(run.path, "RunStarted")[0]["train_samples"] == 12

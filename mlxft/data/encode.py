@@ -117,20 +117,21 @@ class SampleEncoder:
         if not self.has_template:
             raise DataError(f"{record.where}: chat data needs a tokenizer with a chat template, and this model has none", hint="use the text or prompt/completion format for base models")
         full = self._template(messages, False)
+        if not self.cfg.mask_prompt:
+            return self._encode_spans(full, [(0, len(full))])
         spans = []
+        last = len(messages) - 1
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
                 continue
             prefix = self._template(messages[:i], True) if i else ""
-            upto = self._template(messages[: i + 1], False)
+            upto = full if i == last else self._template(messages[: i + 1], False)  # the usual final turn: one render fewer
             if not full.startswith(upto) or not upto.startswith(prefix):
                 raise DataError(
                     f"{record.where}: this model's chat template renders earlier turns differently once later turns exist, so assistant turns cannot be located",
                     hint="set data.mask_prompt=false to train on the whole conversation",
                 )
             spans.append((len(prefix), len(upto)))
-        if not self.cfg.mask_prompt:
-            spans = [(0, len(full))]
         return self._encode_spans(full, spans)
 
     def _completion(self, record: Record, prompt: str, completion: str) -> tuple[list[int], list[bool]]:
