@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import mlxft  # noqa: F401  (BLAS preload before anything imports mlx.core)
@@ -198,6 +199,23 @@ def cmd_quickstart(args) -> int:
     return run_quickstart(steps=args.steps, output_dir=args.output_dir)
 
 
+# -- evaluation ---------------------------------------------------------------------------------
+def cmd_eval(args) -> int:
+    from mlxft.eval.compare import compare, format_terminal, write_reports
+
+    result = compare(
+        args.model, args.adapter, args.bench, targets=args.target, default_grader=args.grader, max_tokens=args.max_tokens,
+        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split,
+        on_progress=lambda done, total, phase: print(f"{phase}: {done}/{total} answered", file=sys.stderr),
+    )
+    adapter = Path(args.adapter)
+    out = Path(args.out) if args.out else (adapter / "eval" if (adapter / "recipe.yaml").is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
+    paths = write_reports(result, out)
+    print(format_terminal(result))
+    print(f"report: {paths['report']}\nrun log: {paths['log']} (for `mlxft data failures`)\nsummary: {paths['summary']}")
+    return 0
+
+
 # -- data curation ----------------------------------------------------------------------------
 def cmd_data_failures(args) -> int:
     from mlxft.data.curation import failure_clusters, format_clusters, read_eval_log
@@ -345,6 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--raw", action="store_true", help="do not apply the chat template")
             s.add_argument("--no-stream", action="store_true")
         s.set_defaults(fn=fn)
+
+    s = sub.add_parser("eval", help="base vs fine-tuned on the same benchmark: target cluster, the rest, regressions, a verdict")
+    s.add_argument("--model", required=True)
+    s.add_argument("--adapter", required=True, help="adapter folder or run directory")
+    s.add_argument("--bench", required=True, help="benchmark JSONL: id, prompt or messages, expected, cluster, grader")
+    s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster)")
+    s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
+    s.add_argument("--heldout", help="data folder for held-out loss of base and tuned")
+    s.add_argument("--heldout-split", default="test")
+    s.add_argument("--max-tokens", type=int, default=128)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="report folder (default: RUN_DIR/eval)")
+    s.set_defaults(fn=cmd_eval)
 
     data = sub.add_parser("data", help="curate data: split, failure clusters, review, build training sets").add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     from mlxft.data.formats import FORMATS

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, graders, base-vs-tuned comparison, reports."""

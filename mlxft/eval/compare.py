@@ -1,0 +1,282 @@
+"""Base vs fine-tuned on the same benchmark in one process: run log, summary, regressions, fixes and a verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlxft.errors import MlxftError
+from mlxft.runs import atomic_open, atomic_write_text
+
+VERDICTS = {
+    "ship": "improved on the target with no regressions: ship it",
+    "investigate": "improved on the target but broke other items: investigate the regressions before shipping",
+    "look at the training data": "no improvement and nothing broken: look at the training data (too few, too unlike the benchmark, or too few steps)",
+    "stop": "no improvement and some regressions: stop; this adapter makes the model worse",
+}
+
+
+@dataclass
+class ItemResult:
+    id: str
+    prompt: str | None
+    messages: list | None
+    expected: object
+    cluster: str | None
+    base_answer: str
+    tuned_answer: str
+    base_passed: bool
+    tuned_passed: bool
+    base_reason: str
+    tuned_reason: str
+
+    def log_row(self) -> dict:
+        """One line of the run log; `mlxft data failures` reads `answer`, `grade` and `failure`."""
+        row = {"id": self.id}
+        row.update({"prompt": self.prompt} if self.prompt is not None else {"messages": self.messages})
+        row.update({
+            "expected": self.expected, "answer": self.tuned_answer, "grade": self.tuned_passed,
+            "base_answer": self.base_answer, "tuned_answer": self.tuned_answer,
+            "base_grade": self.base_passed, "tuned_grade": self.tuned_passed,
+            "base_reason": self.base_reason, "tuned_reason": self.tuned_reason,
+        })
+        if self.cluster is not None:
+            row["cluster"] = self.cluster
+            row["failure"] = self.cluster
+        return row
+
+
+@dataclass
+class GroupScore:
+    size: int
+    base_correct: int
+    tuned_correct: int
+
+    @property
+    def base_accuracy(self) -> float:
+        return self.base_correct / self.size if self.size else float("nan")
+
+    @property
+    def tuned_accuracy(self) -> float:
+        return self.tuned_correct / self.size if self.size else float("nan")
+
+    @property
+    def change(self) -> float:
+        return self.tuned_accuracy - self.base_accuracy if self.size else float("nan")
+
+
+@dataclass
+class Comparison:
+    model: str
+    adapter: str
+    bench: str
+    targets: list[str]
+    target: GroupScore
+    rest: GroupScore
+    items: list[ItemResult]
+    verdict: str
+    seed: int
+    settings: dict
+    heldout: dict | None = None
+    training_examples: int | None = None
+    seconds: float = 0.0
+    regression_clusters: dict = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> list[ItemResult]:
+        return [r for r in self.items if r.base_passed and not r.tuned_passed]
+
+    @property
+    def fixes(self) -> list[ItemResult]:
+        return [r for r in self.items if not r.base_passed and r.tuned_passed]
+
+    def summary(self) -> dict:
+        def group(g: GroupScore) -> dict:
+            return {"size": g.size, "base_accuracy": g.base_accuracy, "tuned_accuracy": g.tuned_accuracy, "change": g.change}
+
+        return {
+            "model": self.model, "adapter": self.adapter, "bench": self.bench, "targets": self.targets,
+            "target": group(self.target), "rest": group(self.rest), "regressions": len(self.regressions), "fixes": len(self.fixes),
+            "regression_clusters": self.regression_clusters, "verdict": self.verdict, "verdict_text": VERDICTS[self.verdict],
+            "heldout": self.heldout, "training_examples": self.training_examples, "seed": self.seed, "settings": self.settings,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def decide_verdict(target: GroupScore, regressions: int) -> str:
+    improved = target.size > 0 and target.tuned_correct > target.base_correct
+    if improved:
+        return "ship" if regressions == 0 else "investigate"
+    return "look at the training data" if regressions == 0 else "stop"
+
+
+def _score(items: list[ItemResult]) -> GroupScore:
+    return GroupScore(len(items), sum(r.base_passed for r in items), sum(r.tuned_passed for r in items))
+
+
+def _training_examples(adapter: Path) -> int | None:
+    """How many training samples made the adapter, when it comes from an mlxft run directory."""
+    for metrics in (adapter / "metrics.jsonl", adapter.parent / "metrics.jsonl"):
+        if metrics.is_file():
+            for line in metrics.read_text(encoding="utf-8").splitlines():
+                if '"RunStarted"' in line:
+                    return json.loads(line).get("train_samples")
+    return None
+
+
+def generate_answers(model, tokenizer, texts: list[str], *, max_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers for rendered prompts, `batch_size` sequences decoded together."""
+    from mlx_lm.generate import batch_generate
+
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)
+    templated = bool(getattr(hf, "chat_template", None))
+    ids = [hf(t, add_special_tokens=not templated)["input_ids"] for t in texts]
+    out: list[str] = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        response = batch_generate(model, tokenizer, chunk, max_tokens=max_tokens, completion_batch_size=batch_size, prefill_batch_size=batch_size)
+        out.extend(t.strip() for t in response.texts)
+    return out
+
+
+def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list[str] | None = None, default_grader="exact",
+            max_tokens: int = 128, batch_size: int = 8, seed: int = 0, heldout: str | None = None, heldout_split: str = "test",
+            on_progress=lambda done, total, phase: None) -> Comparison:
+    """Run base (adapter off) and tuned (adapter on) on every benchmark item, in one model in memory."""
+    import mlx.core as mx
+
+    from mlxft.eval.bench import read_bench
+    from mlxft.eval.graders import grade
+    from mlxft.llm.adapters import load_adapter, resolve_adapter_dir, set_adapters_enabled
+    from mlxft.llm.generate import render_prompt
+    from mlxft.llm.loading import load_model
+
+    t0 = time.perf_counter()
+    items = read_bench(bench, default_grader=default_grader)
+    loaded = load_model(model)
+    adapter_dir = resolve_adapter_dir(adapter)
+    cfg = load_adapter(loaded.model, adapter_dir)
+    if cfg.get("fine_tune_type") == "full":
+        raise MlxftError("base-vs-tuned needs an adapter that can be switched off; this is a full fine-tune", hint="compare LoRA/DoRA adapters, or evaluate the two models separately")
+    loaded.model.eval()
+    mx.random.seed(seed)
+    texts = [render_prompt(loaded.tokenizer, prompt=it.prompt, messages=it.messages) for it in items]
+    answers = {}
+    for phase, enabled in (("base", False), ("tuned", True)):
+        set_adapters_enabled(loaded.model, enabled)
+        answers[phase] = generate_answers(loaded.model, loaded.tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size)
+        on_progress(len(items), len(items), phase)
+    results = []
+    for it, base, tuned in zip(items, answers["base"], answers["tuned"]):
+        gb, gt = grade(base, it.expected, it.grader), grade(tuned, it.expected, it.grader)
+        results.append(ItemResult(it.id, it.prompt, it.messages, it.expected, it.cluster, base, tuned, gb.passed, gt.passed, gb.reason, gt.reason))
+
+    labels = sorted({r.cluster for r in results if r.cluster is not None})
+    targets = targets if targets else labels
+    unknown = [t for t in targets if t not in labels]
+    if unknown:
+        raise MlxftError(f"{bench}: no items in cluster(s) {unknown}", hint=f"clusters in this benchmark: {', '.join(labels) or '(none)'}")
+    in_target = [r for r in results if r.cluster in targets]
+    rest = [r for r in results if r.cluster not in targets]
+    target_score = _score(in_target)
+    regressions = [r for r in results if r.base_passed and not r.tuned_passed]
+    shared: dict[str, int] = {}
+    for r in regressions:
+        shared[r.cluster or "(no cluster)"] = shared.get(r.cluster or "(no cluster)", 0) + 1
+
+    held = None
+    if heldout:
+        held = heldout_losses(loaded, heldout, heldout_split)
+    return Comparison(
+        model=model, adapter=str(adapter_dir), bench=str(bench), targets=targets, target=target_score, rest=_score(rest),
+        items=results, verdict=decide_verdict(target_score, len(regressions)), seed=seed,
+        settings={"max_tokens": max_tokens, "batch_size": batch_size, "temperature": 0.0, "default_grader": str(default_grader)},
+        heldout=held, training_examples=_training_examples(Path(adapter)), seconds=time.perf_counter() - t0,
+        regression_clusters=shared,
+    )
+
+
+def heldout_losses(loaded, data: str, split: str) -> dict:
+    """Loss and perplexity of base and tuned on a data split, with the same weights in memory."""
+    from functools import partial
+
+    from mlxft.data.encode import SampleEncoder, encode_records
+    from mlxft.data.sources import read_split
+    from mlxft.llm.adapters import set_adapters_enabled
+    from mlxft.recipe import DataSection
+    from mlxft.train.loop import evaluate_loss
+    from mlxft.train.objective import make_loss
+
+    records = read_split(data, split) or []
+    samples, _ = encode_records(records, SampleEncoder(loaded.tokenizer, DataSection(path=data)), "auto", 2048, "truncate")
+    loss_fn = partial(make_loss(loaded.model, loaded.model_type), loaded.model)
+    out = {"data": data, "split": split, "samples": len(samples)}
+    for phase, enabled in (("base", False), ("tuned", True)):
+        set_adapters_enabled(loaded.model, enabled)
+        loss, tokens = evaluate_loss(loaded.model, loss_fn, samples, 4, loaded.tokenizer.pad_token_id or 0)
+        out[phase] = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+    return out
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
+def format_markdown(c: Comparison) -> str:
+    """The report a person reads: target and rest, every regression and fix with answers, the verdict, a postmortem."""
+    lines = [
+        f"# Evaluation: {Path(c.adapter).parent.name if Path(c.adapter).name == 'adapter' else Path(c.adapter).name} vs base",
+        "", f"- model: `{c.model}`", f"- adapter: `{c.adapter}`", f"- benchmark: `{c.bench}` ({len(c.items)} items)",
+        f"- greedy decoding, seed {c.seed}, max {c.settings['max_tokens']} new tokens", "",
+        "| | items | base | tuned | change |", "|---|---:|---:|---:|---:|",
+        f"| target ({', '.join(c.targets) or 'none'}) | {c.target.size} | {_pct(c.target.base_accuracy)} | {_pct(c.target.tuned_accuracy)} | {_pct(c.target.change)} |",
+        f"| rest | {c.rest.size} | {_pct(c.rest.base_accuracy)} | {_pct(c.rest.tuned_accuracy)} | {_pct(c.rest.change)} |",
+        "", f"## Verdict: {c.verdict}", "", VERDICTS[c.verdict], "",
+    ]
+    if c.heldout:
+        h = c.heldout
+        lines += [f"Held-out loss on `{h['data']}` ({h['split']}, {h['samples']} samples): base {h['base']['loss']:.4f} (perplexity {h['base']['perplexity']:.2f}) -> tuned {h['tuned']['loss']:.4f} (perplexity {h['tuned']['perplexity']:.2f}).", ""]
+    for title, rows in ((f"Regressions ({len(c.regressions)}): right before, wrong after", c.regressions), (f"Fixes ({len(c.fixes)}): wrong before, right after", c.fixes)):
+        lines += [f"## {title}", ""]
+        if title.startswith("Regressions") and c.regression_clusters:
+            lines += ["What they share: " + ", ".join(f"{k}: {v}" for k, v in sorted(c.regression_clusters.items(), key=lambda kv: -kv[1])), ""]
+        for r in rows:
+            q = r.prompt if r.prompt is not None else (r.messages[-1]["content"] if r.messages else "")
+            lines += [f"- **{r.id}** [{r.cluster or 'no cluster'}] {q!r}", f"  - expected: {r.expected!r}", f"  - base: {r.base_answer!r}", f"  - tuned: {r.tuned_answer!r} ({r.tuned_reason})"]
+        lines.append("")
+    lines += [
+        "## Postmortem", "",
+        f"- cluster targeted: {', '.join(c.targets) or 'none'} ({c.target.size} items)",
+        f"- training examples used: {c.training_examples if c.training_examples is not None else 'unknown (not an mlxft run directory)'}",
+        f"- change on the cluster: {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pct(c.target.change)})",
+        f"- change on the rest: {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pct(c.rest.change)})",
+        f"- regressions: {len(c.regressions)}; fixes: {len(c.fixes)}",
+        f"- verdict: {c.verdict}", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_reports(c: Comparison, out_dir: str | Path) -> dict[str, Path]:
+    """run-log.jsonl (what `mlxft data failures` reads), summary.json and report.md, each written atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"log": out / "run-log.jsonl", "summary": out / "summary.json", "report": out / "report.md"}
+    with atomic_open(paths["log"]) as f:
+        for r in c.items:
+            f.write(json.dumps(r.log_row(), ensure_ascii=False, default=str) + "\n")
+    atomic_write_text(paths["summary"], json.dumps(c.summary(), indent=2, default=str))
+    atomic_write_text(paths["report"], format_markdown(c))
+    return paths
+
+
+def format_terminal(c: Comparison) -> str:
+    return "\n".join([
+        f"target ({', '.join(c.targets) or 'none'}, {c.target.size} items): {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pct(c.target.change)})",
+        f"rest ({c.rest.size} items): {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pct(c.rest.change)})",
+        f"regressions: {len(c.regressions)}, fixes: {len(c.fixes)}",
+        f"verdict: {c.verdict} - {VERDICTS[c.verdict]}",
+    ])
+
