@@ -210,8 +210,11 @@ def cmd_eval(args) -> int:
     )
     adapter = Path(args.adapter)
     out = Path(args.out) if args.out else (adapter / "eval" if (adapter / "recipe.yaml").is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
-    paths = write_reports(result, out)
+    paths = write_reports(result, out, focus_class=args.focus_class)
     print(format_terminal(result))
+    for name in ("confusion_base", "confusion_tuned"):
+        if name in paths:
+            print(f"{name.replace('_', ' ')} matrix: {paths[name]}")
     print(f"report: {paths['report']}\nrun log: {paths['log']} (for `mlxft data failures`)\nsummary: {paths['summary']}")
     return 0
 
@@ -375,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int, default=128)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--focus-class", help="classification: list false positives and negatives of this label")
     s.add_argument("--out", help="report folder (default: RUN_DIR/eval)")
     s.set_defaults(fn=cmd_eval)
 

@@ -121,3 +121,23 @@ def test_eval_command_writes_reports_into_the_run_directory(setup):
     assert "verdict:" in out.stdout
     for name in ("report.md", "summary.json", "run-log.jsonl"):
         assert (setup["good"] / "eval" / name).is_file()
+
+
+def test_a_classification_benchmark_gets_per_class_reports_and_confusion_pngs(setup):
+    from PIL import Image
+
+    from mlxft.eval.compare import compare, write_reports
+
+    labels = [COUNTING, GREETING]
+    one_of = {"kind": "one-of", "labels": labels}
+    bench = write_jsonl(setup["root"] / "cls.jsonl",
+                        [{"id": f"c-{k}", "prompt": f"Count to {k}.", "expected": COUNTING, "grader": one_of} for k in COUNTS]
+                        + [{"id": f"g-{a}", "prompt": f"Greet the {a}.", "expected": GREETING, "grader": one_of, "cluster": "greet"} for a in ANIMALS])
+    c = compare(str(setup["base"]), setup["good"], bench, max_tokens=8, batch_size=4)
+    paths = write_reports(c, setup["root"] / "report-cls", focus_class=COUNTING)
+    for phase in ("base", "tuned"):
+        with Image.open(paths[f"confusion_{phase}"]) as im:
+            assert im.width > 200 and im.height > 200
+    report = paths["report"].read_text()
+    assert "## Classification: base" in report and "false positives for 'one two three'" in report
+    assert "recall" in report.lower()

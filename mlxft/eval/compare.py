@@ -84,6 +84,7 @@ class Comparison:
     training_examples: int | None = None
     seconds: float = 0.0
     regression_clusters: dict = field(default_factory=dict)
+    bench_items: list = field(default_factory=list, repr=False)  # with their graders, for classification reports
 
     @property
     def regressions(self) -> list[ItemResult]:
@@ -195,7 +196,7 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
         items=results, verdict=decide_verdict(target_score, len(regressions)), seed=seed,
         settings={"max_tokens": max_tokens, "batch_size": batch_size, "temperature": 0.0, "default_grader": str(default_grader)},
         heldout=held, training_examples=_training_examples(Path(adapter)), seconds=time.perf_counter() - t0,
-        regression_clusters=shared,
+        regression_clusters=shared, bench_items=items,
     )
 
 
@@ -225,6 +226,10 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}%"
 
 
+def _pts(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:+.1f} pts"
+
+
 def format_markdown(c: Comparison) -> str:
     """The report a person reads: target and rest, every regression and fix with answers, the verdict, a postmortem."""
     lines = [
@@ -232,8 +237,8 @@ def format_markdown(c: Comparison) -> str:
         "", f"- model: `{c.model}`", f"- adapter: `{c.adapter}`", f"- benchmark: `{c.bench}` ({len(c.items)} items)",
         f"- greedy decoding, seed {c.seed}, max {c.settings['max_tokens']} new tokens", "",
         "| | items | base | tuned | change |", "|---|---:|---:|---:|---:|",
-        f"| target ({', '.join(c.targets) or 'none'}) | {c.target.size} | {_pct(c.target.base_accuracy)} | {_pct(c.target.tuned_accuracy)} | {_pct(c.target.change)} |",
-        f"| rest | {c.rest.size} | {_pct(c.rest.base_accuracy)} | {_pct(c.rest.tuned_accuracy)} | {_pct(c.rest.change)} |",
+        f"| target ({', '.join(c.targets) or 'none'}) | {c.target.size} | {_pct(c.target.base_accuracy)} | {_pct(c.target.tuned_accuracy)} | {_pts(c.target.change)} |",
+        f"| rest | {c.rest.size} | {_pct(c.rest.base_accuracy)} | {_pct(c.rest.tuned_accuracy)} | {_pts(c.rest.change)} |",
         "", f"## Verdict: {c.verdict}", "", VERDICTS[c.verdict], "",
     ]
     if c.heldout:
@@ -251,31 +256,61 @@ def format_markdown(c: Comparison) -> str:
         "## Postmortem", "",
         f"- cluster targeted: {', '.join(c.targets) or 'none'} ({c.target.size} items)",
         f"- training examples used: {c.training_examples if c.training_examples is not None else 'unknown (not an mlxft run directory)'}",
-        f"- change on the cluster: {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pct(c.target.change)})",
-        f"- change on the rest: {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pct(c.rest.change)})",
+        f"- change on the cluster: {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pts(c.target.change)})",
+        f"- change on the rest: {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pts(c.rest.change)})",
         f"- regressions: {len(c.regressions)}; fixes: {len(c.fixes)}",
         f"- verdict: {c.verdict}", "",
     ]
     return "\n".join(lines)
 
 
-def write_reports(c: Comparison, out_dir: str | Path) -> dict[str, Path]:
-    """run-log.jsonl (what `mlxft data failures` reads), summary.json and report.md, each written atomically."""
+def classification_reports(c: Comparison, items) -> dict | None:
+    """For a classification benchmark (every item graded one-of): per-class metrics of base and tuned."""
+    from mlxft.eval.classification import classification_report
+    from mlxft.eval.graders import extract_label
+
+    if not items or any(it.grader.kind != "one-of" for it in items):
+        return None
+    labels = list(dict.fromkeys(str(label) for it in items for label in it.grader.labels))
+    y_true = [str(r.expected) for r in c.items]
+    out = {}
+    for phase in ("base", "tuned"):
+        answers = [getattr(r, f"{phase}_answer") for r in c.items]
+        y_pred = [extract_label(a, labels, it.grader) or a for a, it in zip(answers, items)]
+        out[phase] = (classification_report(y_true, y_pred, labels=labels), y_pred)
+    return out
+
+
+def write_reports(c: Comparison, out_dir: str | Path, focus_class: str | None = None) -> dict[str, Path]:
+    """run-log.jsonl (what `mlxft data failures` reads), summary.json and report.md, each written atomically;
+    for classification benchmarks also the base and tuned confusion matrices as PNGs."""
+    from mlxft.eval.classification import draw_confusion_matrix, errors_for_class, format_report
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"log": out / "run-log.jsonl", "summary": out / "summary.json", "report": out / "report.md"}
+    extra = []
+    reports = classification_reports(c, c.bench_items)
+    if reports:
+        for phase, (rep, y_pred) in reports.items():
+            paths[f"confusion_{phase}"] = draw_confusion_matrix(rep, out / f"confusion-{phase}.png", title=f"{phase}: accuracy {rep.accuracy:.1%}")
+            extra += [f"## Classification: {phase}", "", "```", format_report(rep), "```", "", f"![{phase} confusion matrix](confusion-{phase}.png)", ""]
+            if focus_class is not None:
+                fps, fns = errors_for_class(c.items, [str(r.expected) for r in c.items], y_pred, focus_class)
+                extra += [f"{phase} false positives for {focus_class!r} ({len(fps)}): " + ", ".join(r.id for r in fps),
+                          f"{phase} false negatives for {focus_class!r} ({len(fns)}): " + ", ".join(r.id for r in fns), ""]
     with atomic_open(paths["log"]) as f:
         for r in c.items:
             f.write(json.dumps(r.log_row(), ensure_ascii=False, default=str) + "\n")
     atomic_write_text(paths["summary"], json.dumps(c.summary(), indent=2, default=str))
-    atomic_write_text(paths["report"], format_markdown(c))
+    atomic_write_text(paths["report"], format_markdown(c) + ("\n" + "\n".join(extra) if extra else ""))
     return paths
 
 
 def format_terminal(c: Comparison) -> str:
     return "\n".join([
-        f"target ({', '.join(c.targets) or 'none'}, {c.target.size} items): {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pct(c.target.change)})",
-        f"rest ({c.rest.size} items): {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pct(c.rest.change)})",
+        f"target ({', '.join(c.targets) or 'none'}, {c.target.size} items): {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pts(c.target.change)})",
+        f"rest ({c.rest.size} items): {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pts(c.rest.change)})",
         f"regressions: {len(c.regressions)}, fixes: {len(c.fixes)}",
         f"verdict: {c.verdict} - {VERDICTS[c.verdict]}",
     ])
