@@ -1,18 +1,20 @@
-"""Training throughput and peak memory: mlxft against mlx-lm's own LoRA trainer, same model, data and settings.
+"""Training throughput and peak memory: mlxft against mlx-lm's own LoRA trainer and PyTorch + PEFT, same model, data and settings.
 
 Run:   .venv/bin/python benchmarks/train.py --out /tmp/bench-train.json
 Tiny:  .venv/bin/python benchmarks/train.py --tiny --out /tmp/bench-train-tiny.json   (random 2-layer model, CPU, ~30 s)
 Try:   .venv/bin/python benchmarks/train.py --samples 64 --epochs 2 --tools mlxft --out /tmp/b.json
 
 The default run (SmolLM2-135M-Instruct in float32, the first 128 alpaca_en_demo_chat rows, 32 steps of batch 4)
-takes about 9 minutes on a 2-core x86_64 CPU with OpenBLAS; run it on an otherwise idle machine.
+takes about 11 minutes with all three legs on a 2-core x86_64 CPU with OpenBLAS; run it on an otherwise idle machine.
 
 One invocation trains the same float32 model on the same chat data with (a) `mlxft train RECIPE.yaml` and
 (b) `python -m mlx_lm lora --train --config cfg.yaml`, each in its own process, for a whole number of
 epochs so both see every sample equally often. The headline number is TRAINED tokens per second: target
 positions that get loss and are real tokens (prompt and padding excluded), counted from the data for each
 tool's own batching, over the wall time of the training steps (model load, tokenization and the final save
-excluded). See benchmarks/README.md for what is measured and the last results.
+excluded). (c), optional: PyTorch + Hugging Face PEFT LoRA on mlxft's own batches (`--peft-worker`), skipped
+when torch/peft are not installed; its peak memory is the process's max RSS, not an MLX allocator peak.
+See benchmarks/README.md for what is measured and the last results.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def count_tokens(model_path: Path, data_dir: Path, args, steps: int) -> dict:
     encoded, stats = encode_records(read_split(str(data_dir), "train"), SampleEncoder(tokenizer, d), "chat", d.max_seq_length, d.overlong)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(s) for s in encoded]
-    ft = {"step_trained": [], "step_positions": [], "shapes": set()}
+    ft = {"step_trained": [], "step_positions": [], "shapes": set(), "batches": []}
     epoch = 0
     while len(ft["step_trained"]) < steps:
         for idx in epoch_order(lengths, args.batch_size, args.seed, epoch, "bucket")[: steps - len(ft["step_trained"])]:
@@ -177,6 +179,10 @@ def count_tokens(model_path: Path, data_dir: Path, args, steps: int) -> dict:
             ft["step_trained"].append(b.trained_tokens)
             ft["step_positions"].append(b.padded_tokens)
             ft["shapes"].add((b.inputs.shape, b.positions.shape))
+            labels = np.full(b.inputs.shape, -100, dtype=np.int64)  # the PEFT leg trains on exactly these batches
+            flat = b.positions[b.weights > 0]
+            labels.reshape(-1)[flat] = b.targets.reshape(-1)[flat]
+            ft["batches"].append((b.inputs, labels))
         epoch += 1
 
     # mlx-lm: its dataset classes and iterate_batches, seeded as `mlx_lm.lora.run` seeds numpy; the mask is default_loss's.
@@ -429,6 +435,110 @@ def mlx_lm_worker(config_path: str, events_path: str) -> None:
     out.close()
 
 
+def peft_available() -> str | None:
+    """None if the PEFT leg can run, else why not (torch, transformers and peft are optional, benchmark-only)."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
+    return f"not importable: {', '.join(missing)} (pip install torch==2.13.0 peft)" if missing else None
+
+
+def run_peft(model: Path, work: Path, args, layers: int, depth: int, batches: list, env: dict) -> dict:
+    """PyTorch + Hugging Face PEFT LoRA on mlxft's own batches, in its own process (`train.py --peft-worker`)."""
+    import numpy as np
+
+    batches_path = work / "peft-batches.npz"
+    arrays = {}
+    for i, (inputs, labels) in enumerate(batches):
+        arrays[f"inputs_{i}"], arrays[f"labels_{i}"] = inputs, labels
+    np.savez(batches_path, **arrays)
+    cfg = {"model": str(model), "batches": str(batches_path), "steps": len(batches), "seed": args.seed, "threads": args.torch_threads,
+           "rank": args.rank, "alpha": args.alpha, "dropout": args.dropout, "targets": TARGETS,
+           "layers_to_transform": list(range(depth - layers, depth)), "learning_rate": args.learning_rate}
+    cfg_path, events_path = work / "peft-config.json", work / "peft-reports.jsonl"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--peft-worker", str(cfg_path), str(events_path)]
+    ran = _run_logged(cmd, env, work / "peft.log")
+    lines = [json.loads(line) for line in events_path.read_text().splitlines()]
+    header, reports, end = lines[0], [r for r in lines[1:] if "step" in r], lines[-1]
+    return {
+        "command": f"python benchmarks/train.py --peft-worker {cfg_path} {events_path}",
+        "process_wall_s": ran["process_wall_s"], "other_processes_cpu_share": ran["other_processes_cpu_share"],
+        "matmul_gflops_in_process": header["gflops"], "compute_dtype": header["dtype"], "torch_threads": header["threads"],
+        "trainable_parameters": header["trainable_parameters"], "lora_modules": header["lora_modules"], "versions": header["versions"],
+        "steps": len(reports), "step_tokens": [r["tokens"] for r in reports],
+        "step_seconds": [r["seconds"] for r in reports],
+        "peak_memory_gb": end["max_rss_gb"], "rss_after_load_gb": header["rss_after_load_gb"],
+        "mean_loss": sum(r["loss"] * r["tokens"] for r in reports) / max(sum(r["tokens"] for r in reports), 1),
+        "peak_memory_source": "max RSS of the worker process (getrusage ru_maxrss), model load included: the whole process's resident memory, "
+                              "NOT comparable one-to-one with MLX's allocator peak (mx.get_peak_memory) that the other legs report",
+    }
+
+
+def peft_worker(config_path: str, events_path: str) -> None:
+    """Train with PyTorch + PEFT LoRA on the batches run_peft saved, recording per-step times and counts.
+
+    Invoked as `python benchmarks/train.py --peft-worker CONFIG.json REPORTS.jsonl`. Does not import mlx or mlxft.
+    Each step: forward on the padded [B, L] inputs (causal attention only: right padding never reaches a real
+    position), cross-entropy on the positions mlxft trains (labels -100 elsewhere), backward, AdamW step.
+    """
+    import resource
+    from importlib.metadata import version
+
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    cfg = json.loads(Path(config_path).read_text())
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+
+    def rss_gb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
+
+    a = torch.randn(1024, 1024)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(20):
+        a @ a
+    gflops = 2 * 1024**3 * 20 / (time.perf_counter() - t) / 1e9
+    del a
+
+    model = AutoModelForCausalLM.from_pretrained(cfg["model"], torch_dtype=torch.float32)
+    lora = LoraConfig(r=cfg["rank"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"], target_modules=cfg["targets"],
+                      layers_to_transform=cfg["layers_to_transform"], bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg["learning_rate"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    data = np.load(cfg["batches"])
+    batches = [(torch.from_numpy(data[f"inputs_{i}"].astype(np.int64)), torch.from_numpy(data[f"labels_{i}"])) for i in range(cfg["steps"])]
+    out = open(events_path, "w")  # noqa: SIM115 (as in mlx_lm_worker: lines are flushed as the steps finish)
+    header = {"gflops": round(gflops, 1), "threads": torch.get_num_threads(), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+              "trainable_parameters": sum(p.numel() for p in params),
+              "lora_modules": sum(1 for n, _ in model.named_modules() if n.endswith("lora_A")),
+              "rss_after_load_gb": round(rss_gb(), 3),
+              "versions": {"torch": torch.__version__, "peft": version("peft"), "transformers": version("transformers")}}
+    out.write(json.dumps(header) + "\n")
+    out.flush()
+
+    loop_start = last = time.perf_counter()
+    for step, (inputs, labels) in enumerate(batches, 1):
+        logits = model(input_ids=inputs).logits  # [B, L, V]; labels are already the next token at each position
+        tokens = int((labels != -100).sum())
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        now = time.perf_counter()
+        out.write(json.dumps({"step": step, "seconds": now - last, "tokens": tokens, "loss": loss.detach().item()}) + "\n")
+        out.flush()
+        last = now
+    out.write(json.dumps({"loop_s": last - loop_start, "max_rss_gb": round(rss_gb(), 3)}) + "\n")
+    out.close()
+
+
 # -- summary ------------------------------------------------------------------------------------------
 
 
@@ -462,18 +572,23 @@ def print_table(rows: dict, ratios: dict) -> None:
         own = f"; its own tok/s (counts a pad target per sample, step compute only): {r['own_tok_per_s']:.1f}" if "own_tok_per_s" in r else ""
         print(f"{name}: {r['trained_tokens']} trained tokens in {r['positions_computed']} computed positions "
               f"({r['trained_tokens'] / max(r['positions_computed'], 1):.0%}); mean train loss {r['mean_train_loss']:.4f}{own}")
-    if ratios:
-        print(f"mlxft/mlx-lm: trained tok/s x{ratios['trained_tok_per_s']:.2f} (after step 1 x{ratios['trained_tok_per_s_after_step1']:.2f}), "
-              f"positions/s x{ratios['positions_per_s']:.2f}, peak memory x{ratios['peak_memory_gb']:.2f}, loop wall x{ratios['loop_wall_s']:.2f}, "
-              f"process wall x{ratios['process_wall_s']:.2f}")
+    for other, ratio in ratios.items():
+        note = " (peft peak is max RSS, not an MLX allocator peak)" if other == "peft" else ""
+        print(f"mlxft/{other}: trained tok/s x{ratio['trained_tok_per_s']:.2f} (after step 1 x{ratio['trained_tok_per_s_after_step1']:.2f}), "
+              f"positions/s x{ratio['positions_per_s']:.2f}, peak memory x{ratio['peak_memory_gb']:.2f}{note}, loop wall x{ratio['loop_wall_s']:.2f}, "
+              f"process wall x{ratio['process_wall_s']:.2f}")
 
 
 def _versions() -> dict:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     import mlx.core as mx
 
-    return {"mlx": mx.__version__, "mlx_lm": version("mlx-lm"), "mlxft": version("mlxft"), "python": platform.python_version()}
+    out = {"mlx": mx.__version__, "mlx_lm": version("mlx-lm"), "mlxft": version("mlxft"), "python": platform.python_version()}
+    for dist in ("torch", "transformers", "peft"):  # optional, for the peft leg
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
 
 
 def parse_args(argv=None):
@@ -492,7 +607,9 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--max-seq-length", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tools", default="mlxft,mlx-lm", help="which to run, in this order (comma-separated)")
+    p.add_argument("--tools", default="mlxft,mlx-lm,peft",
+                   help="which to run, in this order (comma-separated): mlxft, mlx-lm, peft (PyTorch + PEFT; skipped if torch/peft are not installed)")
+    p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads for the peft leg")
     p.add_argument("--work-dir", help="keep the runs, logs and configs here (default: a temporary folder, removed)")
     return p.parse_args(argv)
 
@@ -502,9 +619,16 @@ def main(argv=None) -> int:
     import mlxft  # noqa: F401  (OpenBLAS preload before mlx.core in this process)
 
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = set(tools) - {"mlxft", "mlx-lm"}
+    unknown = set(tools) - {"mlxft", "mlx-lm", "peft"}
     if unknown or not tools:
-        raise SystemExit(f"--tools takes mlxft and/or mlx-lm, got {args.tools!r}")
+        raise SystemExit(f"--tools takes mlxft, mlx-lm and/or peft, got {args.tools!r}")
+    skipped = {}
+    if "peft" in tools and (why := peft_available()):
+        print(f"peft leg skipped: {why}")
+        skipped["peft"] = why
+        tools.remove("peft")
+        if not tools:
+            raise SystemExit("nothing left to run")
     work = Path(args.work_dir).resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="mlxft-bench-train-"))
     work.mkdir(parents=True, exist_ok=True)
     if (work / "mlxft-runs" / "bench").exists():
@@ -525,6 +649,7 @@ def main(argv=None) -> int:
 
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm's batching prints a warning per over-long batch
         counts = count_tokens(model, data, args, steps)
+    ft_batches = counts["mlxft"].pop("batches")
     print(f"data:  {counts['encode_summary']}")
     print(f"batches: mlxft {counts['mlxft']['shapes']} distinct shapes (length-bucketed); mlx-lm {counts['mlx_lm']['shapes']} distinct shapes, "
           f"sorted by length: {counts['mlx_lm']['batches_sorted_by_token_length']}")
@@ -536,6 +661,8 @@ def main(argv=None) -> int:
         print(f"\n== {tool}: training {steps} steps ...", flush=True)
         if tool == "mlxft":
             results[tool] = run_mlxft(model, data, work, args, layers, steps, base_env)
+        elif tool == "peft":
+            results[tool] = run_peft(model, work, args, layers, depth, ft_batches, base_env)
         else:
             results[tool] = run_mlx_lm(model, data, work, args, layers, steps, lm_env)
         print(f"   done in {results[tool]['process_wall_s']:.1f} s; other processes used {results[tool]['other_processes_cpu_share']:.0%} of the cores meanwhile", flush=True)
@@ -551,15 +678,25 @@ def main(argv=None) -> int:
         checks["mlx_lm_total_matches_count"] = int(r["own_trained_tokens_total"]) == sum(c["step_own_count"])
         rows["mlx-lm"] = summarize(r, c["step_trained"], c["step_positions"])
         rows["mlx-lm"]["own_tok_per_s"] = round(r["own_trained_tokens_total"] / sum(r["own_step_seconds"]), 1)
+    if "peft" in results:
+        r, c = results["peft"], counts["mlxft"]  # PEFT trains on mlxft's batches
+        checks["peft_step_tokens_match_count"] = r["step_tokens"] == c["step_trained"]
+        rows["peft"] = summarize(r, r["step_tokens"], c["step_positions"])
     if "mlxft" in rows and "mlx-lm" in rows:
         checks["same_trained_tokens"] = rows["mlxft"]["trained_tokens"] == rows["mlx-lm"]["trained_tokens"]
-    ratios = {}
-    if len(rows) == 2:
-        a, b = rows["mlxft"], rows["mlx-lm"]
-        ratios = {k: round(a[k] / b[k], 3) for k in ("trained_tok_per_s", "trained_tok_per_s_after_step1", "peak_memory_gb", "loop_wall_s", "process_wall_s", "positions_per_s")}
+    if "mlxft" in rows and "peft" in rows:
+        checks["same_trained_tokens_peft"] = rows["mlxft"]["trained_tokens"] == rows["peft"]["trained_tokens"]
+    all_ratios = {}
+    if "mlxft" in rows:
+        a = rows["mlxft"]
+        for other in ("mlx-lm", "peft"):
+            if other in rows:
+                b = rows[other]
+                all_ratios[other] = {k: round(a[k] / b[k], 3) for k in ("trained_tok_per_s", "trained_tok_per_s_after_step1", "peak_memory_gb", "loop_wall_s", "process_wall_s", "positions_per_s")}
+    ratios = all_ratios.get("mlx-lm", {})
 
     print()
-    print_table(rows, ratios)
+    print_table(rows, all_ratios)
     for name, ok in checks.items():
         if not ok:
             print(f"WARNING: check failed: {name}")
@@ -577,7 +714,8 @@ def main(argv=None) -> int:
         "settings": {"steps": steps, "epochs": args.epochs, "batch_size": args.batch_size, "rank": args.rank, "alpha": args.alpha, "scale": args.alpha / args.rank,
                      "dropout": args.dropout, "targets": TARGETS, "learning_rate": args.learning_rate, "optimizer": "adamw, weight_decay 0, constant lr, no clipping",
                      "max_seq_length": args.max_seq_length, "mask_prompt": True, "eval": "none", "checkpoints": "none during training", "grad_checkpoint": False, "compile": True},
-        "counts": counts, "summary": rows, "ratios_mlxft_over_mlx_lm": ratios, "checks": checks, "runs": results,
+        "counts": counts, "summary": rows, "ratios_mlxft_over_mlx_lm": ratios, "ratios_mlxft_over_peft": all_ratios.get("peft", {}),
+        "skipped": skipped, "checks": checks, "runs": results,
         "definitions": {
             "trained_tokens": "target positions with loss that are real tokens (not prompt, not padding), summed over all steps",
             "trained_tok_per_s": "trained_tokens / loop_wall_s",
@@ -586,7 +724,10 @@ def main(argv=None) -> int:
             "trained_tok_per_s_after_step1": "the same without step 1, which pays the first trace and compile (and kernel JIT on a cold /tmp/mlx cache)",
             "positions_computed": "batch x padded length fed through the model, summed over steps",
             "mlx_lm_own_count": "mlx-lm's own token count (what its tok/s uses) includes one pad target per untruncated sample",
-            "mean_train_loss": "mlxft: token-weighted over all steps; mlx-lm: mean of its per-step losses (which include the pad target); a sanity check, not a comparison",
+            "mean_train_loss": "mlxft and peft: token-weighted over all steps; mlx-lm: mean of its per-step losses (which include the pad target); a sanity check, not a comparison",
+            "peft": "PyTorch + Hugging Face PEFT LoRA (same rank/alpha/dropout/targets/layers, AdamW, lr) on mlxft's own batches (same samples per step, "
+                    "same padded width), loss on the same trained positions; loop wall = sum of per-step wall times (forward, backward, optimizer step); "
+                    "peak memory = max RSS of its process (model load included), not MLX's allocator peak",
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -600,5 +741,7 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--mlx-lm-worker":
         mlx_lm_worker(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "--peft-worker":
+        peft_worker(sys.argv[2], sys.argv[3])
     else:
         sys.exit(main())

@@ -42,10 +42,12 @@ def build_schedule(lr: float, total_steps: int, warmup: int, kind: str, min_rati
 
 def build_optimizer(cfg, total_steps: int) -> optim.Optimizer:
     schedule = build_schedule(cfg.learning_rate, total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+    # Bias correction on: the Adam of the papers and of PyTorch (MLX defaults it off, which makes the
+    # first updates ~3x larger than the learning rate suggests).
     if cfg.optimizer == "adamw":
-        return optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
+        return optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay, bias_correction=True)
     if cfg.optimizer == "adam":
-        return optim.Adam(learning_rate=schedule)
+        return optim.Adam(learning_rate=schedule, bias_correction=True)
     return optim.SGD(learning_rate=schedule, weight_decay=cfg.weight_decay)
 
 
