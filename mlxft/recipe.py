@@ -124,11 +124,7 @@ def _location(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-after")))
 
 
-_HINTS = {
-    "extra_forbidden": "unknown key: check the spelling (`mlxft validate` lists the fields)",
-    "literal_error": None,
-    "missing": "required",
-}
+UNKNOWN_KEY = "unknown key: check the spelling (`mlxft validate` lists the fields)"
 
 
 def _problems(err: ValidationError) -> list[tuple[str, str]]:
@@ -138,7 +134,7 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
         loc = tuple(p for p in e["loc"] if p not in ("constrained-int", "int", "float", "list[str]", "literal['all-linear']", "literal['all']", "QuantizeSection"))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = _HINTS["extra_forbidden"]
+            msg = UNKNOWN_KEY
         elif e["type"] == "missing":
             msg = "this field is required"
         problems.append((_location(loc) or "(recipe)", msg))

@@ -93,14 +93,10 @@ class SampleEncoder:
     """Turns records into (ids, mask) with one tokenizer and one policy."""
 
     def __init__(self, tokenizer, data_cfg):
-        self.tok = tokenizer  # mlx_lm TokenizerWrapper
-        self.hf = getattr(tokenizer, "_tokenizer", tokenizer)
+        self.hf = getattr(tokenizer, "_tokenizer", tokenizer)  # the Hugging Face tokenizer inside mlx-lm's wrapper
         self.cfg = data_cfg
         self.has_template = bool(getattr(self.hf, "chat_template", None))
         self.eos = tokenizer.eos_token_id
-        bos = getattr(self.hf, "bos_token_id", None)
-        probe = self.hf("a", add_special_tokens=True)["input_ids"]
-        self.bos = bos if (bos is not None and probe and probe[0] == bos) else None
 
     # -- rendering -------------------------------------------------------------------------
     def _template(self, messages: list[dict], generation_prompt: bool) -> str:

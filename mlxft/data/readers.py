@@ -40,12 +40,9 @@ csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(frozen=True)
-class Record:
-    """One row and where it came from (so every problem can name its file and line)."""
-
+class _Located:
     source: str
-    line: int
-    data: dict
+    line: int  # 0 when the source has no lines (an image file)
 
     @property
     def where(self) -> str:
@@ -53,16 +50,17 @@ class Record:
 
 
 @dataclass(frozen=True)
-class RowError:
+class Record(_Located):
+    """One row and where it came from (so every problem can name its file and line)."""
+
+    data: dict
+
+
+@dataclass(frozen=True)
+class RowError(_Located):
     """A row that could not be read at all (bad JSON, not an object, wrong column count)."""
 
-    source: str
-    line: int
     reason: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.source}:{self.line}" if self.line else self.source
 
 
 Row = Record | RowError

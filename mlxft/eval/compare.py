@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +131,9 @@ def generate_answers(model, tokenizer, texts: list[str], *, max_tokens: int, bat
     """Greedy answers for rendered prompts, `batch_size` sequences decoded together."""
     from mlx_lm.generate import batch_generate
 
-    hf = getattr(tokenizer, "_tokenizer", tokenizer)
-    templated = bool(getattr(hf, "chat_template", None))
-    ids = [hf(t, add_special_tokens=not templated)["input_ids"] for t in texts]
+    from mlxft.llm.generate import prompt_ids
+
+    ids = [prompt_ids(tokenizer, t) for t in texts]
     out: list[str] = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
@@ -202,23 +201,14 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
 
 def heldout_losses(loaded, data: str, split: str) -> dict:
     """Loss and perplexity of base and tuned on a data split, with the same weights in memory."""
-    from functools import partial
-
-    from mlxft.data.encode import SampleEncoder, encode_records
-    from mlxft.data.sources import read_split
     from mlxft.llm.adapters import set_adapters_enabled
-    from mlxft.recipe import DataSection
-    from mlxft.train.loop import evaluate_loss
-    from mlxft.train.objective import make_loss
+    from mlxft.llm.evaluate import encode_split, split_loss
 
-    records = read_split(data, split) or []
-    samples, _ = encode_records(records, SampleEncoder(loaded.tokenizer, DataSection(path=data)), "auto", 2048, "truncate")
-    loss_fn = partial(make_loss(loaded.model, loaded.model_type), loaded.model)
+    samples, _ = encode_split(loaded, data, split)
     out = {"data": data, "split": split, "samples": len(samples)}
     for phase, enabled in (("base", False), ("tuned", True)):
         set_adapters_enabled(loaded.model, enabled)
-        loss, tokens = evaluate_loss(loaded.model, loss_fn, samples, 4, loaded.tokenizer.pad_token_id or 0)
-        out[phase] = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+        out[phase] = split_loss(loaded, samples)
     return out
 
 

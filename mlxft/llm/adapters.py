@@ -65,11 +65,16 @@ class LoRALinear(nn.Module):
     def delta_weight(self) -> mx.array:
         return self.scale * (self.lora_b.T @ self.lora_a.T)
 
+    def _fused_weight(self, weight: mx.array) -> mx.array:
+        """W + update, in float32 (`weight` is the dense base weight in float32)."""
+        return weight + self.delta_weight().astype(mx.float32)
+
     def fuse(self, dequantize: bool = False) -> nn.Module:
+        """A plain (or, for a quantized base, re-quantized) linear holding the adapted weight."""
         base = self.linear
-        weight = _dense_weight(base)
-        fused = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in base)
-        fused.weight = (weight.astype(mx.float32) + self.delta_weight().astype(mx.float32)).astype(weight.dtype)
+        dense = _dense_weight(base)
+        fused = nn.Linear(dense.shape[1], dense.shape[0], bias="bias" in base)
+        fused.weight = self._fused_weight(dense.astype(mx.float32)).astype(dense.dtype)
         if "bias" in base:
             fused.bias = base.bias
         if isinstance(base, nn.QuantizedLinear) and not dequantize:
@@ -104,18 +109,9 @@ class DoRALinear(LoRALinear):
             out = out + self.linear.bias
         return out
 
-    def fuse(self, dequantize: bool = False) -> nn.Module:
-        base = self.linear
-        weight = _dense_weight(base).astype(mx.float32) + self.delta_weight().astype(mx.float32)
-        weight = (self.m / mx.linalg.norm(weight, axis=1))[:, None] * weight
-        dtype = _dense_weight(base).dtype
-        fused = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in base)
-        fused.weight = weight.astype(dtype)
-        if "bias" in base:
-            fused.bias = base.bias
-        if isinstance(base, nn.QuantizedLinear) and not dequantize:
-            return nn.QuantizedLinear.from_linear(fused, base.group_size, base.bits, mode=base.mode)
-        return fused
+    def _fused_weight(self, weight: mx.array) -> mx.array:
+        weight = super()._fused_weight(weight)
+        return (self.m / mx.linalg.norm(weight, axis=1))[:, None] * weight
 
 
 def resolve_target_keys(model: nn.Module, targets, num_layers: int) -> list[str]:

@@ -11,21 +11,31 @@ from mlxft.errors import DataError
 from mlxft.recipe import DataSection
 
 
-def eval_loss(model: str, data: str, *, split: str = "test", adapter: str | None = None, batch_size: int = 4, max_seq_length: int = 2048, data_format: str = "auto") -> dict:
-    from mlxft.llm.adapters import load_adapter
-    from mlxft.llm.loading import load_model
-    from mlxft.train.loop import evaluate_loss
-    from mlxft.train.objective import make_loss
-
-    loaded = load_model(model)
-    if adapter:
-        load_adapter(loaded.model, adapter)
+def encode_split(loaded, data: str, split: str, *, data_format: str = "auto", max_seq_length: int = 2048):
+    """(samples, stats) of one split, encoded exactly as training would, truncating over-long samples."""
     records = read_split(data, split)
     if not records:
         raise DataError(f"{data}: no '{split}' split", hint="pass --split train|valid|test, or a .jsonl file with --split train")
     cfg = DataSection(path=data, format=data_format, max_seq_length=max_seq_length)
-    samples, stats = encode_records(records, SampleEncoder(loaded.tokenizer, cfg), data_format, max_seq_length, "truncate")
+    return encode_records(records, SampleEncoder(loaded.tokenizer, cfg), data_format, max_seq_length, "truncate")
+
+
+def split_loss(loaded, samples, batch_size: int = 4) -> dict:
+    """Token-weighted loss and perplexity of the model as it is now (adapters on or off) over encoded samples."""
+    from mlxft.train.loop import evaluate_loss
+    from mlxft.train.objective import make_loss
+
     loss_fn = partial(make_loss(loaded.model, loaded.model_type), loaded.model)
-    pad = loaded.tokenizer.pad_token_id or 0
-    loss, tokens = evaluate_loss(loaded.model, loss_fn, samples, batch_size, pad)
-    return {"split": split, "loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens, "samples": len(samples), "truncated": stats.truncated}
+    loss, tokens = evaluate_loss(loaded.model, loss_fn, samples, batch_size, loaded.tokenizer.pad_token_id or 0)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
+
+
+def eval_loss(model: str, data: str, *, split: str = "test", adapter: str | None = None, batch_size: int = 4, max_seq_length: int = 2048, data_format: str = "auto") -> dict:
+    from mlxft.llm.adapters import load_adapter
+    from mlxft.llm.loading import load_model
+
+    loaded = load_model(model)
+    if adapter:
+        load_adapter(loaded.model, adapter)
+    samples, stats = encode_split(loaded, data, split, data_format=data_format, max_seq_length=max_seq_length)
+    return {"split": split, **split_loss(loaded, samples, batch_size), "samples": len(samples), "truncated": stats.truncated}

@@ -25,6 +25,12 @@ def render_prompt(tokenizer, prompt: str | None = None, messages: list[dict] | N
     return "\n".join(m["content"] for m in messages)
 
 
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered prompt: a chat template already holds its special tokens, plain text gets them added."""
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)
+    return hf(text, add_special_tokens=not getattr(hf, "chat_template", None))["input_ids"]
+
+
 def stream_text(model, tokenizer, text: str, settings: SamplingSettings = SamplingSettings()) -> Iterator[str]:
     """Yield text pieces as they are generated."""
     import mlx.core as mx
@@ -33,9 +39,7 @@ def stream_text(model, tokenizer, text: str, settings: SamplingSettings = Sampli
 
     mx.random.seed(settings.seed)
     sampler = make_sampler(temp=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    hf = getattr(tokenizer, "_tokenizer", tokenizer)
-    ids = hf(text, add_special_tokens=not getattr(hf, "chat_template", None))["input_ids"]
-    for response in stream_generate(model, tokenizer, ids, max_tokens=settings.max_tokens, sampler=sampler):
+    for response in stream_generate(model, tokenizer, prompt_ids(tokenizer, text), max_tokens=settings.max_tokens, sampler=sampler):
         yield response.text
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from mlxft.data.encode import SampleEncoder, encode_records
 from mlxft.data.sources import read_split
@@ -18,6 +19,7 @@ from mlxft.events import LogMessage, RunFinished, RunStarted
 from mlxft.llm import adapters as A
 from mlxft.llm.loading import count_parameters, device_name, load_model
 from mlxft.recipe import Recipe
+from mlxft.runs import atomic_write_text, publish_dir
 from mlxft.train.loop import LoopHooks, Trainer, TrainData, enable_grad_checkpoint, steps_per_epoch
 from mlxft.train.objective import make_loss
 
@@ -114,8 +116,6 @@ def run_lm(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume_from: Path | 
         tmp = run_dir / ".adapter-from-best"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(best, tmp)
-        from mlxft.runs import publish_dir
-
         publish_dir(tmp, final)
         emit(LogMessage("info", f"adapter/ holds the best validation loss ({trainer.state.best_val_loss:.4f} at step {trainer.state.best_step}); the last step's weights are in checkpoints/"))
     else:
@@ -128,14 +128,10 @@ def run_lm(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume_from: Path | 
 
 
 def _float_params(model):
-    from mlx.utils import tree_flatten
-
     return ((k, v) for k, v in tree_flatten(model.parameters()) if mx.issubdtype(v.dtype, mx.floating))
 
 
 def _write_readme(run_dir: Path, recipe: Recipe, model_path: Path) -> None:
-    from mlxft.runs import atomic_write_text
-
     text = (
         f"# {run_dir.name}\n\n{recipe.kind} of `{recipe.model}`.\n\n"
         f"- Use it: `mlxft generate --model {recipe.model} --adapter {run_dir} --prompt \"...\"`\n"

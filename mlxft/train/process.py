@@ -111,24 +111,12 @@ def supervise(recipe: Recipe, run: RunDir, *, resume_from: Path | None = None, o
             if recv.poll(poll_s):
                 try:
                     event = event_from_dict(recv.recv())
-                except EOFError:
-                    proc.join()
+                except EOFError:  # the child closed its end: it finished, failed or was killed
                     break
-                if event is None:
-                    continue
-                result.events.append(event)
-                on_event(event)
+                if event is not None:
+                    result.events.append(event)
+                    on_event(event)
             elif not proc.is_alive():
-                # Drain anything sent just before exit.
-                while recv.poll(0):
-                    try:
-                        event = event_from_dict(recv.recv())
-                    except EOFError:
-                        break
-                    if event is not None:
-                        result.events.append(event)
-                        on_event(event)
-                proc.join()
                 break
         except KeyboardInterrupt:
             interrupts += 1
@@ -137,6 +125,7 @@ def supervise(recipe: Recipe, run: RunDir, *, resume_from: Path | None = None, o
                 on_event(None)  # lets the caller print "stopping after this step..."
             else:
                 proc.terminate()
+    proc.join()
     last = run.latest_checkpoint()
     result.last_checkpoint = str(last) if last else None
     final = next((e for e in reversed(result.events) if isinstance(e, (RunFinished, RunFailed))), None)
