@@ -53,6 +53,45 @@ def _report_run(run) -> int:
     return 1
 
 
+def cmd_stop(args) -> int:
+    from mlxft.runs import RunDir, summarize_run
+
+    run = RunDir(args.run_dir)
+    if not run.recipe_path.is_file():
+        raise MlxftError(f"{run.path} is not an mlxft run directory (no recipe.yaml)", hint="pass the folder that `mlxft train` printed; `mlxft runs` lists them")
+    summary = summarize_run(run)
+    if summary.status not in ("running", "starting"):
+        print(f"{run.path}: not running ({summary.status}); nothing to stop")
+        return 0
+    run.request_stop()
+    print(f"{run.path}: asked to stop; it saves a checkpoint after the current step (resume with `mlxft train --resume {run.path}`)")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from mlxft.runs import list_runs
+
+    runs = list_runs(args.dir)
+    if args.json:
+        print(json.dumps([{**vars(r), "path": str(r.path)} for r in runs], indent=2))
+        return 0
+    if not runs:
+        print(f"no runs in {args.dir}/")
+        return 0
+    print(f"{'run':<32} {'status':<13} {'step':>11} {'loss':>7} {'best val':>8}  model")
+    for r in runs:
+        loss = f"{r.last_loss:.3f}" if r.last_loss is not None else "-"
+        best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "-"
+        print(f"{r.path.name:<32} {r.status:<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {r.model}")
+    return 0
+
+
+def cmd_tui(args) -> int:
+    from tui import run_app  # the only place the CLI reaches into the UI (Textual loads here, not on `import mlxft`)
+
+    return run_app(runs_dir=args.runs_dir, start=args.screen)
+
+
 def cmd_validate(args) -> int:
     from mlxft.recipe import load_recipe
 
@@ -331,6 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="RUN_DIR")
     s.set_defaults(fn=cmd_train)
 
+    s = sub.add_parser("stop", help="ask a running training (from any terminal) to save a checkpoint and stop")
+    s.add_argument("run_dir")
+    s.set_defaults(fn=cmd_stop)
+
+    s = sub.add_parser("runs", help="list the runs in a folder with status, step and losses")
+    s.add_argument("dir", nargs="?", default="runs")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_runs)
+
+    s = sub.add_parser("tui", help="the terminal app: models, data, training with live charts, evaluation, chat")
+    s.add_argument("--runs-dir", default="runs", help="where runs are listed and created")
+    s.add_argument("--screen", default="models", choices=["models", "data", "train", "evaluate", "chat"])
+    s.set_defaults(fn=cmd_tui)
+
     s = sub.add_parser("validate", help="check recipes without running them")
     s.add_argument("recipes", nargs="+")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override to validate with (repeatable)")
@@ -449,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None and len(sys.argv) == 1 and sys.stdin.isatty() and sys.stdout.isatty():
+        argv = ["tui"]  # a person at a terminal typed just `mlxft`
     args = parser.parse_args(argv)
     if not getattr(args, "fn", None):
         parser.print_help()

@@ -8,6 +8,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlxft.errors import RunError
@@ -90,15 +91,21 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    @classmethod
-    def create(cls, output_dir: str | Path, name: str | None) -> "RunDir":
+    @staticmethod
+    def next_path(output_dir: str | Path, name: str | None) -> Path:
+        """Where `create` would put a run now: output_dir/name, or name-2, name-3... when taken."""
         root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
         base = name or time.strftime("run-%Y%m%d-%H%M%S")
         path, n = root / base, 1
         while path.exists():  # never reuse (and so never overwrite) an existing run
             n += 1
             path = root / f"{base}-{n}"
+        return path
+
+    @classmethod
+    def create(cls, output_dir: str | Path, name: str | None) -> "RunDir":
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        path = cls.next_path(output_dir, name)
         path.mkdir()
         (path / "checkpoints").mkdir()
         return cls(path)
@@ -108,6 +115,20 @@ class RunDir:
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     adapter_dir = property(lambda self: self.path / "adapter")
     best_dir = property(lambda self: self.path / "best")
+    stop_path = property(lambda self: self.path / "STOP")
+
+    def request_stop(self) -> None:
+        """Ask the run's training process to save a checkpoint and stop after its current step.
+
+        A file rather than a signal, so any process can ask: `mlxft stop`, the TUI, or a script.
+        """
+        atomic_write_text(self.stop_path, f"stop requested by pid {os.getpid()} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+    def clear_stop_request(self) -> None:
+        self.stop_path.unlink(missing_ok=True)
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:06d}"
@@ -159,3 +180,85 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours
+    return True
+
+
+@dataclass
+class RunSummary:
+    """What a list of runs shows, rebuilt from the run directory alone (so headless runs appear too)."""
+
+    path: Path
+    status: str  # running | completed | stopped | early-stopped | failed | interrupted | starting
+    model: str
+    method: str
+    step: int
+    total_steps: int
+    last_loss: float | None
+    best_val_loss: float | None
+    started: float  # unix time of the first event (or of the recipe file)
+    pid: int = 0
+    error: str | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in ("stopped", "failed", "interrupted") and RunDir(self.path).latest_checkpoint() is not None
+
+
+def summarize_run(run: RunDir, raw_events: list[dict] | None = None) -> RunSummary:
+    """Status and progress of one run; a run whose training process is gone without a final event is `interrupted`."""
+    from mlxft.events import EvalReport, RunFailed, RunFinished, RunStarted, StepReport
+
+    if raw_events is None:
+        raw_events = []
+        if run.metrics_path.is_file():
+            for line in run.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    raw_events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    started = raw_events[0].get("time", 0.0) if raw_events else (run.recipe_path.stat().st_mtime if run.recipe_path.exists() else 0.0)
+    s = RunSummary(path=run.path, status="starting", model="", method="", step=0, total_steps=0, last_loss=None, best_val_loss=None, started=started)
+    if not raw_events and run.recipe_path.is_file():
+        try:
+            r = run.load_recipe()
+            s.model, s.method, s.total_steps = r.model, r.method, r.train.steps or 0
+        except Exception:
+            pass
+    for data in raw_events:
+        e = event_from_dict(data)
+        if isinstance(e, RunStarted):
+            s.status, s.model, s.method, s.total_steps, s.pid, s.error = "running", e.model, e.method, e.total_steps, e.pid, None
+            s.step = max(s.step, e.resumed_from_step)
+        elif isinstance(e, StepReport):
+            s.step, s.last_loss = e.step, e.loss
+        elif isinstance(e, EvalReport):
+            s.best_val_loss = e.best_val_loss
+        elif isinstance(e, RunFinished):
+            s.status, s.step = e.status, e.step
+        elif isinstance(e, RunFailed):
+            s.status, s.error = "failed", e.error.splitlines()[0] if e.error else None
+    if s.status == "running" and not process_alive(s.pid):
+        s.status = "interrupted"
+    elif s.status == "starting" and time.time() - started > 600:
+        s.status = "interrupted"  # never reported a start: the process died while loading
+    return s
+
+
+def list_runs(root: str | Path) -> list[RunSummary]:
+    """Every run directory under `root` (one level), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [summarize_run(RunDir(p)) for p in root.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file()]
+    return sorted(runs, key=lambda r: r.started, reverse=True)

@@ -64,7 +64,7 @@ def _child_main(recipe_data: dict, run_dir: str, resume_from: str | None, conn, 
         except (BrokenPipeError, OSError):
             pass  # the supervisor is gone (e.g. the TUI quit and left us running): keep training
 
-    hooks = LoopHooks(emit=emit, should_stop=stop_event.is_set)
+    hooks = LoopHooks(emit=emit, should_stop=lambda: stop_event.is_set() or run.stop_requested())
     code = 0
     try:
         recipe = Recipe.model_validate(recipe_data)
@@ -95,6 +95,7 @@ def _describe_exit(code: int | None) -> tuple[str, str]:
 
 def supervise(recipe: Recipe, run: RunDir, *, resume_from: Path | None = None, on_event: Callable = lambda e: None, poll_s: float = 0.2) -> Run:
     """Start the child, forward its events to `on_event`, stop it cleanly on Ctrl-C, and report how it ended."""
+    run.clear_stop_request()  # an old request must not stop the run we are starting
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     stop = ctx.Event()

@@ -1,0 +1,101 @@
+"""The mlxft Textual app: five screens (modes) over the engine, a shared state, quit-while-training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from mlxft.errors import MlxftError
+from tui.runner import TrainProcess
+from tui.widgets.dialogs import ErrorDialog, HelpScreen, QuitDialog
+
+
+def _screen(name: str):
+    """Screens are imported when first shown, so `mlxft tui` opens fast."""
+
+    def make():
+        import importlib
+
+        module = importlib.import_module(f"tui.screens.{name}")
+        return getattr(module, f"{name.capitalize()}Screen")()
+
+    return make
+
+
+class MlxftApp(App):
+    TITLE = "mlxft"
+    CSS_PATH = "app.tcss"
+    MODES = {name: _screen(name) for name in ("models", "data", "train", "evaluate", "chat")}
+    BINDINGS = [
+        Binding("1", "switch_mode('models')", "Models", show=False),
+        Binding("2", "switch_mode('data')", "Data", show=False),
+        Binding("3", "switch_mode('train')", "Train", show=False),
+        Binding("4", "switch_mode('evaluate')", "Evaluate", show=False),
+        Binding("5", "switch_mode('chat')", "Chat", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, *, runs_dir: str | Path = "runs", start: str = "models"):
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.start_mode = start
+        self.selected_model: str | None = None  # picked on Models, used by Train, Evaluate, Chat
+        self.data_path: str | None = None  # opened on Data, offered to Train
+        self.train_processes: dict[Path, TrainProcess] = {}  # runs this app started
+
+    def on_mount(self) -> None:
+        self.switch_mode(self.start_mode)
+
+    # -- shared state, for screens ---------------------------------------------------------------
+    def select_model(self, spec: str) -> None:
+        self.selected_model = spec
+        self.notify(f"model: {spec} (used by Train, Evaluate and Chat)")
+        for name in ("train", "evaluate", "chat"):
+            screen = self._screen_if_made(name)
+            if screen is not None and hasattr(screen, "model_selected"):
+                screen.model_selected(spec)
+
+    def use_data(self, path: str) -> None:
+        self.data_path = path
+        screen = self._screen_if_made("train")
+        if screen is not None and hasattr(screen, "data_selected"):
+            screen.data_selected(path)
+
+    def _screen_if_made(self, mode: str):
+        stack = self._screen_stacks.get(mode)
+        return stack[0] if stack else None
+
+    def show_error(self, exc: BaseException | str, hint: str | None = None) -> None:
+        """Errors go to a dialog with their hint; nothing is swallowed."""
+        if isinstance(exc, MlxftError):
+            self.push_screen(ErrorDialog(exc.message, exc.hint))
+        else:
+            self.push_screen(ErrorDialog(str(exc) if isinstance(exc, str) else f"{type(exc).__name__}: {exc}", hint))
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        extra = getattr(self.screen, "HELP", "")
+        self.push_screen(HelpScreen(extra))
+
+    def running_processes(self) -> list[TrainProcess]:
+        return [p for p in self.train_processes.values() if p.running]
+
+    async def action_quit(self) -> None:
+        running = self.running_processes()
+        if not running:
+            self.exit()
+            return
+
+        def decided(choice: str | None) -> None:
+            if choice == "stop":
+                for proc in running:
+                    proc.stop()
+                self.exit(message="asked the training to stop; it saves a checkpoint first:\n" + "\n".join(f"  resume with: mlxft train --resume {p.run_path}" for p in running))
+            elif choice == "leave":
+                self.exit(message="still training:\n" + "\n".join(f"  {p.run_path}  (watch: mlxft tui; stop: mlxft stop {p.run_path})" for p in running))
+
+        self.push_screen(QuitDialog([str(p.run_path) for p in running]), decided)
