@@ -315,12 +315,24 @@ def cmd_data_validate(args) -> int:
 
     tokenizer = None
     if args.model:
-        from mlxft.llm.loading import load_model
+        from mlxft.llm.loading import load_tokenizer
 
-        tokenizer = load_model(args.model).tokenizer
+        tokenizer = load_tokenizer(args.model)  # token counts need no weights
     report = validate_data(args.path, fmt=args.format, mapping=_mapping(args.map), tokenizer=tokenizer, max_seq_length=args.max_seq_length, overlong=args.overlong)
     print(report.to_json() if args.json else report.format_text())
     return 0 if report.usable else 1
+
+
+def cmd_data_show(args) -> int:
+    from mlxft.data.readers import Record, read_page
+
+    page = read_page(args.path, args.split, start=args.start, count=args.count, at=args.at)
+    for row in page.rows:
+        entry = {"where": row.where, **({"row": row.data} if isinstance(row, Record) else {"error": row.reason})}
+        print(json.dumps(entry, ensure_ascii=False, default=str) if args.json else f"{row.where}: " + (json.dumps(row.data, ensure_ascii=False, default=str) if isinstance(row, Record) else f"UNREADABLE: {row.reason}"))
+    end = page.start + len(page.rows)
+    print(f"rows {page.start + 1}-{end} of the {page.split} split" + (f"; more follow (--start {end})" if page.more else ""), file=sys.stderr)
+    return 0
 
 
 def cmd_data_convert(args) -> int:
@@ -454,6 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--to-chat", action="store_true", help="write prompt/completion pairs as two-turn conversations")
             d.add_argument("--overwrite", action="store_true")
         d.set_defaults(fn=fn)
+    d = data.add_parser("show", help="print a page of rows with their file and line (unreadable rows too)")
+    d.add_argument("path")
+    d.add_argument("--split", default="train")
+    d.add_argument("--start", type=int, default=0, help="first row, 0-based, counting unreadable rows")
+    d.add_argument("--count", type=int, default=20)
+    d.add_argument("--at", metavar="FILE:LINE", help="the page that holds this row (as validate names it)")
+    d.add_argument("--json", action="store_true", help="one JSON object per row: where, and row or error")
+    d.set_defaults(fn=cmd_data_show)
     d = data.add_parser("failures", help="group an evaluation run log's failures into clusters")
     d.add_argument("eval_log")
     d.add_argument("--examples", type=int, default=2)

@@ -101,3 +101,34 @@ def test_convert_writes_training_jsonl_from_csv_with_a_column_mapping(tmp_path):
     assert len(rows) == 2 and f"{src}:4" in out.stdout  # the empty row is listed, not dropped silently
     again = run("convert", src, "--format", "completion", "--map", "prompt=question", "--map", "completion=answer", "--out", tmp_path / "out")
     assert again.returncode == 1 and "--overwrite" in again.stderr
+
+
+def test_validate_with_a_model_reads_only_its_tokenizer_and_reports_a_length_histogram(tmp_path, tiny_llama):
+    import shutil
+
+    # A model folder without weights: token counts must not need them (nor load them).
+    tok_only = tmp_path / "tok-only"
+    shutil.copytree(tiny_llama, tok_only, ignore=shutil.ignore_patterns("*.safetensors"))
+    rows = [{"prompt": "one two " * n, "completion": "three"} for n in range(1, 30)]
+    data = write_jsonl(tmp_path / "d" / "train.jsonl", rows)
+    out = run("validate", data.parent, "--model", tok_only, "--json")
+    assert out.returncode == 0, out.stderr
+    lengths = json.loads(out.stdout)["splits"]["train"]["token_lengths"]
+    hist = lengths["histogram"]
+    assert sum(hist["counts"]) == len(rows) and len(hist["edges"]) == len(hist["counts"]) + 1
+    assert hist["edges"][0] == lengths["min"] and hist["edges"][-2] <= lengths["max"] < hist["edges"][-1]
+    assert hist["counts"][0] > 0 and hist["counts"][-1] > 0
+
+
+def test_show_prints_a_page_of_rows_by_location_and_the_page_holding_a_row(tmp_path):
+    src = tmp_path / "train.jsonl"
+    src.write_text('{"text": "a"}\n{broken\n\n{"text": "c"}\n{"text": "d"}\n{"text": "e"}\n')
+    out = run("show", src, "--count", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    first = [json.loads(l) for l in out.stdout.splitlines()]
+    assert first[0] == {"where": f"{src}:1", "row": {"text": "a"}} and first[1]["where"] == f"{src}:2" and "not valid JSON" in first[1]["error"]
+    assert "more follow (--start 2)" in out.stderr
+    out = run("show", src, "--count", "2", "--at", f"{src}:5", "--json")
+    assert [json.loads(l)["where"] for l in out.stdout.splitlines()] == [f"{src}:4", f"{src}:5"]  # rows 2-3 (line 3 is blank)
+    missing = run("show", src, "--at", f"{src}:3")
+    assert missing.returncode == 1 and "no row at" in missing.stderr

@@ -286,3 +286,24 @@ def test_real_data_sets_convert_to_training_jsonl(tmp_path):
     assert alpaca.format == "instruction" and alpaca.written == {"train": 999}
     first = json.loads((tmp_path / "alpaca" / "train.jsonl").read_text().splitlines()[0])
     assert [t["role"] for t in first["messages"]][-1] == "assistant"
+
+
+def test_a_device_or_pipe_is_refused_with_a_message_not_a_crash(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file or a folder"):
+        validate_data(fifo)
+
+
+def test_the_length_histogram_counts_every_good_row_in_whole_number_bins(tok, tmp_path):
+    rows = [chat("hi", "one two " * n) for n in range(1, 41)] + [{"messages": "bad"}]
+    report = validate_data(write_jsonl(tmp_path / "train.jsonl", rows), tokenizer=tok)
+    lengths = report.splits["train"].token_lengths
+    hist = lengths["histogram"]
+    assert sum(hist["counts"]) == report.splits["train"].good == 40
+    assert len(hist["counts"]) <= 20 and all(isinstance(e, int) for e in hist["edges"])
+    assert hist["edges"][0] == lengths["min"] and hist["edges"][-1] > lengths["max"] >= hist["edges"][-2]
+    one = validate_data(write_jsonl(tmp_path / "one" / "train.jsonl", [chat("hi", "ok")] * 3), tokenizer=tok).splits["train"].token_lengths
+    assert one["histogram"]["counts"] == [3] and one["histogram"]["edges"] == [one["min"], one["min"] + 1]

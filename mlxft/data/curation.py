@@ -291,18 +291,32 @@ def export_review(rows: Cluster | Iterable[EvalRow], path: str | Path, *, overwr
         raise DataError(f"{path}: nothing to review: no rows were given", hint="pick a cluster that has failures (see `mlxft data failures`)")
     if path.exists():
         _refuse_to_replace_review(path, overwrite)
-    lines = []
-    for row in items:
-        entry: dict[str, Any] = {"id": row.id}
-        if row.messages is not None:
-            entry["messages"] = list(row.messages)
-        else:
-            entry["prompt"] = row.prompt
-        entry.update(model_answer=row.answer, expected=row.expected, failure=row.failure, corrected="")
-        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(lines))
+    write_review_entries([review_entry(row) for row in items], path)
     return path
+
+
+def review_entry(row: EvalRow) -> dict:
+    """One line of a review file: the item, the model's answer, and `corrected` left empty for a person."""
+    entry: dict[str, Any] = {"id": row.id}
+    if row.messages is not None:
+        entry["messages"] = list(row.messages)
+    else:
+        entry["prompt"] = row.prompt
+    entry.update(model_answer=row.answer, expected=row.expected, failure=row.failure, corrected="")
+    return entry
+
+
+def write_review_entries(entries: Iterable[dict], path: str | Path) -> None:
+    """Write review lines atomically (a crash leaves the old file whole); callers decide whether replacing is allowed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+
+
+def read_review_entries(path: str | Path) -> list[dict]:
+    """Every line of a review file as written, filled in or not, after `read_review`'s checks (a bad file is a DataError)."""
+    read_review(path)
+    return [obj for _n, obj, _problem in _json_lines(Path(path))]
 
 
 def _refuse_to_replace_review(path: Path, overwrite: bool) -> None:

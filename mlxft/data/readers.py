@@ -124,6 +124,8 @@ def detect_source(path: str | Path) -> str:
         if kind is None:
             raise DataError(f"{p}: cannot read {p.suffix or 'extensionless'} files", hint=f"supported: {', '.join(sorted(DATA_SUFFIXES))}")
         return kind
+    if not p.is_dir():  # a device, a pipe or a socket: no rows to stream, and no folder to list
+        raise DataError(f"{p}: not a regular file or a folder", hint="give a data file (.jsonl .json .csv .tsv .parquet) or a folder")
     if _is_datasets_folder(p):
         return "datasets"
     if _data_files(p):
@@ -223,6 +225,44 @@ def iter_rows(path: str | Path, split: str | None = None) -> Iterator[Row]:
     if name not in splits:
         raise DataError(f"{path}: no {split!r} split", hint=f"this source has: {', '.join(sorted(splits)) or 'nothing'}")
     yield from splits[name]()
+
+
+@dataclass(frozen=True)
+class RowPage:
+    """`rows` of one split from row `start` (0-based, counting unreadable rows too); `more`: rows follow."""
+
+    split: str
+    start: int
+    rows: list[Row]
+    more: bool
+    found: int | None = None  # index in `rows` of the row asked for with `at`
+
+
+def read_page(path: str | Path, split: str = "train", *, start: int = 0, count: int = 100, at: str | None = None) -> RowPage:
+    """A page of rows, streamed: reads up to the page's end and no further, so a huge file is never loaded whole.
+
+    With `at` (a row's `where`, e.g. `data/train.jsonl:42`), returns the page of `count` rows
+    that holds that row; a row that is not in the split is a DataError.
+    """
+    if count < 1 or start < 0:
+        raise DataError(f"a page needs count >= 1 and start >= 0, got count={count}, start={start}")
+    name = canonical_split(split)
+    rows: list[Row] = []
+    found = None
+    for i, row in enumerate(iter_rows(path, name)):
+        if at is not None and found is None:
+            if i % count == 0:
+                rows, start = [], i
+            if row.where == at:
+                found = i - start
+        elif i < start:
+            continue
+        if len(rows) == count:
+            return RowPage(name, start, rows, True, found)
+        rows.append(row)
+    if at is not None and found is None:
+        raise DataError(f"{path}: no row at {at} in the {name} split", hint="the file may have changed since it was validated; open it again")
+    return RowPage(name, start, rows, False, found)
 
 
 # -- files ----------------------------------------------------------------------------------

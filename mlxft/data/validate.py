@@ -32,6 +32,7 @@ from mlxft.errors import DataError
 IMBALANCE_RATIO = 3.0  # max/min class count above which the report warns
 SHOWN = 50  # problems and pairs printed by format_text; to_json() has them all
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+HISTOGRAM_BINS = 20  # at most; fewer when the lengths span fewer values
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class SplitReport:
     good: int = 0
     bad: int = 0
     formats: Counter = field(default_factory=Counter)
-    token_lengths: dict | None = None  # min, median, p95, max over the good rows, before the length policy
+    token_lengths: dict | None = None  # min, median, p95, max and histogram over the good rows, before the length policy
     over_max_length: int = 0
     truncated: int = 0
     dropped_overlong: int = 0
@@ -185,6 +186,17 @@ def _spread(values: array, *, p95: bool = True) -> dict:
     if p95:
         out["p95"] = float(np.percentile(a, 95))
     return out
+
+
+def _histogram(values: array, bins: int = HISTOGRAM_BINS) -> dict:
+    """Equal-width bins with whole-number edges: bin i holds lo[i] <= value < lo[i+1] (the last edge is max + 1)."""
+    import numpy as np
+
+    a = np.frombuffer(values, dtype=np.int64)
+    low, high = int(a.min()), int(a.max())
+    width = -(-(high - low + 1) // bins)  # ceiling: every value gets a bin
+    counts = np.bincount((a - low) // width)
+    return {"edges": [low + i * width for i in range(len(counts) + 1)], "counts": [int(c) for c in counts]}
 
 
 class _Encoder:
@@ -322,7 +334,7 @@ def _validate_split(name, rows, report: ValidationReport, mapping, encoder, trai
         elif leak in train_keys:
             split.leaked.append((row.where, locations.where(train_keys[leak])))
     if lengths:
-        split.token_lengths = _spread(lengths)
+        split.token_lengths = {**_spread(lengths), "histogram": _histogram(lengths)}
     if widths:
         split.image_sizes = {"width": _spread(widths, p95=False), "height": _spread(heights, p95=False)}
     return split

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from mlxft.errors import ModelError
 
 # Only these are fetched from the Hub: safetensors weights, configs and tokenizer files. No pickles.
 HUB_PATTERNS = ["*.json", "model*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
+TOKENIZER_PATTERNS = [p for p in HUB_PATTERNS if "safetensors" not in p]  # what token counts need
 
 
 def cache_root() -> Path:
@@ -42,8 +44,11 @@ def compute_dtype(requested: str = "auto") -> mx.Dtype:
     return getattr(mx, requested)
 
 
-def resolve_model_path(spec: str, *, allow_download: bool = True) -> Path:
-    """A local folder for `spec`: a folder, a .gguf (imported once into the cache), a catalogue key, or a Hub id."""
+def resolve_model_path(spec: str, *, allow_download: bool = True, patterns: list[str] = HUB_PATTERNS) -> Path:
+    """A local folder for `spec`: a folder, a .gguf (imported once into the cache), a catalogue key, or a Hub id.
+
+    `patterns` are the Hub files fetched for a Hub id (default: weights, configs, tokenizer).
+    """
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -67,15 +72,15 @@ def resolve_model_path(spec: str, *, allow_download: bool = True) -> Path:
     repo = entry.hub_id if entry is not None else spec
     if "/" not in repo:
         raise ModelError(f"{spec!r} is not a folder, a .gguf file, a catalogue key or a Hub id", hint="`mlxft models` lists the catalogue")
-    return download_model(repo, allow_download=allow_download)
+    return download_model(repo, allow_download=allow_download, patterns=patterns)
 
 
-def download_model(repo: str, *, allow_download: bool = True) -> Path:
+def download_model(repo: str, *, allow_download: bool = True, patterns: list[str] = HUB_PATTERNS) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return Path(snapshot_download(repo, allow_patterns=HUB_PATTERNS, local_files_only=not allow_download))
+        return Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=not allow_download))
     except GatedRepoError:
         raise ModelError(f"{repo} is gated on the Hugging Face Hub", hint="accept its license on the model page, then `hf auth login`") from None
     except RepositoryNotFoundError:
@@ -98,6 +103,23 @@ def import_gguf_cached(path: Path) -> Path:
     if (out / "config.json").is_file() and glob.glob(str(out / "model*.safetensors")):
         return out
     return import_gguf(path, out)
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
+    """Only the tokenizer (with its chat template) of what `load_model` takes: no weights are read or downloaded.
+
+    Token counts need no weights, so a model folder here needs only its tokenizer files, and a
+    catalogue key or Hub id fetches only configs and tokenizer files.
+    """
+    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
+
+    path = Path(spec).expanduser()
+    folder = path if path.is_dir() else resolve_model_path(spec, patterns=TOKENIZER_PATTERNS)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    try:
+        return mlx_load_tokenizer(folder, {"trust_remote_code": trust_remote_code}, eos_token_ids=config.get("eos_token_id"))
+    except Exception as exc:  # tokenizers raise many types; name the folder either way
+        raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc})", hint="the folder needs tokenizer.json or tokenizer.model") from None
 
 
 @dataclass
