@@ -156,10 +156,20 @@ def _config_without_weights(spec: str, find_model) -> dict:
 
 def cmd_models(args) -> int:
     from mlxft.llm.catalogue import load_catalogue
-    from mlxft.train.memory import format_models_table, machine_memory
+    from mlxft.llm.inventory import format_local_table, list_models, memory_to_judge
+    from mlxft.train.memory import format_models_table, table_settings
 
-    _total, available = machine_memory()
+    total, available = memory_to_judge(args.memory_gb)
+    if args.json:
+        settings = table_settings()
+        listings = list_models(available, local=args.local, settings=settings)
+        out = {"memory": {"total_bytes": total, "available_bytes": available}, "settings": settings, "models": [m.to_dict() for m in listings]}
+        print(json.dumps(out, indent=1))
+        return 0
     print(format_models_table(load_catalogue(), available))
+    if args.local:
+        print()
+        print(format_local_table(list_models(available)))
     return 0
 
 
@@ -407,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("models", help="the model catalogue, with the memory each needs and whether it fits here")
+    s.add_argument("--local", action="store_true", help="also list local models: ./models-local, GGUF imports and the Hugging Face cache")
+    s.add_argument("--json", action="store_true", help="one JSON object: memory, settings, and a record per model")
+    s.add_argument("--memory-gb", type=float, help="judge against this much memory instead of this machine's (or set MLXFT_MEMORY_GB)")
     s.set_defaults(fn=cmd_models)
 
     s = sub.add_parser("import", help="turn a GGUF file (Ollama, LM Studio) into an MLX model folder")

@@ -510,7 +510,7 @@ def _gb(n: int) -> str:
     return f"{n / GB:.2f} GB"
 
 
-def _count(n: int) -> str:
+def format_parameter_count(n: int) -> str:
     if n >= 9.95e8:
         return f"{n / 1e9:.1f}B"
     if n >= 1e6:
@@ -537,8 +537,8 @@ def format_plan(plan: MemoryPlan) -> str:
     e, s = plan.estimate, plan.settings
     trained = "LoRA/DoRA adapters, float32" if s["method"] != "full" else "in weights"
     rows = [
-        ("weights", e.weights, f"{_count(e.parameters)} parameters, " + (f"{s['quant_bits']}-bit" if s["quant_bits"] else s["compute_dtype"])),
-        ("trainable", e.trainable, f"{_count(e.trainable_parameters)} parameters ({trained})"),
+        ("weights", e.weights, f"{format_parameter_count(e.parameters)} parameters, " + (f"{s['quant_bits']}-bit" if s["quant_bits"] else s["compute_dtype"])),
+        ("trainable", e.trainable, f"{format_parameter_count(e.trainable_parameters)} parameters ({trained})"),
         ("gradients", e.gradients, ""),
         ("optimizer", e.optimizer, "AdamW: 2 states per trainable parameter"),
         ("activations", e.activations, "kept for the backward pass"),
@@ -563,16 +563,54 @@ def format_plan(plan: MemoryPlan) -> str:
 TABLE_SEQ_LEN = 512
 
 
+@dataclass(frozen=True)
+class ModelFit:
+    """One model at the table's default settings: LoRA on the full-precision base and on a 4-bit base, each judged."""
+
+    lora: MemoryEstimate | None  # None for a base that is quantized already: only QLoRA applies
+    qlora: MemoryEstimate
+    lora_verdict: Verdict | None
+    qlora_verdict: Verdict
+
+    @property
+    def best_verdict(self) -> Verdict:
+        order = ("fits", "tight", "will-not-fit")
+        return min((v for v in (self.lora_verdict, self.qlora_verdict) if v), key=order.index)
+
+
+def table_settings(gpu: bool | None = None) -> dict:
+    """The estimate_memory keywords behind `mlxft models`: recipe defaults (LoRA, batch 4) at TABLE_SEQ_LEN tokens."""
+    lora, train = LoraSection(), TrainSection()
+    gpu = _default_device_is_gpu() if gpu is None else gpu
+    return dict(
+        rank=lora.rank, targets=lora.targets, lora_layers=lora.layers, batch_size=train.batch_size,
+        seq_len=TABLE_SEQ_LEN, compute_dtype="bfloat16" if gpu else "float32", grad_checkpoint=False, gpu=gpu, method="lora",
+    )
+
+
+def estimate_fit(config: dict, available: int, settings: dict | None = None) -> ModelFit:
+    """A config.json dict's row of the models table: LoRA and QLoRA-4bit estimates at `table_settings()`, judged.
+
+    A base saved quantized (config.json has `quantization`) is trained as it is: its bits, no full-precision row.
+    """
+    common = table_settings() if settings is None else settings
+    quantized = config.get("quantization") or config.get("quantization_config")
+    if isinstance(quantized, dict) and quantized.get("bits"):
+        bits, group = int(quantized["bits"]), int(quantized.get("group_size", 64))
+        qlora = estimate_memory(config, **{**common, "quant_bits": bits, "group_size": group})
+        return ModelFit(None, qlora, None, judge(qlora.total, available))
+    full_base = estimate_memory(config, **common)
+    four_bit = estimate_memory(config, **{**common, "quant_bits": 4, "group_size": 64})
+    return ModelFit(full_base, four_bit, judge(full_base.total, available), judge(four_bit.total, available))
+
+
+FIT_MARKS = {"fits": "yes", "tight": "tight", "will-not-fit": "no"}
+
+
 def format_models_table(entries, available_bytes: int) -> str:
     """The `mlxft models` table: each catalogue entry's size and memory for LoRA and QLoRA-4bit at default settings."""
-    lora, train = LoraSection(), TrainSection()
-    seq_len = TABLE_SEQ_LEN
-    gpu = _default_device_is_gpu()
-    dtype = "bfloat16" if gpu else "float32"
-    common = dict(
-        rank=lora.rank, targets=lora.targets, lora_layers=lora.layers, batch_size=train.batch_size,
-        seq_len=seq_len, compute_dtype=dtype, grad_checkpoint=False, gpu=gpu, method="lora",
-    )
+    common = table_settings()
+    lora, train, seq_len, gpu, dtype = LoraSection(), TrainSection(), common["seq_len"], common["gpu"], common["compute_dtype"]
     short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
     header = (
         f"Memory to fine-tune at default settings: LoRA rank {lora.rank} on {', '.join(lora.targets)} in every layer, "
@@ -582,19 +620,16 @@ def format_models_table(entries, available_bytes: int) -> str:
     )
     cols = ("model", "params", "context", f"LoRA {short}", "fits", "QLoRA 4-bit", "fits")
     rows = []
-    mark = {"fits": "yes", "tight": "tight", "will-not-fit": "no"}
     for entry in entries:
-        config = entry.config()
-        full_base = estimate_memory(config, **common)
-        four_bit = estimate_memory(config, **{**common, "quant_bits": 4, "group_size": 64})
+        fit = estimate_fit(entry.config(), available_bytes, common)
         rows.append((
             entry.key + (" *" if entry.gated else ""),
-            _count(entry.parameters),
+            format_parameter_count(entry.parameters),
             f"{entry.context_length // 1024}K",
-            f"{full_base.total / GB:.1f} GB",
-            mark[judge(full_base.total, available_bytes)],
-            f"{four_bit.total / GB:.1f} GB",
-            mark[judge(four_bit.total, available_bytes)],
+            f"{fit.lora.total / GB:.1f} GB",
+            FIT_MARKS[fit.lora_verdict],
+            f"{fit.qlora.total / GB:.1f} GB",
+            FIT_MARKS[fit.qlora_verdict],
         ))
     widths = [max(len(str(r[i])) for r in (cols, *rows)) for i in range(len(cols))]
 

@@ -1,0 +1,176 @@
+"""`mlxft models`: the catalogue table unchanged, `--memory-gb`, `--json`, and `--local` (models-local, GGUF imports, Hub cache)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlxft.llm.catalogue import load_catalogue
+from mlxft.llm.inventory import list_models, memory_to_judge, mlx_lm_model_types
+from mlxft.train.memory import GB, estimate_fit, format_models_table, table_settings
+
+MLXFT = [sys.executable, "-m", "mlxft"]
+ROOT = Path(__file__).resolve().parents[1]
+
+LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "vocab_size": 400, "max_position_embeddings": 2048, "tie_word_embeddings": True}
+
+
+def write_model(folder: Path, config: dict | None, weights: str | None = "model.safetensors") -> Path:
+    """A model folder as the listing sees it: config.json and a weights file (its bytes are never read)."""
+    folder.mkdir(parents=True)
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    if weights:
+        (folder / weights).write_bytes(b"\0" * 4096)
+    return folder
+
+
+def write_hub_repo(cache: Path, repo_id: str, config: dict, kind: str = "models") -> None:
+    """A repository in the Hugging Face cache layout: blobs, refs/main, snapshots/<commit>/ links to blobs."""
+    repo = cache / f"{kind}--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, data in (("config.json", json.dumps(config).encode()), ("model.safetensors", b"\0" * 8192)):
+        blob = repo / "blobs" / f"blob-{name}"
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+
+
+def make_local_models(root: Path) -> dict:
+    """Local models of every kind under `root`; returns the environment that points mlxft at them."""
+    local = root / "models-local"
+    write_model(local / "tiny-chat", LLAMA)
+    write_model(local / "bert-base", {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100})
+    write_model(local / "no-weights", LLAMA, weights=None)
+    write_model(local / "pickled", LLAMA, weights="pytorch_model.bin")
+    write_model(local / "notes", None, weights="README.md")
+    write_model(local / "4bit-chat", {**LLAMA, "quantization": {"bits": 4, "group_size": 64}})
+    gguf = write_model(root / "cache" / "gguf" / "Tiny.Q4_0-0123abcd", {**LLAMA, "model_type": "qwen2"})
+    (gguf / ".mlxft-gguf-import.json").write_text(json.dumps({"source": "/x/Tiny.Q4_0.gguf", "complete": True}))
+    hub = root / "hf"
+    write_hub_repo(hub, "someone/tiny-mistral", {**LLAMA, "model_type": "mistral"})
+    write_hub_repo(hub, "Qwen/Qwen3-0.6B", {**LLAMA, "model_type": "qwen3"})  # a catalogue model, downloaded
+    write_hub_repo(hub, "someone/a-dataset", LLAMA, kind="datasets")
+    return {"MLXFT_CACHE": str(root / "cache"), "HF_HUB_CACHE": str(hub)}
+
+
+def run_models(*args, cwd=None, env=None):
+    # This machine's memory only where a test asks for it: a figure set in the caller's shell must not leak in.
+    full_env = {k: v for k, v in os.environ.items() if k != "MLXFT_MEMORY_GB"} | (env or {})
+    return subprocess.run(MLXFT + ["models", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=full_env, timeout=120)
+
+
+def test_models_table_is_unchanged_and_judged_against_the_memory_given():
+    out = run_models("--memory-gb", "24")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n") == format_models_table(load_catalogue(), 24 * GB)
+    assert "Local models" not in out.stdout
+
+
+def test_models_json_has_the_tables_numbers_for_every_catalogue_entry():
+    out = run_models("--json", env={"MLXFT_MEMORY_GB": "16"})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["memory"] == {"total_bytes": 16 * GB, "available_bytes": 16 * GB}
+    assert data["settings"]["batch_size"] == 4 and data["settings"]["seq_len"] == 512
+    rows = {m["name"]: m for m in data["models"]}
+    assert set(rows) == {e.key for e in load_catalogue()}
+    for entry in load_catalogue():
+        fit = estimate_fit(entry.config(), 16 * GB)
+        row = rows[entry.key]
+        assert row["source"] == "catalogue" and row["spec"] == entry.key and row["hub_id"] == entry.hub_id
+        assert row["lora_gb"] == round(fit.lora.total / GB, 2) and row["qlora_gb"] == round(fit.qlora.total / GB, 2)
+        assert row["problem"] is None and row["disk_bytes"] is None
+
+
+def test_models_local_lists_every_local_model_with_the_reason_it_cannot_be_used(tmp_path):
+    env = make_local_models(tmp_path)
+    out = run_models("--local", "--json", "--memory-gb", "16", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = {m["name"]: m for m in json.loads(out.stdout)["models"]}
+    assert rows["tiny-chat"]["source"] == "local" and rows["tiny-chat"]["problem"] is None
+    assert rows["tiny-chat"]["spec"] == str(Path("models-local") / "tiny-chat") and rows["tiny-chat"]["lora_fits"] == "yes"
+    assert rows["tiny-chat"]["disk_bytes"] >= 4096
+    assert "bert" in rows["bert-base"]["problem"] and "not a causal LM" in rows["bert-base"]["problem"]
+    assert "no model*.safetensors" in rows["no-weights"]["problem"]
+    assert rows["no-weights"]["lora_gb"] is not None  # sized anyway: the config is fine
+    assert "pickle" in rows["pickled"]["problem"]
+    assert "no config.json" in rows["notes"]["problem"] and rows["notes"]["lora_gb"] is None
+    # A base saved in 4 bits trains as it is: no full-precision LoRA figure.
+    assert rows["4bit-chat"]["lora_gb"] is None and rows["4bit-chat"]["qlora_gb"] > 0
+    assert rows["Tiny.Q4_0-0123abcd"]["source"] == "gguf" and rows["Tiny.Q4_0-0123abcd"]["problem"] is None
+    # The Hub cache: other repositories by id (mistral is an alias mlx-lm maps to llama); datasets are not models.
+    assert rows["someone/tiny-mistral"]["source"] == "hf-cache" and rows["someone/tiny-mistral"]["problem"] is None
+    assert rows["someone/tiny-mistral"]["spec"] == "someone/tiny-mistral"
+    assert "someone/a-dataset" not in rows
+    # A downloaded catalogue model is its catalogue row, with its size on disk.
+    assert "Qwen/Qwen3-0.6B" not in rows and rows["qwen3-0.6b"]["disk_bytes"] > 0
+
+
+def test_models_local_prints_the_local_table_after_the_catalogue(tmp_path):
+    env = make_local_models(tmp_path)
+    out = run_models("--local", "--memory-gb", "16", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    catalogue, local = out.stdout.split("\nLocal models", 1)
+    assert catalogue.rstrip("\n") == format_models_table(load_catalogue(), 16 * GB)
+    lines = local.splitlines()
+    bert = next(line for line in lines if line.startswith("bert-base "))
+    assert "model_type 'bert'" in bert
+    assert any(line.startswith("someone/tiny-mistral ") and "hf-cache" in line for line in lines)
+    assert f"tiny-chat: {Path('models-local') / 'tiny-chat'}" in local
+
+
+def test_models_local_says_so_when_there_are_none(tmp_path):
+    out = run_models("--local", "--memory-gb", "16", cwd=tmp_path, env={"MLXFT_CACHE": str(tmp_path / "c"), "HF_HUB_CACHE": str(tmp_path / "h")})
+    assert out.returncode == 0, out.stderr
+    assert "Local models: none found" in out.stdout
+
+
+def test_a_bad_memory_figure_is_an_error_with_a_hint():
+    out = run_models(env={"MLXFT_MEMORY_GB": "lots"})
+    assert out.returncode == 1
+    assert "MLXFT_MEMORY_GB='lots'" in out.stderr and "MLXFT_MEMORY_GB=16" in out.stderr
+    out = run_models("--memory-gb", "0")
+    assert out.returncode == 1 and "more than 0 GB" in out.stderr
+
+
+def test_memory_to_judge_prefers_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setenv("MLXFT_MEMORY_GB", "8")
+    assert memory_to_judge() == (8 * GB, 8 * GB)
+    assert memory_to_judge(2.5) == (int(2.5 * GB), int(2.5 * GB))
+    monkeypatch.delenv("MLXFT_MEMORY_GB")
+    total, available = memory_to_judge()
+    assert 0 < available <= total
+
+
+def test_the_listing_and_the_table_share_one_row_function(tmp_path):
+    settings = table_settings()
+    rows = list_models(16 * GB, local=False, settings=settings)
+    table = format_models_table(load_catalogue(), 16 * GB)
+    for row in rows:
+        line = next(line for line in table.splitlines() if line.startswith(row.name + " "))
+        assert f"{row.fit.lora.total / GB:.1f} GB" in line and f"{row.fit.qlora.total / GB:.1f} GB" in line
+
+
+def test_mlx_lm_architectures_are_read_without_importing_mlx_lm():
+    code = ("import sys; from mlxft.llm.inventory import mlx_lm_model_types as t; k = t(); "
+            "print('mlx_lm' in sys.modules, 'llama' in k, 'mistral' in k, 'qwen3' in k, 'bert' in k)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["False", "True", "True", "True", "False"]
+    assert mlx_lm_model_types() is not None
+
+
+@pytest.mark.parametrize("config", [{"model_type": "llama"}, {**LLAMA, "hidden_size": "big"}])
+def test_a_config_that_cannot_be_sized_is_listed_with_the_reason(tmp_path, config):
+    write_model(tmp_path / "models-local" / "odd", config)
+    rows = list_models(16 * GB, folders=[("local", tmp_path / "models-local")], hf_cache=tmp_path / "none")
+    odd = next(r for r in rows if r.name == "odd")
+    assert odd.fit is None and odd.problem and not odd.usable
