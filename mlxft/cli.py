@@ -214,6 +214,8 @@ def cmd_chat(args) -> int:
     from mlxft.api import load
     from mlxft.llm.generate import generate_text, render_prompt
 
+    if args.json:
+        return _chat_json(args)
     model, tok = load(args.model, adapter=args.adapter)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     print("chat: empty line or Ctrl-D to quit, /reset to clear the history", file=sys.stderr)
@@ -234,6 +236,17 @@ def cmd_chat(args) -> int:
         messages.append({"role": "assistant", "content": reply})
 
 
+def _chat_json(args) -> int:
+    """Side by side for programs (the TUI's Chat screen): one model, the adapter switched off for base."""
+    from mlxft.api import load
+    from mlxft.llm.chat_json import LineReader, json_line_writer, serve_chat
+
+    model, tok = load(args.model, adapter=args.adapter)
+    serve_chat(model, tok, has_adapter=args.adapter is not None, lines=LineReader(sys.stdin.fileno()), write=json_line_writer(sys.stdout),
+               defaults=_sampling(args), system=args.system, info={"model": args.model, "adapter": args.adapter})
+    return 0
+
+
 def cmd_eval_loss(args) -> int:
     from mlxft.llm.evaluate import eval_loss
 
@@ -252,14 +265,22 @@ def cmd_quickstart(args) -> int:
 def cmd_eval(args) -> int:
     from mlxft.eval.compare import compare, format_terminal, write_reports
 
+    def progress(done: int, total: int, phase: str) -> None:
+        if args.progress_json:
+            print(json.dumps({"phase": phase, "done": done, "total": total}), flush=True)
+        else:
+            print(f"{phase}: {done}/{total} answered", file=sys.stderr)
+
     result = compare(
         args.model, args.adapter, args.bench, targets=args.target, default_grader=args.grader, max_tokens=args.max_tokens,
-        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split,
-        on_progress=lambda done, total, phase: print(f"{phase}: {done}/{total} answered", file=sys.stderr),
+        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split, on_progress=progress,
     )
     adapter = Path(args.adapter)
     out = Path(args.out) if args.out else (adapter / "eval" if (adapter / "recipe.yaml").is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
     paths = write_reports(result, out, focus_class=args.focus_class)
+    if args.progress_json:
+        print(json.dumps({"finished": True, "out": str(out), "verdict": result.verdict, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)
+        return 0
     print(format_terminal(result))
     for name in ("confusion_base", "confusion_tuned"):
         if name in paths:
@@ -376,6 +397,13 @@ def _add_sampling(p) -> None:
     p.add_argument("--system", help="system prompt")
 
 
+def _chat_json_protocol() -> str:
+    """The --json request/reply lines, as the engine module documents them (kept in one place)."""
+    import mlxft.llm.chat_json as chat_json
+
+    return chat_json.__doc__.split("\n\n", 1)[1]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlxft", description="Local-first fine-tuning on MLX: LoRA, QLoRA, DoRA and full fine-tuning of causal LMs.")
     p.add_argument("--version", action="version", version=f"mlxft {mlxft.__version__}")
@@ -443,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--prompt", required=True)
             s.add_argument("--raw", action="store_true", help="do not apply the chat template")
             s.add_argument("--no-stream", action="store_true")
+        else:
+            s.add_argument("--json", action="store_true", help="headless side-by-side mode: JSON requests on stdin, JSON lines out (see below)")
+            s.formatter_class = argparse.RawDescriptionHelpFormatter
+            s.epilog = "--json protocol:\n" + _chat_json_protocol()
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("eval", help="base vs fine-tuned on the same benchmark: target cluster, the rest, regressions, a verdict")
@@ -458,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--focus-class", help="classification: list false positives and negatives of this label")
     s.add_argument("--out", help="report folder (default: RUN_DIR/eval)")
+    s.add_argument("--progress-json", action="store_true",
+                   help='for programs: stdout is JSON lines, {"phase": "base", "done": 8, "total": 24} as batches finish, '
+                        'then {"finished": true, "out": ..., "verdict": ..., "paths": {...}}')
     s.set_defaults(fn=cmd_eval)
 
     data = sub.add_parser("data", help="curate data: split, failure clusters, review, build training sets").add_subparsers(dest="data_command", metavar="DATA_COMMAND")

@@ -129,3 +129,53 @@ def test_the_engine_never_imports_textual():
     code = "import sys, mlxft, mlxft.cli, mlxft.api, mlxft.train.lm; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_chat_json_answers_base_and_tuned_from_one_process(tiny_llama, tmp_path):
+    from tiny import build_adapter
+
+    adapter = build_adapter(tiny_llama, tmp_path / "adapter")
+    requests = [
+        {"prompt": "What color is the cat?", "max_tokens": 5, "id": 1},
+        "not json",
+        {"messages": {"base": [{"role": "user", "content": "hi"}], "tuned": [{"role": "user", "content": "yo"}]}, "sides": ["tuned"], "max_tokens": 3},
+    ]
+    stdin = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in requests)
+    out = subprocess.run(MLXFT + ["chat", "--model", str(tiny_llama), "--adapter", str(adapter), "--json"], input=stdin, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines[0] == {"ready": True, "model": str(tiny_llama), "adapter": str(adapter), "sides": ["base", "tuned"]}
+    done = [line for line in lines if line.get("done")]
+    assert [d["side"] for d in done] == ["base", "tuned", "tuned"]
+    first_base = "".join(line["delta"] for line in lines[: lines.index(done[0])] if line.get("side") == "base" and "delta" in line)
+    assert first_base == done[0]["text"] and done[0]["tokens"] == 5 and done[0]["tokens_per_second"] > 0
+    assert done[0]["text"] != done[1]["text"]  # the adapter was switched on for the tuned side
+    assert [line["id"] for line in lines if line.get("finished")] == [1, None]
+    assert any("not JSON" in line.get("error", "") for line in lines)
+
+
+def test_chat_json_without_an_adapter_answers_base_and_refuses_tuned(tiny_llama):
+    stdin = json.dumps({"prompt": "hi", "sides": ["tuned"]}) + "\n" + json.dumps({"prompt": "hi", "max_tokens": 2}) + "\n"
+    out = subprocess.run(MLXFT + ["chat", "--model", str(tiny_llama), "--json"], input=stdin, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines[0]["sides"] == ["base"]
+    assert "needs an adapter" in lines[1]["error"]
+    assert [line["side"] for line in lines if line.get("done")] == ["base"]
+    assert "--json protocol" in run_cli("chat", "--help").stdout
+
+
+def test_eval_progress_json_reports_batches_then_the_report_paths(tiny_llama, tmp_path):
+    from conftest import write_jsonl
+    from tiny import build_adapter
+
+    adapter = build_adapter(tiny_llama, tmp_path / "adapter")
+    bench = write_jsonl(tmp_path / "bench.jsonl", [{"id": f"q{i}", "prompt": f"Count to {i}.", "expected": "one", "cluster": "count" if i % 2 else None} for i in range(5)])
+    out = run_cli("eval", "--model", tiny_llama, "--adapter", adapter, "--bench", bench, "--max-tokens", "3", "--batch-size", "2", "--out", tmp_path / "eval", "--progress-json")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    progress = [(p["phase"], p["done"]) for p in lines if "phase" in p]
+    assert progress == [("base", 0), ("base", 2), ("base", 4), ("base", 5), ("tuned", 0), ("tuned", 2), ("tuned", 4), ("tuned", 5)]
+    assert lines[-1]["finished"] and lines[-1]["out"] == str(tmp_path / "eval")
+    summary = json.loads(Path(lines[-1]["paths"]["summary"]).read_text())
+    assert summary["verdict"] == lines[-1]["verdict"] and summary["target"]["size"] == 2

@@ -141,3 +141,7 @@ def test_a_classification_benchmark_gets_per_class_reports_and_confusion_pngs(se
     report = paths["report"].read_text()
     assert "## Classification: base" in report and "false positives for 'one two three'" in report
     assert "recall" in report.lower()
+    # summary.json carries the reports too, for programs that draw their own matrix (the TUI).
+    cls = json.loads(paths["summary"].read_text())["classification"]
+    assert cls["tuned"]["labels"] == labels and cls["tuned"]["columns"] == [*labels, "(other)"]
+    assert sum(map(sum, cls["base"]["confusion"])) == len(COUNTS) + len(ANIMALS)

@@ -65,3 +65,21 @@ def build_model(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
     mx.save_safetensors(str(folder / "model.safetensors"), weights)
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+def build_adapter(model_folder: Path, folder: Path, seed: int = 1, strength: float = 0.5) -> Path:
+    """A LoRA adapter on every linear layer with random (not zero) B, so tuned answers differ from the base."""
+    from mlx.utils import tree_unflatten
+
+    from mlxft.llm.adapters import adapter_config, apply_adapters, resolve_target_keys, save_adapter
+    from mlxft.llm.loading import load_model
+
+    model = load_model(str(model_folder)).model
+    model.freeze()
+    layers = len(model.layers)
+    keys = resolve_target_keys(model, "all-linear", layers)
+    apply_adapters(model, "lora", 4, 2.0, 0.0, keys, layers)
+    mx.random.seed(seed)
+    b = [(k, mx.random.normal(v.shape) * strength) for k, v in tree_flatten(model.trainable_parameters()) if k.endswith("lora_b")]
+    model.update(tree_unflatten(b))
+    return save_adapter(model, folder, adapter_config("lora", layers, 4, 2.0, 0.0, keys, base_model=str(model_folder)))

@@ -158,3 +158,19 @@ async def stream_command(args: list[str], on_line, *, stdin_text: str | None = N
         raise
     await err_task
     return code, b"".join(err_chunks).decode("utf-8", errors="replace")
+
+
+def error_from_stderr(err: str, code: int, command: str = "mlxft") -> tuple[str, str | None]:
+    """(message, hint) for a failed headless command: its `error: ...` / `  hint: ...` lines, else the end of its output."""
+    lines = err.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("error: ")), None)
+    if start is not None:
+        message, hint = [lines[start][len("error: "):]], None
+        for line in lines[start + 1:]:
+            if line.strip().startswith("hint: "):
+                hint = line.strip()[len("hint: "):]
+                break
+            message.append(line)
+        return "\n".join(message).rstrip(), hint
+    tail = "\n".join([line for line in lines if line.strip()][-12:]) or "(no output)"
+    return f"{command} exited with {code}:\n{tail}", "run the same command in a terminal to see everything it printed"

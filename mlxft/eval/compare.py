@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlxft.errors import MlxftError
@@ -127,8 +127,8 @@ def _training_examples(adapter: Path) -> int | None:
     return None
 
 
-def generate_answers(model, tokenizer, texts: list[str], *, max_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers for rendered prompts, `batch_size` sequences decoded together."""
+def generate_answers(model, tokenizer, texts: list[str], *, max_tokens: int, batch_size: int, on_batch=lambda done: None) -> list[str]:
+    """Greedy answers for rendered prompts, `batch_size` sequences decoded together; `on_batch(answered)` after each batch."""
     from mlx_lm.generate import batch_generate
 
     from mlxft.llm.generate import prompt_ids
@@ -139,6 +139,7 @@ def generate_answers(model, tokenizer, texts: list[str], *, max_tokens: int, bat
         chunk = ids[start : start + batch_size]
         response = batch_generate(model, tokenizer, chunk, max_tokens=max_tokens, completion_batch_size=batch_size, prefill_batch_size=batch_size)
         out.extend(t.strip() for t in response.texts)
+        on_batch(len(out))
     return out
 
 
@@ -167,8 +168,9 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
     answers = {}
     for phase, enabled in (("base", False), ("tuned", True)):
         set_adapters_enabled(loaded.model, enabled)
-        answers[phase] = generate_answers(loaded.model, loaded.tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size)
-        on_progress(len(items), len(items), phase)
+        on_progress(0, len(items), phase)  # the model is loaded: answering starts
+        answers[phase] = generate_answers(loaded.model, loaded.tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size,
+                                          on_batch=lambda done, phase=phase: on_progress(done, len(items), phase))
     results = []
     for it, base, tuned in zip(items, answers["base"], answers["tuned"]):
         gb, gt = grade(base, it.expected, it.grader), grade(tuned, it.expected, it.grader)
@@ -280,8 +282,11 @@ def write_reports(c: Comparison, out_dir: str | Path, focus_class: str | None = 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"log": out / "run-log.jsonl", "summary": out / "summary.json", "report": out / "report.md"}
     extra = []
+    summary = c.summary()
     reports = classification_reports(c, c.bench_items)
     if reports:
+        # Programs (the TUI) draw the matrices themselves from summary.json.
+        summary["classification"] = {phase: {**asdict(rep), "columns": list(rep.columns)} for phase, (rep, _) in reports.items()}
         for phase, (rep, y_pred) in reports.items():
             paths[f"confusion_{phase}"] = draw_confusion_matrix(rep, out / f"confusion-{phase}.png", title=f"{phase}: accuracy {rep.accuracy:.1%}")
             extra += [f"## Classification: {phase}", "", "```", format_report(rep), "```", "", f"![{phase} confusion matrix](confusion-{phase}.png)", ""]
@@ -292,7 +297,7 @@ def write_reports(c: Comparison, out_dir: str | Path, focus_class: str | None = 
     with atomic_open(paths["log"]) as f:
         for r in c.items:
             f.write(json.dumps(r.log_row(), ensure_ascii=False, default=str) + "\n")
-    atomic_write_text(paths["summary"], json.dumps(c.summary(), indent=2, default=str))
+    atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=str))
     atomic_write_text(paths["report"], format_markdown(c) + ("\n" + "\n".join(extra) if extra else ""))
     return paths
 

@@ -31,15 +31,20 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     return hf(text, add_special_tokens=not getattr(hf, "chat_template", None))["input_ids"]
 
 
-def stream_text(model, tokenizer, text: str, settings: SamplingSettings = SamplingSettings()) -> Iterator[str]:
-    """Yield text pieces as they are generated."""
+def stream_responses(model, tokenizer, text: str, settings: SamplingSettings = SamplingSettings()) -> Iterator:
+    """Yield mlx-lm's response per generated token: its text piece, token counts and speed."""
     import mlx.core as mx
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
     mx.random.seed(settings.seed)
     sampler = make_sampler(temp=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    for response in stream_generate(model, tokenizer, prompt_ids(tokenizer, text), max_tokens=settings.max_tokens, sampler=sampler):
+    yield from stream_generate(model, tokenizer, prompt_ids(tokenizer, text), max_tokens=settings.max_tokens, sampler=sampler)
+
+
+def stream_text(model, tokenizer, text: str, settings: SamplingSettings = SamplingSettings()) -> Iterator[str]:
+    """Yield text pieces as they are generated."""
+    for response in stream_responses(model, tokenizer, text, settings):
         yield response.text
 
 

@@ -1,14 +1,562 @@
-"""Temporary: being written."""
+"""Evaluate: base vs fine-tuned on a benchmark through `mlxft eval`, then the verdict, target vs rest,
+regressions and fixes side by side, and for classifiers the per-class report and confusion matrices."""
 
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label
+from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static, TabbedContent, TabPane
 
+from mlxft.errors import MlxftError
+from tui.runner import error_from_stderr, stream_command
 from tui.widgets.nav import NavBar
+
+GRADERS = ("exact", "contains", "regex", "json", "one-of", "numeric")
+VERDICT_STYLES = {"ship": "success", "investigate": "warning", "look at the training data": "warning", "stop": "error"}
+
+
+@dataclass
+class EvalResults:
+    """What `mlxft eval` wrote into a folder: summary.json and the run log's rows (one per benchmark item)."""
+
+    folder: Path
+    summary: dict
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[dict]:
+        return [r for r in self.rows if r.get("base_grade") and not r.get("tuned_grade")]
+
+    @property
+    def fixes(self) -> list[dict]:
+        return [r for r in self.rows if not r.get("base_grade") and r.get("tuned_grade")]
+
+    def confusion_png(self, phase: str) -> Path | None:
+        path = self.folder / f"confusion-{phase}.png"
+        return path if path.is_file() else None
+
+
+def read_eval_folder(path: str | Path) -> EvalResults:
+    """Results from an eval folder, or from a run directory that holds one in eval/."""
+    folder = Path(path).expanduser()
+    if not (folder / "summary.json").is_file() and (folder / "eval" / "summary.json").is_file():
+        folder = folder / "eval"
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise MlxftError(f"{folder}: no summary.json here", hint="open the folder `mlxft eval` wrote (RUN_DIR/eval, or the --out folder)")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MlxftError(f"{summary_path}: cannot read it ({exc})", hint="re-run the evaluation to write it again") from None
+    if not isinstance(summary, dict) or "verdict" not in summary:
+        raise MlxftError(f"{summary_path}: not an evaluation summary (no verdict)", hint="open the folder `mlxft eval` wrote")
+    rows = []
+    log = folder / "run-log.jsonl"
+    if log.is_file():
+        for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise MlxftError(f"{log}: line {number} is not JSON ({exc.msg})", hint="re-run the evaluation to write the log again") from None
+    return EvalResults(folder, summary, rows)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _pts(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:+.1f} pts"
+
+
+def _question(row: dict) -> str:
+    if row.get("prompt") is not None:
+        return str(row["prompt"])
+    messages = row.get("messages") or []
+    return str(messages[-1].get("content", "")) if messages else ""
+
+
+def _one_line(value, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def confusion_table(report: dict, title: str) -> Table:
+    """The confusion matrix as a terminal table: true labels down, predictions across, shaded by share of the row
+    on the same blue scale as the PNG, the diagonal (right answers) in bold."""
+    from mlxft.eval.classification import _shade
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
+    table.add_column("true \\ predicted", style="bold", no_wrap=True, max_width=18, overflow="ellipsis")
+    for name in report["columns"]:
+        table.add_column(_one_line(name, 12), justify="right", no_wrap=True, overflow="ellipsis", max_width=12)
+    for i, (label, row) in enumerate(zip(report["labels"], report["confusion"])):
+        total = sum(row) or 1
+        cells = []
+        for j, count in enumerate(row):
+            share = count / total
+            r, g, b = _shade(share)
+            ink = "white" if share > 0.6 else "black"
+            cells.append(Text(f" {count} ", style=f"{ink} on rgb({r},{g},{b})" + (" bold underline" if i == j else "")))
+        table.add_row(_one_line(label, 18), *cells)
+    return table
 
 
 class EvaluateScreen(Screen):
+    HELP = """\
+## Evaluate
+
+Base (adapter off) and fine-tuned (adapter on) answer the same benchmark in one child process (`mlxft eval`).
+
+- **Setup** tab: pick a run (fills adapter, model and results folder; shows its last evaluation if there is one),
+  or type a model, an adapter folder or run directory, and a benchmark JSONL
+  (`{"id", "prompt" or "messages", "expected", "cluster", "grader"}` a line).
+  Targets are the clusters the fine-tune aims at (comma-separated; empty = every labelled cluster).
+  `ctrl+g` runs, `ctrl+t` stops, `ctrl+o` opens the results folder typed in the form without re-running.
+- **Verdict** tab: the verdict, target clusters vs the rest (base, tuned, change), where the report and run log are.
+- **Changes** tab: regressions (right before, wrong after) and fixes side by side; the highlighted item's prompt,
+  expected answer, and base and tuned answers below.
+- **Classes** tab (benchmarks graded one-of): per-class precision/recall/F1 and the confusion matrices.
+- `escape` leaves a text field so the number keys switch screens again.
+
+Headless: `mlxft eval --model M --adapter RUN_DIR --bench bench.jsonl [--target CLUSTER] [--out DIR]`;
+curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data review`.
+"""
+
+    BINDINGS = [
+        Binding("ctrl+g", "run_eval", "Run"),
+        Binding("ctrl+t", "stop_eval", "Stop"),
+        Binding("ctrl+o", "open_results", "Open results"),
+        Binding("escape", "leave_field", "Leave field", show=False),
+        Binding("s", "show_tab('tab-setup')", "Setup", show=False),
+        Binding("v", "show_tab('tab-verdict')", "Verdict", show=False),
+        Binding("c", "show_tab('tab-changes')", "Changes", show=False),
+        Binding("l", "show_tab('tab-classes')", "Classes", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    EvaluateScreen #eval-form { height: auto; max-height: 100%; padding: 0 1; }
+    EvaluateScreen .field { height: 1; margin-bottom: 1; }
+    EvaluateScreen .field-label { width: 12; color: $text-muted; }
+    EvaluateScreen .field:focus-within .field-label { color: $accent; text-style: bold; }
+    EvaluateScreen .field Input:focus { background: $boost; }
+    EvaluateScreen .field Input, EvaluateScreen .field Select { width: 1fr; }
+    EvaluateScreen #eval-grader { width: 16; }
+    EvaluateScreen #max-tokens-label { width: auto; margin: 0 1 0 2; color: $text-muted; }
+    EvaluateScreen #eval-max-tokens { width: 8; }
+    EvaluateScreen #eval-buttons { height: auto; }
+    EvaluateScreen #eval-buttons Button { min-width: 10; margin-right: 1; }
+    EvaluateScreen #eval-progress-row { height: 1; margin-top: 1; }
+    EvaluateScreen #eval-progress-row Bar { width: 1fr; }
+    EvaluateScreen #eval-phase { width: auto; margin-left: 2; }
+    EvaluateScreen #eval-status { color: $text-muted; }
+    EvaluateScreen #verdict { padding: 0 1; border: tall $panel; height: auto; }
+    EvaluateScreen #verdict.-ship { border: tall $success; }
+    EvaluateScreen #verdict.-investigate, EvaluateScreen #verdict.-look { border: tall $warning; }
+    EvaluateScreen #verdict.-stop { border: tall $error; }
+    EvaluateScreen #scores { height: auto; max-height: 6; margin: 1 0; }
+    EvaluateScreen #verdict-facts { height: auto; padding: 0 1; }
+    EvaluateScreen #changes-lists { height: 1fr; min-height: 5; }
+    EvaluateScreen #changes-lists Vertical { width: 1fr; margin-right: 1; }
+    EvaluateScreen #changes-lists DataTable:focus { background-tint: $foreground 5%; }
+    EvaluateScreen #changes-lists DataTable { height: 1fr; }
+    EvaluateScreen .list-title { text-style: bold; }
+    EvaluateScreen #regressions-title { color: $error; }
+    EvaluateScreen #fixes-title { color: $success; }
+    EvaluateScreen #change-detail { height: 1fr; min-height: 6; border-top: solid $panel; padding: 0 1; }
+    EvaluateScreen #change-question { height: auto; max-height: 4; }
+    EvaluateScreen #change-answers { height: 1fr; }
+    EvaluateScreen #change-answers VerticalScroll { width: 1fr; padding-right: 1; }
+    EvaluateScreen #class-table { height: auto; max-height: 12; margin-bottom: 1; }
+    EvaluateScreen #tab-classes VerticalScroll { padding: 0 1; }
+    EvaluateScreen #confusions { height: auto; }
+    EvaluateScreen #confusions.-stacked { layout: vertical; }
+    EvaluateScreen #confusions Static { width: auto; margin: 0 3 1 0; }
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.results: EvalResults | None = None
+        self.bench_size = 0
+        self.finished_line: dict | None = None
+        self._worker = None
+
+    # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield NavBar("evaluate")
-        yield Label("not yet")
+        with TabbedContent(initial="tab-setup", id="eval-tabs"):
+            with TabPane("Setup", id="tab-setup"):
+                with VerticalScroll(id="eval-form", can_focus=False):
+                    yield self._field("Run", Select([], prompt="pick a run under the runs folder (optional)", compact=True, id="eval-runs"))
+                    yield self._field("Model", Input(placeholder="base model: catalogue key, Hub id or folder", compact=True, id="eval-model"))
+                    yield self._field("Adapter", Input(placeholder="adapter folder or run directory", compact=True, id="eval-adapter"))
+                    yield self._field("Benchmark", Input(placeholder="benchmark .jsonl (or a folder with test.jsonl)", compact=True, id="eval-bench"))
+                    yield self._field("Targets", Input(placeholder="target clusters, comma-separated (empty: every labelled cluster)", compact=True, id="eval-targets"))
+                    with Horizontal(classes="field"):
+                        yield Label("Grader", classes="field-label")
+                        yield Select([(g, g) for g in GRADERS], value="exact", allow_blank=False, compact=True, id="eval-grader")
+                        yield Label("Max tokens", id="max-tokens-label")
+                        yield Input("128", type="integer", compact=True, id="eval-max-tokens")
+                    yield self._field("Results", Input(placeholder="results folder (empty: RUN_DIR/eval, or eval/<time>)", compact=True, id="eval-out"))
+                    with Horizontal(id="eval-buttons"):
+                        yield Button("Run ▶ ctrl+g", id="run", variant="success")
+                        yield Button("Stop ctrl+t", id="stop", variant="error", disabled=True)
+                        yield Button("Open results ctrl+o", id="open")
+                    with Horizontal(id="eval-progress-row"):
+                        yield ProgressBar(total=1, show_eta=False, id="eval-progress")
+                        yield Label("", id="eval-phase")
+                    yield Label("fill the form and press ctrl+g, or open a results folder with ctrl+o", id="eval-status", markup=False)
+            with TabPane("Verdict", id="tab-verdict"):
+                with VerticalScroll():
+                    yield Static("no results yet: run an evaluation or open a results folder", id="verdict")
+                    yield DataTable(id="scores", cursor_type="none", show_cursor=False)
+                    yield Static("", id="verdict-facts")
+            with TabPane("Changes", id="tab-changes"):
+                with Horizontal(id="changes-lists"):
+                    with Vertical():
+                        yield Label("Regressions: right → wrong", id="regressions-title", classes="list-title")
+                        yield DataTable(id="regressions", cursor_type="row", zebra_stripes=True)
+                    with Vertical():
+                        yield Label("Fixes: wrong → right", id="fixes-title", classes="list-title")
+                        yield DataTable(id="fixes", cursor_type="row", zebra_stripes=True)
+                with Vertical(id="change-detail"):
+                    yield Static("highlight a regression or a fix to see its answers", id="change-question")
+                    with Horizontal(id="change-answers"):
+                        with VerticalScroll():
+                            yield Static("", id="change-base")
+                        with VerticalScroll():
+                            yield Static("", id="change-tuned")
+            with TabPane("Classes", id="tab-classes"):
+                with VerticalScroll():
+                    yield Static("per-class reports appear for benchmarks whose every item is graded one-of", id="class-note")
+                    yield DataTable(id="class-table", cursor_type="none", show_cursor=False)
+                    with Horizontal(id="confusions"):
+                        yield Static("", id="confusion-base")
+                        yield Static("", id="confusion-tuned")
+                    yield Static("", id="confusion-paths")
         yield Footer()
+
+    @staticmethod
+    def _field(label: str, widget) -> Horizontal:
+        return Horizontal(Label(label, classes="field-label"), widget, classes="field")
+
+    def on_mount(self) -> None:
+        if self.app.selected_model:
+            self.query_one("#eval-model", Input).value = self.app.selected_model
+        self.query_one("#scores", DataTable).add_columns("", "items", "base", "tuned", "change")
+        for table_id in ("#regressions", "#fixes"):
+            self.query_one(table_id, DataTable).add_columns("id", "cluster", "expected")
+        self.refresh_runs()
+
+    def on_resize(self, event) -> None:
+        # Two matrices side by side need about 120 columns; below that they stack.
+        self.query_one("#confusions").set_class(event.size.width < 120, "-stacked")
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
+
+    def refresh_runs(self) -> None:
+        from mlxft.runs import list_runs
+
+        try:
+            runs = list_runs(self.app.runs_dir)
+        except OSError:
+            runs = []
+        options = [(f"{r.path.name}  ·  {r.status}  ·  {r.model or '?'}", str(r.path)) for r in runs]
+        select = self.query_one("#eval-runs", Select)
+        current = select.value
+        select.set_options(options)
+        if current in {v for _, v in options}:
+            select.value = current
+
+    # -- app state ---------------------------------------------------------------------------------
+    def model_selected(self, spec: str) -> None:
+        self.query_one("#eval-model", Input).value = spec
+
+    @on(Select.Changed, "#eval-runs")
+    def run_picked(self, event: Select.Changed) -> None:
+        if event.value is Select.NULL:
+            return
+        from mlxft.runs import RunDir, summarize_run
+
+        run = Path(str(event.value))
+        self.query_one("#eval-adapter", Input).value = str(run)
+        self.query_one("#eval-out", Input).value = str(run / "eval")
+        model = summarize_run(RunDir(run)).model
+        if model:
+            self.query_one("#eval-model", Input).value = model  # the adapter only fits the base it was trained on
+        if (run / "eval" / "summary.json").is_file():
+            self.open_results(run / "eval", switch=False)
+            self.set_status(f"showing the last evaluation of {run.name}; ctrl+g evaluates again (replacing it)")
+
+    # -- actions -----------------------------------------------------------------------------------
+    def action_leave_field(self) -> None:
+        self.set_focus(None)
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#eval-tabs", TabbedContent).active = tab
+        if tab == "tab-changes":  # straight to the lists, so up/down walk the items
+            self.query_one("#regressions" if self.results and self.results.regressions else "#fixes", DataTable).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        actions = {"run": self.action_run_eval, "stop": self.action_stop_eval, "open": self.action_open_results}
+        if event.button.id in actions:
+            actions[event.button.id]()
+
+    def action_open_results(self) -> None:
+        raw = self.query_one("#eval-out", Input).value.strip() or self.query_one("#eval-adapter", Input).value.strip()
+        if not raw:
+            self.app.show_error("type a results folder in the Results field (or pick a run), then ctrl+o",
+                                hint="the folder `mlxft eval` wrote: RUN_DIR/eval or its --out folder")
+            return
+        self.open_results(Path(raw))
+
+    def open_results(self, folder: Path, switch: bool = True) -> bool:
+        try:
+            results = read_eval_folder(folder)
+        except MlxftError as exc:
+            self.app.show_error(exc)
+            return False
+        self.show_results(results)
+        if switch:
+            self.query_one("#eval-tabs", TabbedContent).active = "tab-verdict"
+        return True
+
+    def form_command(self) -> list[str]:
+        """The `mlxft eval` arguments from the form; MlxftError names the field that is wrong."""
+        model = self.query_one("#eval-model", Input).value.strip()
+        adapter = self.query_one("#eval-adapter", Input).value.strip()
+        bench = self.query_one("#eval-bench", Input).value.strip()
+        problems = []
+        if not model:
+            problems.append("Model: empty; type a catalogue key, Hub id or folder (or pick one on Models)")
+        if not adapter:
+            problems.append("Adapter: empty; type an adapter folder or run directory (or pick a run)")
+        elif not any((Path(adapter).expanduser() / p / "adapter_config.json").is_file() for p in (".", "adapter")):
+            problems.append(f"Adapter: {adapter} holds no adapter_config.json (nor adapter/adapter_config.json)")
+        if not bench:
+            problems.append("Benchmark: empty; type a .jsonl file of {id, prompt, expected, cluster} rows")
+        elif not Path(bench).expanduser().exists():
+            problems.append(f"Benchmark: {bench} does not exist")
+        raw_tokens = self.query_one("#eval-max-tokens", Input).value.strip()
+        if not raw_tokens.isdigit() or int(raw_tokens) < 1:
+            problems.append(f"Max tokens: {raw_tokens!r} is not a whole number >= 1")
+        if problems:
+            raise MlxftError("cannot start the evaluation:\n" + "\n".join(f"  {p}" for p in problems), hint="fix the fields on the Setup tab")
+        args = ["eval", "--model", model, "--adapter", str(Path(adapter).expanduser()), "--bench", str(Path(bench).expanduser()),
+                "--grader", str(self.query_one("#eval-grader", Select).value), "--max-tokens", raw_tokens, "--progress-json"]
+        for target in self.query_one("#eval-targets", Input).value.split(","):
+            if target.strip():
+                args += ["--target", target.strip()]
+        out = self.query_one("#eval-out", Input).value.strip()
+        if out:
+            args += ["--out", str(Path(out).expanduser())]
+        return args
+
+    def action_run_eval(self) -> None:
+        if self._worker is not None and self._worker.is_running:
+            self.notify("an evaluation is already running; ctrl+t stops it", severity="warning")
+            return
+        try:
+            args = self.form_command()
+        except MlxftError as exc:
+            self.app.show_error(exc)
+            return
+        if "--out" in args and (Path(args[args.index("--out") + 1]) / "summary.json").is_file():
+            self.notify(f"the results in {args[args.index('--out') + 1]} will be replaced when this run finishes")
+        self.finished_line = None
+        self.bench_size = 0
+        self.query_one("#eval-progress", ProgressBar).update(total=None, progress=0)
+        self.query_one("#eval-phase", Label).update("loading model…")
+        self.set_status("$ mlxft " + " ".join(args))
+        self.set_running(True)
+        self._worker = self.run_command(args)
+
+    def action_stop_eval(self) -> None:
+        if self._worker is not None and self._worker.is_running:
+            self._worker.cancel()
+
+    def set_running(self, running: bool) -> None:
+        self.query_one("#run", Button).disabled = running
+        self.query_one("#stop", Button).disabled = not running
+        self.query_one(NavBar).set_status("evaluating…" if running else "")
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#eval-status", Label).update(text)
+
+    @work(exclusive=True, group="eval")
+    async def run_command(self, args: list[str]) -> None:
+        """`mlxft eval --progress-json` as a child process; its JSON lines move the progress bar."""
+        import asyncio
+
+        try:
+            code, err = await stream_command(args, self.progress_line)
+        except asyncio.CancelledError:
+            self.set_running(False)
+            self.query_one("#eval-phase", Label).update("stopped")
+            self.set_status("stopped; nothing was written")
+            raise
+        except OSError as exc:
+            code, err = 1, str(exc)
+        self.set_running(False)
+        if code != 0 or self.finished_line is None:
+            self.query_one("#eval-phase", Label).update("failed")
+            self.set_status(f"mlxft eval exited with {code}")
+            message, hint = error_from_stderr(err, code, "mlxft eval")
+            self.app.show_error(message, hint)
+            return
+        out = self.finished_line["out"]
+        self.query_one("#eval-out", Input).value = out
+        self.query_one("#eval-phase", Label).update("done")
+        self.set_status(f"results written to {out}")
+        self.open_results(Path(out))
+
+    def progress_line(self, line: str) -> None:
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            return  # stray output (a library's warning) is not progress
+        if data.get("finished"):
+            self.finished_line = data
+            return
+        if "phase" not in data:
+            return
+        total = int(data["total"])
+        self.bench_size = total
+        done = int(data["done"]) + (total if data["phase"] == "tuned" else 0)
+        self.query_one("#eval-progress", ProgressBar).update(total=2 * total, progress=done)
+        self.query_one("#eval-phase", Label).update(f"{data['phase']}: {data['done']}/{total} answered")
+
+    # -- results -----------------------------------------------------------------------------------
+    def show_results(self, results: EvalResults) -> None:
+        self.results = results
+        s = results.summary
+        verdict = s["verdict"]
+        banner = Text()
+        banner.append(f" {verdict.upper()} ", style=f"bold reverse {'green' if verdict == 'ship' else 'red' if verdict == 'stop' else 'yellow'}")
+        banner.append("  " + s.get("verdict_text", ""))
+        box = self.query_one("#verdict", Static)
+        box.update(banner)
+        box.set_classes(f"-{verdict.split()[0]}")
+        scores = self.query_one("#scores", DataTable)
+        scores.clear()
+        targets = ", ".join(s.get("targets") or []) or "none"
+        for name, group in ((f"target ({targets})", s.get("target", {})), ("rest", s.get("rest", {}))):
+            scores.add_row(_one_line(name, 40), str(group.get("size", 0)), _pct(group.get("base_accuracy")), _pct(group.get("tuned_accuracy")), _pts(group.get("change")))
+        facts = [f"regressions: {s.get('regressions', 0)}   fixes: {s.get('fixes', 0)}"]
+        if s.get("regression_clusters"):
+            facts.append("regressions by cluster: " + ", ".join(f"{k} {v}" for k, v in sorted(s["regression_clusters"].items(), key=lambda kv: -kv[1])))
+        held = s.get("heldout")
+        if held:
+            facts.append(f"held-out loss ({held['split']}, {held['samples']} samples): base {held['base']['loss']:.4f} → tuned {held['tuned']['loss']:.4f}")
+        settings = s.get("settings") or {}
+        facts += [
+            "",
+            f"model:     {s.get('model')}",
+            f"adapter:   {s.get('adapter')}",
+            f"benchmark: {s.get('bench')} ({len(results.rows)} items, greedy, max {settings.get('max_tokens', '?')} tokens)",
+            f"training examples: {s.get('training_examples') if s.get('training_examples') is not None else 'unknown'}",
+            f"report:    {results.folder / 'report.md'}",
+            f"run log:   {results.folder / 'run-log.jsonl'}  (curate: mlxft data failures / mlxft data review)",
+        ]
+        self.query_one("#verdict-facts", Static).update(Text("\n".join(facts)))
+        self.show_changes(results)
+        self.show_classes(results)
+
+    def show_changes(self, results: EvalResults) -> None:
+        for table_id, rows, title_id, title in (("#regressions", results.regressions, "#regressions-title", "Regressions"),
+                                                ("#fixes", results.fixes, "#fixes-title", "Fixes")):
+            table = self.query_one(table_id, DataTable)
+            table.clear()
+            for row in rows:
+                table.add_row(_one_line(str(row.get("id", "")), 16), _one_line(row.get("cluster") or "-", 14), _one_line(row.get("expected"), 40))
+            kind = "right → wrong" if table_id == "#regressions" else "wrong → right"
+            self.query_one(title_id, Label).update(f"{title} ({len(rows)}): {kind}")
+        first = results.regressions[:1] or results.fixes[:1]
+        self.show_change(first[0] if first else None)
+
+    @on(DataTable.RowHighlighted, "#regressions, #fixes")
+    def change_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.has_focus:  # filling a table highlights its first row too; only the one in use counts
+            self.show_highlighted(event.data_table)
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, DataTable) and event.widget.id in ("regressions", "fixes"):
+            self.show_highlighted(event.widget)
+
+    def show_highlighted(self, table: DataTable) -> None:
+        if self.results is None or not table.row_count:
+            return
+        rows = self.results.regressions if table.id == "regressions" else self.results.fixes
+        if 0 <= table.cursor_row < len(rows):
+            self.show_change(rows[table.cursor_row])
+
+    def show_change(self, row: dict | None) -> None:
+        question, base, tuned = (self.query_one(f"#change-{n}", Static) for n in ("question", "base", "tuned"))
+        if row is None:
+            question.update("no regressions and no fixes: base and tuned agree on every item")
+            base.update("")
+            tuned.update("")
+            return
+        head = Text()
+        head.append(f"{row.get('id')} ", style="bold")
+        head.append(f"[{row.get('cluster') or 'no cluster'}]  ", style="dim")
+        head.append(_question(row))
+        head.append("\nexpected: ", style="bold")
+        head.append(row["expected"] if isinstance(row.get("expected"), str) else json.dumps(row.get("expected"), ensure_ascii=False))
+        question.update(head)
+        for widget, phase in ((base, "base"), (tuned, "tuned")):
+            passed = row.get(f"{phase}_grade")
+            text = Text()
+            text.append(f"{phase}: ", style="bold")
+            text.append("right" if passed else "wrong", style="green" if passed else "red")
+            reason = row.get(f"{phase}_reason")
+            if reason:
+                text.append(f" ({reason})", style="dim")
+            text.append("\n" + str(row.get(f"{phase}_answer", "")))
+            widget.update(text)
+
+    def show_classes(self, results: EvalResults) -> None:
+        reports = results.summary.get("classification")
+        table = self.query_one("#class-table", DataTable)
+        table.clear(columns=True)
+        note = self.query_one("#class-note", Static)
+        paths = self.query_one("#confusion-paths", Static)
+        if not reports:
+            note.update("per-class reports appear for benchmarks whose every item is graded one-of")
+            table.display = False
+            for phase in ("base", "tuned"):
+                self.query_one(f"#confusion-{phase}", Static).update("")
+            paths.update("")
+            return
+        base, tuned = reports["base"], reports["tuned"]
+        note.update(Text.assemble(("accuracy ", "bold"), f"base {_pct(base['accuracy'])} → tuned {_pct(tuned['accuracy'])}",
+                                  f"   ({tuned['other']} tuned answers were none of the labels)" if tuned.get("other") else ""))
+        table.display = True
+        table.add_columns("class", "n", "base P", "R", "F1", "tuned P", "R", "F1")
+        for label in base["labels"]:
+            b, t = base["per_class"][label], tuned["per_class"][label]
+            table.add_row(_one_line(label, 24), str(b["support"]), *(f"{b[k]:.2f}" for k in ("precision", "recall", "f1")),
+                          *(Text(f"{t[k]:.2f}", style="green" if t[k] > b[k] else "red" if t[k] < b[k] else "") for k in ("precision", "recall", "f1")))
+        for name in ("macro", "weighted"):
+            b, t = base[name], tuned[name]
+            table.add_row(Text(f"{name} avg", style="italic"), str(b["support"]), *(f"{b[k]:.2f}" for k in ("precision", "recall", "f1")),
+                          *(f"{t[k]:.2f}" for k in ("precision", "recall", "f1")))
+        for phase, report in (("base", base), ("tuned", tuned)):
+            self.query_one(f"#confusion-{phase}", Static).update(confusion_table(report, f"{phase}: accuracy {_pct(report['accuracy'])}"))
+        pngs = [str(p) for p in (results.confusion_png("base"), results.confusion_png("tuned")) if p]
+        paths.update(Text("PNG: " + "   ".join(pngs) if pngs else "", style="dim"))
+
