@@ -100,6 +100,7 @@ def test_models_local_lists_every_local_model_with_the_reason_it_cannot_be_used(
     assert rows["tiny-chat"]["spec"] == str(Path("models-local") / "tiny-chat") and rows["tiny-chat"]["lora_fits"] == "yes"
     assert rows["tiny-chat"]["disk_bytes"] >= 4096
     assert "bert" in rows["bert-base"]["problem"] and "not a causal LM" in rows["bert-base"]["problem"]
+    assert rows["bert-base"]["lora_gb"] is None  # the estimate models causal LMs only
     assert "no model*.safetensors" in rows["no-weights"]["problem"]
     assert rows["no-weights"]["lora_gb"] is not None  # sized anyway: the config is fine
     assert "pickle" in rows["pickled"]["problem"]

@@ -20,7 +20,14 @@ from pathlib import Path
 from mlxft.errors import MlxftError, ModelError
 from mlxft.llm.catalogue import ModelEntry, load_catalogue
 from mlxft.train.memory import (
-    FIT_MARKS, GB, ModelFit, count_parameters, estimate_fit, format_parameter_count, machine_memory, table_settings,
+    FIT_MARKS,
+    GB,
+    ModelFit,
+    count_parameters,
+    estimate_fit,
+    format_parameter_count,
+    machine_memory,
+    table_settings,
 )
 
 MEMORY_ENV = "MLXFT_MEMORY_GB"
@@ -89,7 +96,9 @@ def memory_to_judge(memory_gb: float | None = None) -> tuple[int, int]:
 
 def default_local_folders() -> list[tuple[str, Path]]:
     """(source, folder) pairs scanned for model folders: ./models-local and the GGUF import cache."""
-    from mlxft.llm.loading import cache_root  # imports mlx.core (nothing is computed); the TUI has it loaded anyway
+    from mlxft.llm.loading import (
+        cache_root,  # imports mlx.core (nothing is computed); the TUI has it loaded anyway
+    )
 
     return [("local", LOCAL_DIR), ("gguf", cache_root() / "gguf")]
 
@@ -188,13 +197,15 @@ def describe_folder(path: Path, name: str, spec: str, source: str, disk_bytes: i
         text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
         architecture = config.get("model_type") or text.get("model_type")
         context = config.get("max_position_embeddings") or text.get("max_position_embeddings")
+        problem = _architecture_problem(architecture)
         try:
             parameters = count_parameters(config)
-            fit = estimate_fit(config, available, settings)
+            # The estimate models causal LM blocks: for another kind of model it would be a made-up number.
+            fit = estimate_fit(config, available, settings) if problem is None else None
         except (ModelError, TypeError, ValueError) as exc:
             problem = problem or (exc.message if isinstance(exc, ModelError) else f"config.json has a bad number ({exc})")
         if problem is None:
-            problem = _weights_problem(path) or _architecture_problem(architecture)
+            problem = _weights_problem(path)  # sized all the same: the config is sound, the weights are missing
         if problem is None and source == "gguf":
             problem = _gguf_import_problem(path)
     return ModelListing(

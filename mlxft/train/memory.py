@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from mlxft.errors import MlxftError, ModelError
 from mlxft.recipe import LoraSection, TrainSection
@@ -574,7 +574,7 @@ class ModelFit:
 
     @property
     def best_verdict(self) -> Verdict:
-        order = ("fits", "tight", "will-not-fit")
+        order = get_args(Verdict)  # best first
         return min((v for v in (self.lora_verdict, self.qlora_verdict) if v), key=order.index)
 
 

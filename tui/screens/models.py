@@ -1,14 +1,445 @@
-"""Temporary: being written."""
+"""The Models screen: the catalogue and local models, the memory each needs for LoRA and QLoRA, what fits; pick one.
 
+The numbers are `mlxft models --local`'s (the same engine functions); nothing here loads weights or runs MLX.
+The judged memory is $MLXFT_MEMORY_GB when set (repeatable tests, planning for another machine), else this machine's.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import get_args
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from mlxft.errors import MlxftError
+from mlxft.llm.inventory import (
+    MEMORY_ENV,
+    SOURCES,
+    ModelListing,
+    default_hf_cache,
+    default_local_folders,
+    format_size,
+    list_models,
+    memory_to_judge,
+)
+from mlxft.train.memory import (
+    FIT_MARKS,
+    GB,
+    MemoryEstimate,
+    Verdict,
+    format_parameter_count,
+    table_settings,
+)
 from tui.widgets.nav import NavBar
+
+# (key, header); the order of the table's columns.
+COLUMNS = (
+    ("name", "model"), ("params", "params"), ("lora", "LoRA"), ("qlora", "QLoRA"), ("fits", "fits"),
+    ("family", "family"), ("where", "where"), ("disk", "disk"), ("context", "context"), ("note", "note"),
+)
+VERDICT_STYLE = {"fits": "green", "tight": "yellow", "will-not-fit": "red"}
+VERDICT_ORDER = get_args(Verdict)  # best first
+WHERE = {"catalogue": "catalogue", "local": "local", "gguf": "gguf", "hf-cache": "hf cache"}
+WIDE = 140  # from this many columns, the detail pane sits beside the table instead of under it
+
+HELP = """\
+## Models
+
+The catalogue and the models on this machine (./models-local, GGUF imports, the Hugging Face cache), with the
+memory a LoRA and a QLoRA (4-bit base) fine-tune needs at default settings (rank 8, batch 4 x 512 tokens) and
+whether it fits: **yes** (under 80% of available memory), **tight**, or **no**.
+
+| key | what |
+|---|---|
+| up / down | move; the pane shows the model's ids, context, licence and memory breakdown |
+| enter, u | use the highlighted model in Train, Evaluate and Chat |
+| / | filter by name, family or where it is (escape goes back to the table) |
+| s / S | sort by the next column / reverse (or click a column header) |
+| r | look for local models again |
+
+The same list without the app: `mlxft models --local` (add `--json` for programs, `--memory-gb 16` to judge
+against another machine's memory; `MLXFT_MEMORY_GB` does the same here).
+"""
+
+
+def sort_value(listing: ModelListing, column: str):
+    """What a column sorts by; None when the model has no value there (those go last, in either direction)."""
+    fit = listing.fit
+    verdict = best_verdict(listing)
+    values = {
+        "name": lambda: listing.name.lower(),
+        "params": lambda: listing.parameters,
+        "family": lambda: listing.architecture.lower() if listing.architecture else None,
+        "where": lambda: list(SOURCES).index(listing.source),
+        "disk": lambda: listing.disk_bytes,
+        "lora": lambda: fit.lora.total if fit and fit.lora else None,
+        "qlora": lambda: fit.qlora.total if fit else None,
+        "fits": lambda: (VERDICT_ORDER.index(verdict), fit.qlora.total) if verdict else None,
+        "context": lambda: listing.context_length,
+        "note": lambda: listing.problem,
+    }
+    return values[column]()
+
+
+def sort_listings(listings: list[ModelListing], column: str, reverse: bool) -> list[ModelListing]:
+    by_name = sorted(listings, key=lambda m: m.name.lower())
+    present = [m for m in by_name if sort_value(m, column) is not None]
+    missing = [m for m in by_name if sort_value(m, column) is None]
+    return sorted(present, key=lambda m: sort_value(m, column), reverse=reverse) + missing
+
+
+def best_verdict(listing: ModelListing) -> str | None:
+    """The better of the LoRA and QLoRA verdicts; None when the model cannot be used or sized."""
+    if listing.fit is None or listing.problem:
+        return None
+    return listing.fit.best_verdict
+
+
+def gb_cell(estimate: MemoryEstimate | None, verdict: str | None) -> Text:
+    if estimate is None:
+        return Text("-", style="dim", justify="right")
+    return Text(f"{estimate.total / GB:.1f} GB", style=VERDICT_STYLE.get(verdict or "", ""), justify="right")
+
+
+def table_row(listing: ModelListing, selected: bool, name_width: int) -> list:
+    fit = listing.fit
+    verdict = best_verdict(listing)
+    gated = " *" if listing.entry is not None and listing.entry.gated else ""
+    name = Text(("● " if selected else "  ") + listing.name + gated, style="bold" if selected else "")
+    if listing.problem:
+        name.stylize("dim")
+    name.truncate(name_width, overflow="ellipsis")
+    fits = Text(FIT_MARKS[verdict], style=f"bold {VERDICT_STYLE[verdict]}") if verdict else Text("n/a", style="dim red")
+    context = listing.context_length
+    cells = {
+        "name": name,
+        "params": Text(format_parameter_count(listing.parameters) if listing.parameters else "-", justify="right"),
+        "lora": gb_cell(fit.lora if fit else None, fit.lora_verdict if fit else None),
+        "qlora": gb_cell(fit.qlora if fit else None, fit.qlora_verdict if fit else None),
+        "fits": fits,
+        "family": Text(listing.architecture or "?"),
+        "where": Text(WHERE[listing.source]),
+        "disk": Text(format_size(listing.disk_bytes), justify="right"),
+        "context": Text(f"{context // 1024}K" if context and context >= 1024 else str(context or "-"), justify="right"),
+        "note": Text(listing.problem or "", style="red"),
+    }
+    return [cells[key] for key, _ in COLUMNS]
+
+
+def train_commands(listing: ModelListing) -> list[tuple[str, str]]:
+    """(what, command line) to train and plan this model headless."""
+    model = shlex.quote(listing.spec)
+    base = f"mlxft train recipes/chat-lora.yaml model={model} data.path=YOUR_DATA"
+    commands = [("LoRA", base), ("QLoRA", base + " kind=lm-qlora")]
+    if listing.fit is not None and listing.fit.lora is None:
+        commands = [("LoRA", base)]  # on the quantized base as saved
+    commands.append(("plan", f"mlxft plan recipes/chat-lora.yaml model={model}"))
+    return commands
+
+
+def detail_renderables(listing: ModelListing, settings: dict, available: int, selected: bool) -> list:
+    """What the detail pane shows for one model: what and where it is, the memory breakdown, notes, command lines."""
+    entry = listing.entry
+    title = Text(listing.name, style="bold")
+    summary = [listing.architecture or "?", format_parameter_count(listing.parameters) if listing.parameters else None,
+               f"context {listing.context_length:,}" if listing.context_length else None]
+    title.append("  " + " · ".join(part for part in summary if part), style="dim")
+    if selected:
+        title.append("  ● in use", style="bold green")
+
+    facts: list = []
+    if listing.problem:
+        facts.append((Text("problem", style="bold red"), Text(listing.problem, style="red")))
+    if entry is not None:
+        facts.append(("Hub id", entry.hub_id + ("  (gated: accept the licence on its page)" if entry.gated else "")))
+        facts.append(("MLX 4-bit", entry.mlx_4bit_id or "-"))
+    facts.append(("where", SOURCES[listing.source]))
+    if listing.path is not None:
+        facts.append(("path", str(listing.path)))
+    facts.append(("on disk", format_size(listing.disk_bytes) if listing.disk_bytes is not None else "not downloaded"))
+    if entry is not None:
+        facts.append(("licence", entry.license))
+
+    out: list = [title, fact_grid(facts)]
+    if listing.fit is not None:
+        targets = settings["targets"] if isinstance(settings["targets"], str) else "/".join(t.removesuffix("_proj") for t in settings["targets"])
+        how = f"  batch {settings['batch_size']} x {settings['seq_len']}, rank {settings['rank']} on {targets}, AdamW, {settings['compute_dtype']}"
+        out += [
+            Text(""),
+            Text.assemble(("Memory to fine-tune", "bold"), (how, "dim")),
+            memory_table(listing, available),
+        ]
+    if entry is not None:
+        targets = entry.lora_targets if isinstance(entry.lora_targets, str) else ", ".join(entry.lora_targets)
+        notes = [("chat", entry.chat_template), ("LoRA targets", targets)] + ([("notes", entry.notes)] if entry.notes else [])
+        out += [Text(""), fact_grid(notes)]
+    if listing.usable:
+        out += [Text(""), Text("Train it (headless)", style="bold"), fact_grid(train_commands(listing))]
+    return out
+
+
+def fact_grid(rows: list[tuple]) -> Table:
+    """Two columns, names dimmed; values wrap."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column()
+    for name, value in rows:
+        # Text, not str: Rich would read catalogue text such as "[INST] ... [/INST]" as markup.
+        grid.add_row(name, value if isinstance(value, Text) else Text(value))
+    return grid
+
+
+def memory_table(listing: ModelListing, available: int) -> Table:
+    """The two estimates of the models table side by side, part by part, with their verdicts."""
+    fit = listing.fit
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    table.add_column("", style="dim", no_wrap=True)
+    columns = [("LoRA", fit.lora, fit.lora_verdict)] if fit.lora is not None else []
+    bits = "4-bit" if fit.lora is not None else "as saved"
+    columns.append((f"QLoRA {bits}", fit.qlora, fit.qlora_verdict))
+    for header, _, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
+    parts = ("weights", "trainable", "gradients", "optimizer", "activations", "logits", "overhead")
+    for part in parts:
+        table.add_row(part, *(format_size(getattr(e, part), digits=2) for _, e, _ in columns))
+    table.add_row(Text("total", style="bold"), *(Text(f"{e.total / GB:.2f} GB", style="bold") for _, e, _ in columns))
+    table.add_row(
+        "fits",
+        *(Text(f"{FIT_MARKS[v]} ({e.total / available:.0%})", style=VERDICT_STYLE[v]) for _, e, v in columns),
+    )
+    return table
 
 
 class ModelsScreen(Screen):
+    HELP = HELP
+    BINDINGS = [
+        Binding("u", "use", "Use", key_display="enter/u"),  # enter itself reaches the table first (RowSelected)
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("s", "sort_next", "Sort"),
+        Binding("S", "sort_reverse", "Reverse", show=False),
+        Binding("r", "rescan", "Rescan"),
+        Binding("escape", "focus_table", "Table", show=False),
+    ]
+    DEFAULT_CSS = """
+    ModelsScreen #models-header { height: auto; padding: 0 1; background: $boost; }
+    ModelsScreen #models-tools { height: 1; }
+    ModelsScreen #models-filter { width: 1fr; height: 1; border: none; padding: 0 1; }
+    ModelsScreen #models-sort { width: auto; padding: 0 1; color: $text-muted; }
+    ModelsScreen #models-body { height: 1fr; layout: vertical; }
+    ModelsScreen #models-table { height: 1fr; }
+    ModelsScreen #models-detail-box { height: 45%; border-top: solid $primary; }
+    ModelsScreen #models-detail { height: 1fr; padding: 0 1; }
+    ModelsScreen #models-use-bar { height: 1; padding: 0 1; }
+    ModelsScreen #models-use { min-width: 10; height: 1; border: none; }
+    ModelsScreen #models-selected { width: 1fr; padding: 0 1; color: $text-muted; }
+    ModelsScreen.-wide #models-body { layout: horizontal; }
+    ModelsScreen.-wide #models-detail-box { height: 1fr; width: 64; border-top: none; border-left: solid $primary; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings: list[ModelListing] = []
+        self.sort_column = "name"
+        self.sort_reversed = False
+        self.filter_text = ""
+        self.highlighted: str | None = None  # spec of the row under the cursor
+        self.settings: dict = {}
+        self.total = self.available = 0
+
     def compose(self) -> ComposeResult:
         yield NavBar("models")
-        yield Label("not yet")
+        yield Label("", id="models-header")
+        with Horizontal(id="models-tools"):
+            yield Input(placeholder="/ filter by name, family or where", id="models-filter")
+            yield Label("", id="models-sort")
+        with Vertical(id="models-body"):
+            yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="models-detail-box"):
+                with VerticalScroll(id="models-detail"):
+                    yield Static("", id="models-detail-text")
+                with Horizontal(id="models-use-bar"):
+                    yield Button("Use", id="models-use", variant="primary")
+                    yield Label("enter/u: train, evaluate and chat with this model", id="models-selected")
         yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, header in COLUMNS:
+            table.add_column(header, key=key)
+        try:
+            self.total, self.available = memory_to_judge()
+            # Settings and folders are resolved here, on the main thread: they import mlx.core (to ask for the device).
+            self.settings = table_settings()
+            self.listings = list_models(self.available, local=False, settings=self.settings)
+        except MlxftError as exc:
+            self.settings = {}  # nothing to scan with; the dialog says what to fix
+            self.app.show_error(exc)
+        self.refill()
+        table.focus()
+        self.scan_local()
+
+    def on_resize(self, event) -> None:
+        wide = self.size.width >= WIDE
+        if wide != self.has_class("-wide"):
+            self.set_class(wide, "-wide")
+            self.refill()
+
+    def on_screen_resume(self) -> None:
+        self.refill()  # another screen may have changed the selected model
+
+    # -- loading -------------------------------------------------------------------------------------
+    def scan_local(self) -> None:
+        if not self.settings:
+            return
+        self.query_one("#models-sort", Label).update("looking for local models...")
+        self.run_scan(default_local_folders(), default_hf_cache(), self.settings, self.available)
+
+    @work(thread=True, exclusive=True, group="models-scan")
+    def run_scan(self, folders, hf_cache, settings: dict, available: int) -> None:
+        """File-system walks and config.json reads only (pure Python); a large Hugging Face cache can take a while."""
+        try:
+            listings = list_models(available, folders=folders, hf_cache=hf_cache, settings=settings)
+        except Exception as exc:  # noqa: BLE001 - shown in the dialog, never swallowed
+            self.app.call_from_thread(self.app.show_error, exc, "the catalogue is still listed; fix the folder and press r")
+            self.app.call_from_thread(self.update_sort_label)
+            return
+        self.app.call_from_thread(self.scan_done, listings)
+
+    def scan_done(self, listings: list[ModelListing]) -> None:
+        self.listings = listings
+        self.refill()
+
+    # -- drawing ---------------------------------------------------------------------------------------
+    def update_header(self) -> None:
+        header = self.query_one("#models-header", Label)
+        if not self.settings:
+            header.update("memory unknown")
+            return
+        device = "MLX GPU" if self.settings["gpu"] else "MLX CPU"
+        memory = f"{self.available / GB:.1f} GB ({MEMORY_ENV})" if os.environ.get(MEMORY_ENV) else (
+            f"{self.total / GB:.1f} GB, {self.available / GB:.1f} GB available")
+        selected = self.app.selected_model
+        header.update(Text.assemble(
+            ("Memory ", "bold"), memory, " · ", ("device ", "bold"), f"{device}, {self.settings['compute_dtype']}",
+            " · ", ("in use ", "bold"), (selected, "bold green") if selected else ("none yet", "dim"),
+        ))
+
+    def visible(self) -> list[ModelListing]:
+        words = self.filter_text.lower().split()
+        rows = [m for m in self.listings if all(w in f"{m.name} {m.architecture or ''} {WHERE[m.source]}".lower() for w in words)]
+        return sort_listings(rows, self.sort_column, self.sort_reversed)
+
+    def refill(self) -> None:
+        """Rebuild the table from the listings, the filter and the sort, keeping the cursor on the same model."""
+        table = self.query_one(DataTable)
+        if not table.columns:
+            return  # not mounted yet
+        keep = self.highlighted
+        rows = self.visible()
+        selected = self.app.selected_model
+        name_width = 40 if self.has_class("-wide") else 28  # long folder names would push the numbers off an 80-column screen
+        table.clear()
+        for listing in rows:
+            table.add_row(*table_row(listing, listing.spec == selected, name_width), key=listing.spec)
+        specs = [m.spec for m in rows]
+        if specs:
+            table.move_cursor(row=specs.index(keep) if keep in specs else 0)
+            self.show_detail(specs[table.cursor_row])
+        else:
+            self.show_detail(None)
+        self.update_sort_label()
+        self.update_header()
+
+    def update_sort_label(self) -> None:
+        header = dict(COLUMNS)[self.sort_column]
+        shown = len(self.visible())
+        count = f"{shown} of {len(self.listings)}" if shown != len(self.listings) else f"{shown} models"
+        self.query_one("#models-sort", Label).update(f"{count} · sort: {header} {'↓' if self.sort_reversed else '↑'}")
+
+    def show_detail(self, spec: str | None) -> None:
+        self.highlighted = spec
+        listing = self.listing(spec)
+        text = self.query_one("#models-detail-text", Static)
+        button = self.query_one("#models-use", Button)
+        if listing is None:
+            text.update("No model matches the filter." if self.listings else "")
+            button.disabled = True
+            return
+        text.update(Group(*detail_renderables(listing, self.settings, self.available, listing.spec == self.app.selected_model)))
+        button.disabled = not listing.usable
+
+    def listing(self, spec: str | None) -> ModelListing | None:
+        return next((m for m in self.listings if m.spec == spec), None)
+
+    # -- events ----------------------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#models-table")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.highlighted:
+            self.show_detail(event.row_key.value)
+
+    @on(DataTable.RowSelected, "#models-table")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        self.use(event.row_key.value)
+
+    @on(DataTable.HeaderSelected, "#models-table")
+    def header_selected(self, event: DataTable.HeaderSelected) -> None:
+        column = event.column_key.value
+        self.sort_reversed = not self.sort_reversed if column == self.sort_column else False
+        self.sort_column = column
+        self.refill()
+
+    @on(Input.Changed, "#models-filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.refill()
+
+    @on(Input.Submitted, "#models-filter")
+    def filter_submitted(self) -> None:
+        self.query_one(DataTable).focus()
+
+    @on(Button.Pressed, "#models-use")
+    def use_pressed(self) -> None:
+        self.use(self.highlighted)
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def use(self, spec: str | None) -> None:
+        listing = self.listing(spec)
+        if listing is None:
+            return
+        if not listing.usable:
+            self.app.show_error(f"{listing.name} cannot be trained: {listing.problem}", hint=f"folder: {listing.path}" if listing.path else None)
+            return
+        self.app.select_model(listing.spec)
+        self.refill()
+
+    def action_use(self) -> None:
+        self.use(self.highlighted)
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#models-filter", Input).focus()
+
+    def action_focus_table(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def action_sort_next(self) -> None:
+        keys = [k for k, _ in COLUMNS]
+        self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
+        self.sort_reversed = False
+        self.refill()
+
+    def action_sort_reverse(self) -> None:
+        self.sort_reversed = not self.sort_reversed
+        self.refill()
+
+    def action_rescan(self) -> None:
+        self.scan_local()
+
