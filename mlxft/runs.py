@@ -246,6 +246,8 @@ def summarize_run(run: RunDir, raw_events: list[dict] | None = None) -> RunSumma
             s.best_val_loss = e.best_val_loss
         elif isinstance(e, RunFinished):
             s.status, s.step = e.status, e.step
+            if e.best_val_loss is not None:
+                s.best_val_loss = e.best_val_loss
         elif isinstance(e, RunFailed):
             s.status, s.error = "failed", e.error.splitlines()[0] if e.error else None
     if s.status == "running" and not process_alive(s.pid):

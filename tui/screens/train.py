@@ -1,14 +1,427 @@
-"""Temporary: being written."""
+"""Train: a recipe form, start/stop/resume, live loss chart and stats, and the list of past runs.
 
+The screen never trains: it starts `mlxft train` in its own process (tui.runner.TrainProcess) and
+follows the run directory's metrics.jsonl, so a run started headless in another terminal is
+watched (and stopped) the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Label
+from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, RichLog, Sparkline, TabbedContent, TabPane
 
+from mlxft.errors import MlxftError
+from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
+from mlxft.recipe import Recipe, load_recipe
+from mlxft.runs import RunDir, atomic_write_text, list_runs, summarize_run
+from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
+from tui.widgets.chart import LineChart, Series
+from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.nav import NavBar
+from tui.widgets.recipe_form import RecipeForm
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def memory_line(recipe: Recipe) -> str:
+    """The memory plan for the form's recipe when the model's config is at hand (catalogue or folder)."""
+    from mlxft.llm.catalogue import find_model
+    from mlxft.train.memory import plan_memory
+
+    path = Path(recipe.model).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+    elif (entry := find_model(recipe.model)) is not None:
+        config = entry.config()
+    else:
+        return "memory: estimated when the run starts (no config.json at hand for this model)"
+    plan = plan_memory(recipe, config)
+    return f"memory: ~{plan.estimate.total / 1e9:.1f} GB peak of {plan.available / 1e9:.1f} GB available: {plan.verdict}  (details: mlxft plan)"
 
 
 class TrainScreen(Screen):
+    HELP = """\
+## Train
+
+- **Recipe** tab: every field of the recipe schema with its default and help; problems show under the field.
+  `ctrl+o` loads a recipe YAML, `ctrl+s` saves one, `ctrl+g` starts training.
+- **Run** tab: loss chart (train and validation), learning rate, tokens/s, peak memory, ETA and the log.
+  `x` stops (saves a checkpoint first), `r` resumes from the last checkpoint.
+- **Runs** tab: every run under the runs folder, including runs started with `mlxft train` elsewhere.
+  `enter` opens one (and follows it live if it is training). Type a run folder to attach to any run.
+- `escape` leaves a text field so the number keys switch screens again.
+"""
+
+    BINDINGS = [
+        Binding("ctrl+g", "start", "Start"),
+        Binding("x", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("ctrl+o", "load_recipe", "Load"),
+        Binding("ctrl+s", "save_recipe", "Save"),
+        Binding("escape", "leave_field", "Leave field", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    TrainScreen #recipe-bar, TrainScreen #run-bar, TrainScreen #runs-bar { height: auto; }
+    TrainScreen #recipe-bar Input { width: 1fr; }
+    TrainScreen #memory-line { color: $text-muted; padding: 0 1; }
+    TrainScreen #run-title { text-style: bold; padding: 0 1; }
+    TrainScreen #run-stats { padding: 0 1; }
+    TrainScreen #run-progress { padding: 0 1; }
+    TrainScreen #run-progress Bar { width: 1fr; }
+    TrainScreen #run-body { height: 1fr; }
+    TrainScreen #loss-chart { height: 1fr; min-height: 8; border: round $primary; }
+    TrainScreen .spark-row { height: 1; }
+    TrainScreen .spark-row Label { width: 14; color: $text-muted; }
+    TrainScreen .spark-row Sparkline { width: 1fr; }
+    TrainScreen #run-log { height: 8; border: round $panel; }
+    TrainScreen #runs-table { height: 1fr; }
+    TrainScreen #attach-path { width: 1fr; }
+    TrainScreen Button { min-width: 10; margin-right: 1; }
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.run_path: Path | None = None
+        self.follower: MetricsFollower | None = None
+        self.total_steps = 0
+        self.finished: RunFinished | RunFailed | None = None
+        self._replaying = False
+        self._check_timer = None
+        self._reported_exit: set[int] = set()
+
+    # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield NavBar("train")
-        yield Label("not yet")
+        with TabbedContent(initial="tab-recipe", id="train-tabs"):
+            with TabPane("Recipe", id="tab-recipe"):
+                with Horizontal(id="recipe-bar"):
+                    yield Input(placeholder="recipe file (.yaml) to load or save", id="recipe-path")
+                    yield Button("Load", id="load")
+                    yield Button("Save", id="save")
+                    yield Button("Start ▶", id="start", variant="success")
+                yield Label("", id="memory-line", markup=False)
+                yield RecipeForm(id="recipe-form")
+            with TabPane("Run", id="tab-run"):
+                yield Label("no run yet: fill the recipe and press ctrl+g, or open one from Runs", id="run-title", markup=False)
+                with Horizontal(id="run-progress"):
+                    yield ProgressBar(total=100, show_eta=False, id="progress")
+                yield Label("", id="run-stats", markup=False)
+                with Vertical(id="run-body"):
+                    yield LineChart([Series("train loss", "cyan"), Series("val loss", "bold magenta", marker=True)], id="loss-chart")
+                    with Horizontal(classes="spark-row"):
+                        yield Label("learning rate", id="lr-label")
+                        yield Sparkline([], id="lr-spark")
+                    with Horizontal(classes="spark-row"):
+                        yield Label("tokens/s", id="tps-label")
+                        yield Sparkline([], id="tps-spark")
+                    yield RichLog(id="run-log", max_lines=2000, wrap=True, markup=False)
+                with Horizontal(id="run-bar"):
+                    yield Button("Stop (x)", id="stop", variant="error", disabled=True)
+                    yield Button("Resume (r)", id="resume", disabled=True)
+            with TabPane("Runs", id="tab-runs"):
+                yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+                with Horizontal(id="runs-bar"):
+                    yield Input(placeholder="attach to a run folder: path/to/run", id="attach-path")
+                    yield Button("Open", id="attach")
         yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        table.add_columns("run", "status", "step", "loss", "best val", "model", "started")
+        form = self.query_one(RecipeForm)
+        form.set_field("output_dir", str(self.app.runs_dir))
+        form.set_field("kind", "lm-lora")
+        if self.app.selected_model:
+            form.set_field("model", self.app.selected_model)
+        if self.app.data_path:
+            form.set_field("data.path", self.app.data_path)
+        self.set_interval(0.5, self.poll_run)
+        self.set_interval(3.0, self.refresh_runs)
+        self.refresh_runs()
+        # a run this app started before the screen was made (or still running) is shown again
+        running = self.app.running_processes()
+        if running:
+            self.open_run(running[-1].run_path)
+
+    # -- shared state hooks (called by the app) -------------------------------------------------
+    def model_selected(self, spec: str) -> None:
+        self.query_one(RecipeForm).set_field("model", spec)
+
+    def data_selected(self, path: str) -> None:
+        self.query_one(RecipeForm).set_field("data.path", path)
+
+    # -- the recipe --------------------------------------------------------------------------------
+    @on(RecipeForm.Changed)
+    def _form_changed(self) -> None:
+        if self._check_timer is not None:
+            self._check_timer.stop()
+        self._check_timer = self.set_timer(0.4, self.check_recipe)
+
+    def check_recipe(self) -> Recipe | None:
+        form = self.query_one(RecipeForm)
+        recipe = form.check()
+        line = self.query_one("#memory-line", Label)
+        if recipe is None:
+            line.update(f"{form.problem_count} problem(s): see the fields marked in red")
+        else:
+            try:
+                line.update(memory_line(recipe))
+            except MlxftError as exc:
+                line.update(f"memory: {exc.message}")
+        return recipe
+
+    def action_leave_field(self) -> None:
+        self.set_focus(None)
+
+    def action_load_recipe(self) -> None:
+        raw = self.query_one("#recipe-path", Input).value.strip()
+        if not raw:
+            self.app.show_error("type the path of a recipe YAML in the field above, then Load", hint="e.g. recipes/chat-lora.yaml")
+            return
+        path = Path(raw).expanduser()
+        try:
+            recipe = load_recipe(path)  # reports every problem with its location, like `mlxft validate`
+        except MlxftError as exc:
+            if not path.is_file():
+                self.app.show_error(exc)
+                return
+            recipe = None
+            self.app.show_error(exc.message, "the form shows the file as it is; fix the fields marked in red")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if recipe is None else recipe.model_dump(mode="json")
+        self.query_one(RecipeForm).set_values(data if isinstance(data, dict) else {})
+        self.notify(f"loaded {path}")
+
+    def action_save_recipe(self, overwrite: bool = False) -> None:
+        raw = self.query_one("#recipe-path", Input).value.strip()
+        if not raw:
+            self.app.show_error("type where to save the recipe (a .yaml path) in the field above, then Save")
+            return
+        path = Path(raw).expanduser()
+        recipe = self.check_recipe()
+        if recipe is None:
+            self.app.show_error("the recipe has problems; fix the fields marked in red before saving")
+            return
+        if path.exists() and not overwrite:
+            self.app.push_screen(ConfirmDialog(f"{path} exists. Replace it?", "Replace"), lambda yes: yes and self.action_save_recipe(overwrite=True))
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = "# Saved by mlxft tui. Run:  mlxft train " + str(path) + "\n"
+        atomic_write_text(path, header + yaml.safe_dump(self.query_one(RecipeForm).values(), sort_keys=False))
+        self.notify(f"saved {path}")
+
+    # -- starting, stopping, resuming --------------------------------------------------------------
+    def action_start(self) -> None:
+        recipe = self.check_recipe()
+        if recipe is None:
+            self.query_one(TabbedContent).active = "tab-recipe"
+            self.app.show_error("the recipe has problems; fix the fields marked in red", hint="every field shows its own problem")
+            return
+        if self.app.running_processes():
+            self.app.show_error("a run started here is still training", hint="stop it first (x on the Run tab), or start this one with `mlxft train` in another terminal")
+            return
+        recipe.name = RunDir.next_path(recipe.output_dir, recipe.name or time.strftime("run-%Y%m%d-%H%M%S")).name
+        for attr, value in (("model", recipe.model), ("data", recipe.data.path)):
+            p = Path(value).expanduser()
+            if p.exists():  # absolute, so the run (and its resume) does not depend on this folder
+                if attr == "model":
+                    recipe.model = str(p.resolve())
+                else:
+                    recipe.data.path = str(p.resolve())
+        run_path = Path(recipe.output_dir) / recipe.name
+        proc = TrainProcess.start(recipe.to_yaml(), run_path)
+        self.app.train_processes[run_path] = proc
+        self.open_run(run_path)
+        self.log_line(f"started: mlxft train (pid {proc.popen.pid}); output log {proc.log_path}")
+
+    def action_stop(self) -> None:
+        if self.run_path is None:
+            return
+        proc = self.app.train_processes.get(self.run_path)
+        if proc is not None and proc.running:
+            proc.stop()
+        elif summarize_run(RunDir(self.run_path)).status in ("running", "starting"):
+            stop_run_dir(self.run_path)
+        else:
+            self.notify("this run is not training")
+            return
+        self.log_line("stop requested: saving a checkpoint after the current step...")
+        self.query_one("#stop", Button).disabled = True
+
+    def action_resume(self) -> None:
+        if self.run_path is None:
+            return
+        summary = summarize_run(RunDir(self.run_path))
+        if summary.status in ("running", "starting"):
+            self.notify("this run is training already")
+            return
+        if RunDir(self.run_path).latest_checkpoint() is None:
+            self.app.show_error(f"{self.run_path}: no checkpoint to resume from", hint="start it again from the Recipe tab")
+            return
+        if self.app.running_processes():
+            self.app.show_error("a run started here is still training", hint="stop it first")
+            return
+        proc = TrainProcess.resume(self.run_path)
+        self.app.train_processes[self.run_path] = proc
+        self.finished = None
+        self.log_line(f"resuming from {RunDir(self.run_path).latest_checkpoint().name} (pid {proc.popen.pid})")
+        self._update_buttons()
+
+    # -- following a run ---------------------------------------------------------------------------
+    def open_run(self, path: Path) -> None:
+        """Show a run (ours, headless, finished or live): replay its metrics, then follow new lines."""
+        self.run_path = Path(path)
+        self.follower = MetricsFollower(RunDir(self.run_path).metrics_path)
+        self.finished = None
+        self.total_steps = 0
+        chart = self.query_one(LineChart)
+        chart.clear()
+        chart.x_max = None
+        self._lr, self._tps = [], []
+        self.query_one("#run-log", RichLog).clear()
+        self.query_one("#run-title", Label).update(f"run: {self.run_path}")
+        self.query_one("#run-stats", Label).update("waiting for the training process to load the model...")
+        self.query_one("#progress", ProgressBar).update(total=100, progress=0)
+        self._replaying = True
+        try:
+            self.poll_run()
+        finally:
+            self._replaying = False
+        self.query_one(TabbedContent).active = "tab-run"
+        self._update_buttons()
+
+    def poll_run(self) -> None:
+        if self.follower is None:
+            return
+        for event in self.follower.poll_events():
+            self.apply_event(event)
+        proc = self.app.train_processes.get(self.run_path)
+        if proc is not None and not proc.running and id(proc) not in self._reported_exit:
+            for event in self.follower.poll_events():  # the last lines written before it exited
+                self.apply_event(event)
+            self._reported_exit.add(id(proc))
+            code = proc.returncode
+            if self.finished is None and code not in (0, 130):
+                self.log_line(f"mlxft train exited with code {code}")
+                self.app.show_error(f"training did not start or ended without a report (exit code {code})", hint="its output:\n" + proc.log_tail())
+            self._update_buttons()
+        self._update_nav()
+
+    def apply_event(self, e) -> None:
+        chart = self.query_one(LineChart)
+        if isinstance(e, RunStarted):
+            self.total_steps = e.total_steps
+            chart.x_max = e.total_steps
+            chart.truncate_after(e.resumed_from_step)  # steps after the checkpoint are trained again
+            self.finished = None
+            what = f"resumed at step {e.resumed_from_step}" if e.resumed_from_step else "started"
+            self.log_line(f"{what}: {e.model} ({e.method}), {e.trainable_parameters:,} of {e.total_parameters:,} parameters trained, "
+                          f"{e.train_samples} train / {e.valid_samples} valid samples, {e.compute_dtype} on {e.device}")
+            self.query_one("#progress", ProgressBar).update(total=max(e.total_steps, 1), progress=e.resumed_from_step)
+            self._update_buttons()
+        elif isinstance(e, StepReport):
+            chart.add_point("train loss", e.step, e.loss)
+            self._lr.append(e.learning_rate)
+            self._tps.append(e.tokens_per_second)
+            self.query_one("#lr-spark", Sparkline).data = list(self._lr)
+            self.query_one("#tps-spark", Sparkline).data = list(self._tps)
+            self.query_one("#lr-label", Label).update(f"lr {e.learning_rate:.1e}")
+            self.query_one("#tps-label", Label).update(f"tok/s {e.tokens_per_second:,.0f}")
+            self.query_one("#progress", ProgressBar).update(total=max(e.total_steps, 1), progress=e.step)
+            self.query_one("#run-stats", Label).update(
+                f"step {e.step}/{e.total_steps}  epoch {e.epoch:.2f}  loss {e.loss:.4f}  {e.tokens_per_second:,.0f} tok/s  "
+                f"peak {e.peak_memory_gb:.2f} GB  elapsed {format_duration(e.elapsed_s)}  ETA {format_duration(e.eta_s)}")
+        elif isinstance(e, EvalReport):
+            chart.add_point("val loss", e.step, e.val_loss)
+            best = " (best)" if e.is_best else f" (best {e.best_val_loss:.4f})"
+            self.log_line(f"step {e.step}: val loss {e.val_loss:.4f}, perplexity {e.val_perplexity:.2f}{best}")
+        elif isinstance(e, CheckpointSaved):
+            self.log_line(f"step {e.step}: checkpoint {Path(e.path).name}")
+        elif isinstance(e, LogMessage):
+            self.log_line(("warning: " if e.level == "warning" else "") + e.message)
+        elif isinstance(e, RunFinished):
+            self.finished = e
+            best = f", best val loss {e.best_val_loss:.4f}" if e.best_val_loss is not None else ""
+            self.log_line(f"{e.status} at step {e.step} in {format_duration(e.seconds)}{best}; adapter: {e.adapter_path}")
+            if e.status == "stopped":
+                self.log_line(f"resume: r here, or `mlxft train --resume {self.run_path}`")
+            self._update_buttons()
+        elif isinstance(e, RunFailed):
+            self.finished = e
+            self.log_line(f"failed at step {e.step}: {e.error}")
+            if not self._replaying:
+                self.app.show_error(f"training failed at step {e.step}: {e.error}", e.hint)
+            self._update_buttons()
+
+    def log_line(self, text: str) -> None:
+        self.query_one("#run-log", RichLog).write(text)
+
+    def _status(self) -> str:
+        if self.run_path is None:
+            return "none"
+        proc = self.app.train_processes.get(self.run_path)
+        if proc is not None and proc.running:
+            return "running"
+        return summarize_run(RunDir(self.run_path)).status if self.finished is None else getattr(self.finished, "status", "failed")
+
+    def _update_buttons(self) -> None:
+        status = self._status()
+        self.query_one("#stop", Button).disabled = status not in ("running", "starting")
+        can_resume = status in ("stopped", "failed", "interrupted") and self.run_path is not None and RunDir(self.run_path).latest_checkpoint() is not None
+        self.query_one("#resume", Button).disabled = not can_resume
+
+    def _update_nav(self) -> None:
+        running = self.app.running_processes()
+        text = ""
+        if running:
+            steps = self.query_one("#progress", ProgressBar)
+            text = f"training {running[0].run_path.name}" + (f" · {int(steps.progress)}/{int(steps.total)}" if self.run_path == running[0].run_path and steps.total else "")
+        self.query_one(NavBar).set_status(text)
+
+    # -- past runs ---------------------------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for r in list_runs(self.app.runs_dir):
+            loss = f"{r.last_loss:.4f}" if r.last_loss is not None else "-"
+            best = f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-"
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "-"
+            table.add_row(r.path.name, r.status, f"{r.step}/{r.total_steps}", loss, best, Path(r.model).name or "-", started, key=str(r.path))
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1))
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _run_chosen(self, event: DataTable.RowSelected) -> None:
+        self.open_run(Path(event.row_key.value))
+
+    @on(Button.Pressed)
+    def _button(self, event: Button.Pressed) -> None:
+        actions = {"load": self.action_load_recipe, "save": self.action_save_recipe, "start": self.action_start,
+                   "stop": self.action_stop, "resume": self.action_resume, "attach": self.attach_typed_path}
+        if event.button.id in actions:
+            actions[event.button.id]()
+
+    @on(Input.Submitted, "#attach-path")
+    def attach_typed_path(self) -> None:
+        raw = self.query_one("#attach-path", Input).value.strip()
+        path = Path(raw).expanduser()
+        if not (path / "recipe.yaml").is_file():
+            self.app.show_error(f"{path} is not an mlxft run folder (no recipe.yaml)", hint="give the folder `mlxft train` printed, e.g. runs/my-run")
+            return
+        self.open_run(path)

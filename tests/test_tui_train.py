@@ -1,0 +1,238 @@
+"""The Train screen: recipe form, scripted runs driving the chart, the runs list, and a real start/stop/resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFinished, RunStarted, StepReport, event_to_dict
+from mlxft.recipe import load_recipe, recipe_from_dict
+from tests.conftest import lm_recipe
+from tui.app import MlxftApp
+from tui.widgets.chart import LineChart
+from tui.widgets.recipe_form import RecipeForm
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_run(root: Path, name: str, events: list, recipe: dict | None = None) -> Path:
+    """A run directory as `mlxft train` leaves it: recipe.yaml and metrics.jsonl."""
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    recipe = recipe or {"kind": "lm-lora", "model": "smollm2-135m-instruct", "data": {"path": "data"}, "train": {"steps": 40}}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    append_events(run, events)
+    return run
+
+
+def append_events(run: Path, events: list) -> None:
+    with open(run / "metrics.jsonl", "a") as f:
+        for e in events:
+            f.write(json.dumps(event_to_dict(e)) + "\n")
+
+
+def started(run: Path, total: int = 40, resumed: int = 0, pid: int | None = None) -> RunStarted:
+    return RunStarted(run_dir=str(run), model="smollm2-135m-instruct", method="lora", total_steps=total, trainable_parameters=1000,
+                      total_parameters=100000, train_samples=64, valid_samples=8, compute_dtype="float32", device="cpu",
+                      resumed_from_step=resumed, pid=os.getpid() if pid is None else pid)
+
+
+def step(n: int, loss: float, total: int = 40) -> StepReport:
+    return StepReport(step=n, total_steps=total, epoch=n / 10, loss=loss, learning_rate=1e-4 * (1 - n / total), tokens=512,
+                      tokens_per_second=100.0 + n, peak_memory_gb=1.5, elapsed_s=n * 2.0, eta_s=(total - n) * 2.0)
+
+
+def screen_text(widget) -> str:
+    return str(widget.render())
+
+
+async def test_form_shows_each_problem_next_to_its_field(tmp_path):
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        form = screen.query_one(RecipeForm)
+        form.set_field("model", "smollm2-135m-instruct")
+        form.set_field("data.path", str(tmp_path / "missing"))
+        form.set_field("train.batch_size", "0")
+        form.set_field("train.learning_rate", "fast")
+        await pilot.pause()
+        assert screen.check_recipe() is None
+        errors = {row.spec.key: screen_text(row.query_one(".field-error")) for row in form.query("FieldRow") if row.has_class("-invalid")}
+        assert set(errors) == {"data.path", "train.batch_size", "train.learning_rate"}
+        assert "greater than 0" in errors["train.batch_size"]
+        assert "no such file or folder" in errors["data.path"]
+        assert "3 problem(s)" in screen_text(screen.query_one("#memory-line"))
+        # fixing them clears the marks, and the memory plan appears for a catalogue model
+        (tmp_path / "missing").mkdir()
+        form.set_field("train.batch_size", "4")
+        form.set_field("train.learning_rate", "1e-4")
+        await pilot.pause()
+        assert screen.check_recipe() is not None
+        assert not [row for row in form.query("FieldRow") if row.has_class("-invalid")]
+        assert "GB peak" in screen_text(screen.query_one("#memory-line"))
+
+
+async def test_every_recipe_in_the_repo_round_trips_through_the_form(tmp_path):
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        form = app.screen.query_one(RecipeForm)
+        for path in sorted((REPO / "recipes").glob("*.yaml")):
+            raw = yaml.safe_load(path.read_text())
+            form.set_values(raw)
+            await pilot.pause()
+            expected = recipe_from_dict(raw).model_dump()
+            assert recipe_from_dict(form.values()).model_dump() == expected, path.name
+
+
+async def test_load_and_save_recipe_never_overwrites_without_asking(tmp_path, chat_data):
+    target = tmp_path / "mine.yaml"
+    target.write_text("# my notes\nkind: lm-lora\n")
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        form = screen.query_one(RecipeForm)
+        form.set_field("model", "smollm2-135m-instruct")
+        form.set_field("data.path", str(chat_data))
+        form.set_field("train.steps", "25")
+        screen.query_one("#recipe-path").value = str(target)
+        await pilot.pause()
+        screen.action_save_recipe()
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ConfirmDialog"
+        await pilot.press("n")
+        await pilot.pause()
+        assert target.read_text() == "# my notes\nkind: lm-lora\n"  # untouched
+        screen.action_save_recipe()
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        saved = load_recipe(target)
+        assert saved.train.steps == 25 and saved.model == "smollm2-135m-instruct"
+        # loading it into a cleared form brings the values back
+        form.set_values({})
+        await pilot.pause()
+        screen.action_load_recipe()
+        await pilot.pause()
+        assert form.values()["train"]["steps"] == 25
+
+
+async def test_scripted_run_events_drive_chart_progress_and_log(tmp_path):
+    runs = tmp_path / "runs"
+    run = write_run(runs, "scripted", [started(runs / "scripted")] + [step(n, 3.0 - n * 0.1) for n in range(1, 6)])
+    app = MlxftApp(runs_dir=runs, start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        screen.open_run(run)
+        await pilot.pause()
+        chart = screen.query_one(LineChart)
+        assert chart.point_count("train loss") == 5 and chart.point_count("val loss") == 0
+        assert chart.x_max == 40
+        assert "step 5/40" in screen_text(screen.query_one("#run-stats"))
+        assert screen.query_one("#progress").progress == 5
+        assert not screen.query_one("#stop").disabled  # its process (this test) is alive: it can be stopped
+
+        append_events(run, [step(6, 2.4), EvalReport(step=6, val_loss=2.5, val_perplexity=12.2, best_val_loss=2.5, is_best=True, tokens=100, seconds=0.5),
+                            CheckpointSaved(step=6, path=str(run / "checkpoints" / "step-000006")), LogMessage(level="warning", message="disk is slow")])
+        screen.poll_run()
+        await pilot.pause()
+        assert chart.point_count("train loss") == 6 and chart.point_count("val loss") == 1
+        log = "\n".join(str(line.text) for line in screen.query_one("#run-log").lines)
+        assert "val loss 2.5000" in log and "checkpoint step-000006" in log and "warning: disk is slow" in log
+        rendered = screen_text(chart)
+        assert "train loss 2.4000" in rendered and "val loss 2.5000" in rendered
+        assert any(0x2800 < ord(ch) <= 0x28FF for ch in rendered)  # braille dots were drawn
+
+        # a resume after a crash at step 6 from the checkpoint at step 4 drops the repeated steps
+        append_events(run, [started(run, resumed=4), step(5, 2.6)])
+        screen.poll_run()
+        assert [x for x, _ in chart.series["train loss"].points] == [1, 2, 3, 4, 5]
+
+        append_events(run, [RunFinished(step=40, status="completed", adapter_path=str(run / "adapter"), best_val_loss=2.5, final_train_loss=2.0, seconds=80.0)])
+        screen.poll_run()
+        await pilot.pause()
+        assert screen.query_one("#stop").disabled
+        assert "completed at step 40" in "\n".join(str(line.text) for line in screen.query_one("#run-log").lines)
+
+
+async def test_runs_list_shows_headless_runs_with_their_status(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "done", [started(runs / "done"), step(40, 1.25), RunFinished(step=40, status="completed", adapter_path="a", best_val_loss=1.5, final_train_loss=1.25, seconds=9)])
+    write_run(runs, "crashed", [started(runs / "crashed", pid=2**22 + 12345), step(7, 2.0)])  # its process is gone
+    write_run(runs, "live", [started(runs / "live"), step(3, 2.2)])
+    app = MlxftApp(runs_dir=runs, start="train")
+    async with app.run_test(size=(120, 32)) as pilot:
+        screen = app.screen
+        screen.query_one("#train-tabs").active = "tab-runs"
+        await pilot.pause()
+        table = screen.query_one("#runs-table")
+        rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+        assert rows["done"][1] == "completed" and rows["done"][2] == "40/40" and rows["done"][4] == "1.5000"
+        assert rows["crashed"][1] == "interrupted"
+        assert rows["live"][1] == "running"
+        # enter on a row opens it in the Run tab
+        table.focus()
+        table.move_cursor(row=[table.get_row_at(i)[0] for i in range(table.row_count)].index("done"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.query_one("#train-tabs").active == "tab-run"
+        assert screen.run_path == runs / "done"
+        assert screen.query_one(LineChart).point_count("train loss") == 1
+
+
+async def wait_until(pilot, condition, timeout: float, what: str) -> None:
+    """Poll the UI until `condition()` holds (a deadline for a hung run, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.25)
+
+
+async def test_train_screen_starts_stops_and_resumes_a_real_run(tmp_path, tiny_llama, chat_data):
+    runs = tmp_path / "runs"
+    recipe = lm_recipe(tiny_llama, chat_data, runs, name="e2e", train={"steps": 400, "eval_every": 50, "save_every": 1000})
+    app = MlxftApp(runs_dir=runs, start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        form = screen.query_one(RecipeForm)
+        form.set_values(recipe)
+        await pilot.pause()
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        run = runs / "e2e"
+        assert screen.run_path == run and screen.query_one("#train-tabs").active == "tab-run"
+        chart = screen.query_one(LineChart)
+        await wait_until(pilot, lambda: chart.point_count("train loss") >= 3, 180, "the chart to receive steps")
+
+        await pilot.press("x")  # stop: the run saves a checkpoint and ends as 'stopped'
+        proc = app.train_processes[run]
+        await wait_until(pilot, lambda: not proc.running, 120, "the run to stop")
+        assert proc.returncode == 130
+        screen.poll_run()
+        await pilot.pause()
+        assert screen.finished is not None and screen.finished.status == "stopped"
+        stopped_at = screen.finished.step
+        assert 3 <= stopped_at < 400
+        assert not screen.query_one("#resume").disabled
+
+        await pilot.press("r")  # resume from the checkpoint the stop wrote
+        resumed = app.train_processes[run]
+        assert resumed is not proc and resumed.running
+        await wait_until(pilot, lambda: chart.series["train loss"].points[-1][0] > stopped_at, 180, "steps after the resume")
+        log = "\n".join(str(line.text) for line in screen.query_one("#run-log").lines)
+        assert f"resumed at step {stopped_at}" in log
+        # quitting while it trains asks; 'stop' saves a checkpoint and ends it
+        await pilot.press("q")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "QuitDialog"
+        await pilot.press("s")
+        await pilot.pause()
+    await asyncio.get_running_loop().run_in_executor(None, resumed.popen.wait, 120)
+    assert resumed.returncode == 130
+    assert (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
