@@ -65,6 +65,7 @@ whether it fits: **yes** (under 80% of available memory), **tight**, or **no**.
 | / | filter by name, family or where it is (escape goes back to the table) |
 | s / S | sort by the next column / reverse (or click a column header) |
 | r | look for local models again |
+| tab | to the detail pane (page up/down scrolls it), the Use button, the filter |
 
 The same list without the app: `mlxft models --local` (add `--json` for programs, `--memory-gb 16` to judge
 against another machine's memory; `MLXFT_MEMORY_GB` does the same here).
@@ -230,7 +231,7 @@ class ModelsScreen(Screen):
         Binding("escape", "focus_table", "Table", show=False),
     ]
     DEFAULT_CSS = """
-    ModelsScreen #models-header { height: auto; padding: 0 1; background: $boost; }
+    ModelsScreen #models-header { width: 100%; height: auto; padding: 0 1; background: $boost; }
     ModelsScreen #models-tools { height: 1; }
     ModelsScreen #models-filter { width: 1fr; height: 1; border: none; padding: 0 1; }
     ModelsScreen #models-sort { width: auto; padding: 0 1; color: $text-muted; }
