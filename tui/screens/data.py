@@ -130,8 +130,9 @@ class ReportPane(Vertical):
         table.clear()
         styles = {"bad": "bold red", "dropped": "yellow", "leak": "yellow"}
         for i, (kind, split, where, detail) in enumerate(found[:FINDINGS_SHOWN]):
-            table.add_row(f"[{styles.get(kind, 'dim')}]{kind}[/]", split, short_where(where, base), detail, key=str(i))
+            table.add_row(Text(kind, style=styles.get(kind, "dim")), split, Text(short_where(where, base)), Text(detail), key=str(i))
         self.query_one("#report-verdict", Static).update(self._verdict(report, len(found)))
+        table.display = bool(found)
         if found:
             table.focus()  # enter on a row shows it in Browse
 
@@ -233,7 +234,9 @@ class BrowsePane(Horizontal):
         table = self.query_one("#browse-rows", DataTable)
         table.clear()
         for i, row in enumerate(page.rows):
-            table.add_row(str(row.line) if row.line else Path(row.source).name, row_summary(row, self.format), key=str(i))
+            # An image file has no line: its label folder and name say which it is.
+            where = str(row.line) if row.line else "/".join(Path(row.source).parts[-2:])
+            table.add_row(where, Text(row_summary(row, self.format)), key=str(i))
         end = page.start + len(page.rows)
         total = self.totals.get(page.split)
         paging = f"rows {page.start + 1:,}-{end:,}" + (f" of {total:,}" if total is not None else "") + (" · [ ] pages" if page.start or page.more else "")
@@ -486,7 +489,9 @@ class ReviewPane(Vertical):
             with VerticalScroll(id="review-item"):
                 yield Static("Load an evaluation run log, then pick a failure cluster (enter).", id="review-position")
                 yield Static("", id="review-question")
-                yield Static("", id="review-answers")
+                with Horizontal(id="review-answers"):  # side by side: what the model said, what was expected
+                    yield Static("", id="review-model")
+                    yield Static("", id="review-expected")
                 yield Label("corrected output", classes="section-title")
                 yield TextArea("", id="review-corrected", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(id="review-buttons"):
@@ -597,9 +602,9 @@ class ReviewPane(Vertical):
         else:
             question = Text("prompt\n", style="bold cyan") + Text(str(entry.get("prompt", "")))
         self.query_one("#review-question", Static).update(question)
-        answers = Text("model output\n", style="bold red") + Text(entry.get("model_answer") or "(empty)") + Text("\nexpected\n", style="bold green")
-        answers += Text(entry["expected"] if entry.get("expected") is not None else "(none given)", style="" if entry.get("expected") is not None else "dim")
-        self.query_one("#review-answers", Static).update(answers)
+        self.query_one("#review-model", Static).update(Text("model output\n", style="bold red") + Text(entry.get("model_answer") or "(empty)"))
+        expected = entry.get("expected")
+        self.query_one("#review-expected", Static).update(Text("expected\n", style="bold green") + Text(expected if expected is not None else "(none given)", style="" if expected is not None else "dim"))
         editor = self.query_one("#review-corrected", TextArea)
         self._prefill = s.drafts.get(s.index) or entry.get("corrected") or entry.get("expected") or entry.get("model_answer") or ""
         editor.load_text(self._prefill)
@@ -756,7 +761,8 @@ class DataScreen(Screen):
     DataScreen #review-clusters { height: 1fr; }
     DataScreen #review-file { height: auto; }
     DataScreen #review-item { width: 1fr; padding: 0 1; }
-    DataScreen #review-answers { margin: 1 0; }
+    DataScreen #review-answers { margin: 1 0; height: auto; }
+    DataScreen #review-answers Static { width: 1fr; margin-right: 2; }
     DataScreen #review-corrected { height: 6; }
     DataScreen #review-buttons { height: 1; }
     DataScreen #review-buttons Button { margin-right: 1; min-width: 0; width: auto; }

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 EIGHTHS = " ▏▎▍▌▋▊▉"
+MAX_BAR = 72  # cells: longer bars on a wide terminal only move the counts away from the labels
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class BarChart(Widget):
         label_w = min(24, max(len(b.label) for b in self.bars))
         count_w = max(len(f"{b.value:,}") for b in self.bars)
         note_w = max(len(b.note) for b in self.bars)
-        bar_w = max(4, self.size.width - label_w - count_w - note_w - 4)
+        bar_w = max(4, min(MAX_BAR, self.size.width - label_w - count_w - note_w - 4))
         top = max(b.value for b in self.bars) or 1
         out = Text(no_wrap=True, overflow="ellipsis")
         for i, b in enumerate(self.bars):
