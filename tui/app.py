@@ -27,6 +27,8 @@ def _screen(name: str):
 class MlxftApp(App):
     TITLE = "mlxft"
     CSS_PATH = "app.tcss"
+    # Screens get -narrow / -wide classes: help text moves beside fields when there is room.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (130, "-wide")]
     MODES = {name: _screen(name) for name in ("models", "data", "train", "evaluate", "chat")}
     BINDINGS = [
         Binding("1", "switch_mode('models')", "Models", show=False),

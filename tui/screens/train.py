@@ -64,7 +64,7 @@ class TrainScreen(Screen):
   `x` stops (saves a checkpoint first), `r` resumes from the last checkpoint.
 - **Runs** tab: every run under the runs folder, including runs started with `mlxft train` elsewhere.
   `enter` opens one (and follows it live if it is training). Type a run folder to attach to any run.
-- `escape` leaves a text field so the number keys switch screens again.
+- `e` / `v` / `l` show the Recipe / Run / Runs tabs; `escape` leaves a text field so these and the number keys work.
 """
 
     BINDINGS = [
@@ -73,16 +73,24 @@ class TrainScreen(Screen):
         Binding("r", "resume", "Resume"),
         Binding("ctrl+o", "load_recipe", "Load"),
         Binding("ctrl+s", "save_recipe", "Save"),
-        Binding("escape", "leave_field", "Leave field", show=False),
+        Binding("escape", "leave_field", "Leave field"),
+        Binding("e", "tab('tab-recipe')", "Recipe", show=False),
+        Binding("v", "tab('tab-run')", "Run", show=False),
+        Binding("l", "tab('tab-runs')", "Runs", show=False),
     ]
 
     DEFAULT_CSS = """
+    TrainScreen #train-tabs { height: 1fr; }
+    TrainScreen #train-tabs ContentSwitcher { height: 1fr; }
+    TrainScreen TabPane { height: 1fr; padding: 0; }
+    TrainScreen #recipe-form { height: 1fr; }
     TrainScreen #recipe-bar, TrainScreen #run-bar, TrainScreen #runs-bar { height: auto; }
     TrainScreen #recipe-bar Input { width: 1fr; }
     TrainScreen #memory-line { color: $text-muted; padding: 0 1; }
     TrainScreen #run-title { text-style: bold; padding: 0 1; }
     TrainScreen #run-stats { padding: 0 1; }
-    TrainScreen #run-progress { padding: 0 1; }
+    TrainScreen #run-progress { padding: 0 1; height: 1; }
+    TrainScreen #run-stats { height: auto; }
     TrainScreen #run-progress Bar { width: 1fr; }
     TrainScreen #run-body { height: 1fr; }
     TrainScreen #loss-chart { height: 1fr; min-height: 8; border: round $primary; }
@@ -151,6 +159,7 @@ class TrainScreen(Screen):
             form.set_field("model", self.app.selected_model)
         if self.app.data_path:
             form.set_field("data.path", self.app.data_path)
+        self.query_one("#recipe-path", Input).focus()
         self.set_interval(0.5, self.poll_run)
         self.set_interval(3.0, self.refresh_runs)
         self.refresh_runs()
@@ -188,6 +197,13 @@ class TrainScreen(Screen):
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
+
+    def action_tab(self, tab: str) -> None:
+        self.set_focus(None)  # a focused field would pull its tab back into view
+        self.query_one(TabbedContent).active = tab
+        if tab == "tab-runs":
+            self.refresh_runs()
+            self.query_one("#runs-table", DataTable).focus()
 
     def action_load_recipe(self) -> None:
         raw = self.query_one("#recipe-path", Input).value.strip()
@@ -229,7 +245,7 @@ class TrainScreen(Screen):
     def action_start(self) -> None:
         recipe = self.check_recipe()
         if recipe is None:
-            self.query_one(TabbedContent).active = "tab-recipe"
+            self.action_tab("tab-recipe")
             self.app.show_error("the recipe has problems; fix the fields marked in red", hint="every field shows its own problem")
             return
         if self.app.running_processes():
@@ -302,7 +318,7 @@ class TrainScreen(Screen):
             self.poll_run()
         finally:
             self._replaying = False
-        self.query_one(TabbedContent).active = "tab-run"
+        self.action_tab("tab-run")
         self._update_buttons()
 
     def poll_run(self) -> None:
@@ -416,6 +432,10 @@ class TrainScreen(Screen):
                    "stop": self.action_stop, "resume": self.action_resume, "attach": self.attach_typed_path}
         if event.button.id in actions:
             actions[event.button.id]()
+
+    @on(Input.Submitted, "#recipe-path")
+    def _recipe_path_entered(self) -> None:
+        self.action_load_recipe()
 
     @on(Input.Submitted, "#attach-path")
     def attach_typed_path(self) -> None:

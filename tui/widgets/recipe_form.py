@@ -17,7 +17,7 @@ from pydantic_core import PydanticUndefined
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Label, Select, Static, Switch
+from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from mlxft.errors import RecipeError
 from mlxft.recipe import DataSection, LoraSection, QuantizeSection, Recipe, TrainSection, recipe_from_dict
@@ -102,15 +102,24 @@ def _set(data: dict, key: str, value) -> None:
 
 
 class FieldRow(Vertical):
+    SCOPED_CSS = False  # the rules below also look at the screen's -wide / -narrow class
     DEFAULT_CSS = """
-    FieldRow { height: auto; margin-bottom: 1; }
+    FieldRow { height: auto; padding: 0 1; }
     FieldRow > Horizontal { height: auto; }
-    FieldRow .field-name { width: 24; padding: 1 1 0 0; }
+    FieldRow .field-name { width: 20; }
     FieldRow Input, FieldRow Select { width: 1fr; }
-    FieldRow .field-help { color: $text-muted; padding-left: 24; }
-    FieldRow .field-error { color: $error; padding-left: 24; display: none; }
+    FieldRow Checkbox { width: 6; }
+    FieldRow .switch-gap { width: 1fr; }
+    FieldRow .help-inline { display: none; width: 2fr; color: $text-muted; padding-left: 2; }
+    FieldRow .field-help { color: $text-muted; padding-left: 20; }
+    FieldRow .field-error { color: $error; padding-left: 20; display: none; }
     FieldRow.-invalid .field-error { display: block; }
-    FieldRow.-invalid Input { border: tall $error; }
+    FieldRow.-invalid .field-name { color: $error; }
+    FieldRow:focus-within .field-name { text-style: bold; color: $accent; }
+    .-wide FieldRow .help-inline { display: block; }
+    .-wide FieldRow .field-help { display: none; }
+    .-narrow FieldRow .field-help { display: none; }
+    .-narrow FieldRow:focus-within .field-help { display: block; }
     """
 
     def __init__(self, spec: FieldSpec):
@@ -123,12 +132,14 @@ class FieldRow(Vertical):
             yield Label(s.key.split(".")[-1] + (" *" if s.required else ""), classes="field-name")
             if s.widget == "select":
                 yield Select([(str(o), o) for o in s.options], value=s.default if s.default in s.options else Select.NULL,
-                             allow_blank=s.default not in s.options, id=s.dom_id)
+                             allow_blank=s.default not in s.options, id=s.dom_id, compact=True)
             elif s.widget == "switch":
-                yield Switch(value=bool(s.default), id=s.dom_id)
+                yield Checkbox("", value=bool(s.default), id=s.dom_id, compact=True)
+                yield Label("", classes="switch-gap")
             else:
                 placeholder = "required" if s.required else f"default: {format_value(s.default)}"
-                yield Input(placeholder=placeholder, id=s.dom_id)
+                yield Input(placeholder=placeholder, id=s.dom_id, compact=True)
+            yield Static(s.help, classes="help-inline", markup=False)
         if s.help:
             yield Static(s.help, classes="field-help", markup=False)
         yield Label("", classes="field-error", markup=False)
@@ -260,7 +271,7 @@ class RecipeForm(VerticalScroll):
     def on_select_changed(self, event: Select.Changed) -> None:
         self._changed(event)
 
-    def on_switch_changed(self, event: Switch.Changed) -> None:
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         self._changed(event)
 
     def _changed(self, event: Message) -> None:
