@@ -128,6 +128,7 @@ async def test_scripted_run_events_drive_chart_progress_and_log(tmp_path):
     app = MlxftApp(runs_dir=runs, start="train")
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
+        await pilot.pause()
         screen.open_run(run)
         await pilot.pause()
         chart = screen.query_one(LineChart)
@@ -236,3 +237,19 @@ async def test_train_screen_starts_stops_and_resumes_a_real_run(tmp_path, tiny_l
     await asyncio.get_running_loop().run_in_executor(None, resumed.popen.wait, 120)
     assert resumed.returncode == 130
     assert (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+
+
+def test_run_tab_snapshot(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths keep the picture free of temp folder names
+    runs = Path("runs")
+    events = [started(runs / "scripted")] + [step(n, 3.0 * 0.93 ** n + 0.05 * (n % 3)) for n in range(1, 25)]
+    events += [EvalReport(step=n, val_loss=3.1 * 0.95 ** n, val_perplexity=10.0, best_val_loss=3.1 * 0.95 ** n, is_best=True, tokens=100, seconds=0.5) for n in (0, 8, 16, 24)]
+    events.sort(key=lambda e: getattr(e, "step", 0))
+    run = write_run(runs, "scripted", events)
+
+    async def open_it(pilot):
+        await pilot.pause()
+        pilot.app.screen.open_run(run)
+        await pilot.pause()
+
+    assert snap_compare(MlxftApp(runs_dir=runs, start="train"), terminal_size=(100, 32), run_before=open_it)

@@ -79,6 +79,7 @@ def _child_main(recipe_data: dict, run_dir: str, resume_from: str | None, conn, 
         emit(RunFailed(step=reached["step"], error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", hint="this is a bug in mlxft; please report it with the run directory", last_checkpoint=str(last) if last else None))
         code = 1
     finally:
+        run.clear_stop_request()  # honoured (or moot): a later resume must not stop at once
         writer.close()
         conn.close()
     os._exit(code)  # skip interpreter teardown: MLX's exit-time cleanup has nothing left to do

@@ -55,6 +55,7 @@ def memory_line(recipe: Recipe) -> str:
 
 
 class TrainScreen(Screen):
+    AUTO_FOCUS = None  # on_mount decides: the recipe path, or nothing when a live run is shown
     HELP = """\
 ## Train
 
@@ -90,17 +91,17 @@ class TrainScreen(Screen):
     TrainScreen #run-title { text-style: bold; padding: 0 1; }
     TrainScreen #run-stats { padding: 0 1; }
     TrainScreen #run-progress { padding: 0 1; height: 1; }
-    TrainScreen #run-stats { height: auto; }
+    TrainScreen #run-stats { height: auto; width: 100%; }
     TrainScreen #run-progress Bar { width: 1fr; }
     TrainScreen #run-body { height: 1fr; }
-    TrainScreen #loss-chart { height: 1fr; min-height: 8; border: round $primary; }
+    TrainScreen #loss-chart { height: 2fr; min-height: 7; border: round $primary; }
     TrainScreen .spark-row { height: 1; }
     TrainScreen .spark-row Label { width: 14; color: $text-muted; }
     TrainScreen .spark-row Sparkline { width: 1fr; }
-    TrainScreen #run-log { height: 8; border: round $panel; }
+    TrainScreen #run-log { height: 1fr; min-height: 4; max-height: 14; border: round $panel; }
     TrainScreen #runs-table { height: 1fr; }
     TrainScreen #attach-path { width: 1fr; }
-    TrainScreen Button { min-width: 10; margin-right: 1; }
+    TrainScreen #run-bar Button { margin-right: 2; }
     """
 
     def __init__(self):
@@ -140,8 +141,8 @@ class TrainScreen(Screen):
                         yield Sparkline([], id="tps-spark")
                     yield RichLog(id="run-log", max_lines=2000, wrap=True, markup=False)
                 with Horizontal(id="run-bar"):
-                    yield Button("Stop (x)", id="stop", variant="error", disabled=True)
-                    yield Button("Resume (r)", id="resume", disabled=True)
+                    yield Button("Stop (x)", id="stop", variant="error", disabled=True, compact=True)
+                    yield Button("Resume (r)", id="resume", disabled=True, compact=True)
             with TabPane("Runs", id="tab-runs"):
                 yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
                 with Horizontal(id="runs-bar"):
@@ -159,7 +160,6 @@ class TrainScreen(Screen):
             form.set_field("model", self.app.selected_model)
         if self.app.data_path:
             form.set_field("data.path", self.app.data_path)
-        self.query_one("#recipe-path", Input).focus()
         self.set_interval(0.5, self.poll_run)
         self.set_interval(3.0, self.refresh_runs)
         self.refresh_runs()
@@ -167,6 +167,8 @@ class TrainScreen(Screen):
         running = self.app.running_processes()
         if running:
             self.open_run(running[-1].run_path)
+        else:
+            self.query_one("#recipe-path", Input).focus()
 
     # -- shared state hooks (called by the app) -------------------------------------------------
     def model_selected(self, spec: str) -> None:
@@ -360,8 +362,8 @@ class TrainScreen(Screen):
             self.query_one("#tps-label", Label).update(f"tok/s {e.tokens_per_second:,.0f}")
             self.query_one("#progress", ProgressBar).update(total=max(e.total_steps, 1), progress=e.step)
             self.query_one("#run-stats", Label).update(
-                f"step {e.step}/{e.total_steps}  epoch {e.epoch:.2f}  loss {e.loss:.4f}  {e.tokens_per_second:,.0f} tok/s  "
-                f"peak {e.peak_memory_gb:.2f} GB  elapsed {format_duration(e.elapsed_s)}  ETA {format_duration(e.eta_s)}")
+                f"step {e.step}/{e.total_steps} · loss {e.loss:.4f} · ETA {format_duration(e.eta_s)} · {e.tokens_per_second:,.0f} tok/s · "
+                f"peak {e.peak_memory_gb:.2f} GB · epoch {e.epoch:.2f} · elapsed {format_duration(e.elapsed_s)}")
         elif isinstance(e, EvalReport):
             chart.add_point("val loss", e.step, e.val_loss)
             best = " (best)" if e.is_best else f" (best {e.best_val_loss:.4f})"
