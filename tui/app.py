@@ -26,7 +26,7 @@ def _screen(name: str):
 
 class MlxftApp(App):
     TITLE = "mlxft"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere (tests, scripts) find it too
     # Screens get -narrow / -wide classes: help text moves beside fields when there is room.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (130, "-wide")]
     MODES = {name: _screen(name) for name in ("models", "data", "train", "evaluate", "chat")}

@@ -160,7 +160,7 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
         Binding("ctrl+t", "stop_reply", "Stop"),
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+l", "load", "Load"),
-        Binding("escape", "leave_field", "Leave field", show=False),
+        Binding("escape", "leave_field", "Leave field"),
     ]
 
     DEFAULT_CSS = """

@@ -731,7 +731,7 @@ class DataScreen(Screen):
     HELP = HELP
     BINDINGS = [
         Binding("ctrl+o", "open", "Open"), Binding("ctrl+t", "next_tab", "Next tab"), Binding("u", "use_data", "Use for training"),
-        Binding("escape", "cancel", "Stop", show=False),
+        Binding("escape", "cancel", "Leave field"),
         *(Binding(f"f{n}", f"show_tab('{tab}')", tab, show=False) for n, tab in enumerate(TABS, start=2)),
     ]
 
@@ -843,6 +843,8 @@ class DataScreen(Screen):
         cancelled = self.workers.cancel_group(self, "validate")
         if cancelled:
             self.query_one("#data-summary", Static).update("validation stopped")
+        else:
+            self.set_focus(None)  # out of the text field, so 1-5 switch screens again
 
     def show_report(self, path: str, report: dict) -> None:
         self.path, self.report = path, report

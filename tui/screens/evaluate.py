@@ -140,7 +140,7 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         Binding("ctrl+g", "run_eval", "Run"),
         Binding("ctrl+t", "stop_eval", "Stop"),
         Binding("ctrl+o", "open_results", "Open results"),
-        Binding("escape", "leave_field", "Leave field", show=False),
+        Binding("escape", "leave_field", "Leave field"),
         Binding("s", "show_tab('tab-setup')", "Setup", show=False),
         Binding("v", "show_tab('tab-verdict')", "Verdict", show=False),
         Binding("c", "show_tab('tab-changes')", "Changes", show=False),
