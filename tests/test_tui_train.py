@@ -253,3 +253,44 @@ def test_run_tab_snapshot(snap_compare, tmp_path, monkeypatch):
         await pilot.pause()
 
     assert snap_compare(MlxftApp(runs_dir=runs, start="train"), terminal_size=(100, 32), run_before=open_it)
+
+
+async def test_o_takes_the_shown_run_to_evaluate(tmp_path):
+    runs = tmp_path / "runs"
+    run = write_run(runs, "done", [started(runs / "done"), step(40, 1.25), RunFinished(step=40, status="completed", adapter_path="a", best_val_loss=1.5, final_train_loss=1.25, seconds=9)])
+    app = MlxftApp(runs_dir=runs, start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        app.screen.open_run(run)
+        await pilot.pause()
+        await pilot.press("o")
+        await pilot.pause()
+        assert app.current_mode == "evaluate"
+        assert app.screen.query_one("#eval-adapter").value == str(run)
+        assert app.screen.query_one("#eval-model").value == "smollm2-135m-instruct"
+
+
+async def test_quit_while_training_asks_and_leave_keeps_the_process(tmp_path):
+    import subprocess
+
+    from tui.runner import TrainProcess
+
+    stand_in = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a training process as far as the app can tell
+    try:
+        app = MlxftApp(runs_dir=tmp_path / "runs", start="models")
+        async with app.run_test(size=(100, 32)) as pilot:
+            app.train_processes[tmp_path / "runs" / "x"] = TrainProcess(stand_in, tmp_path / "runs" / "x", tmp_path / "log")
+            await pilot.press("q")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "QuitDialog"
+            await pilot.press("escape")  # cancel: back to the app
+            await pilot.pause()
+            assert type(app.screen).__name__ != "QuitDialog" and app.is_running
+            await pilot.press("q")
+            await pilot.pause()
+            await pilot.press("l")  # leave it running
+            await pilot.pause()
+        assert stand_in.poll() is None  # the app is gone, the training is not
+    finally:
+        stand_in.kill()
+        stand_in.wait()

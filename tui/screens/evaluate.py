@@ -288,11 +288,13 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
 
     @on(Select.Changed, "#eval-runs")
     def run_picked(self, event: Select.Changed) -> None:
-        if event.value is Select.NULL:
-            return
+        if event.value is not Select.NULL:
+            self.use_run(Path(str(event.value)))
+
+    def use_run(self, run: Path) -> None:
+        """Fill the form for a run (its adapter, its base model) and show its last evaluation, if any."""
         from mlxft.runs import RunDir, summarize_run
 
-        run = Path(str(event.value))
         self.query_one("#eval-adapter", Input).value = str(run)
         self.query_one("#eval-out", Input).value = str(run / "eval")
         model = summarize_run(RunDir(run)).model

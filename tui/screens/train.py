@@ -62,7 +62,8 @@ class TrainScreen(Screen):
 - **Recipe** tab: every field of the recipe schema with its default and help; problems show under the field.
   `ctrl+o` loads a recipe YAML, `ctrl+s` saves one, `ctrl+g` starts training.
 - **Run** tab: loss chart (train and validation), learning rate, tokens/s, peak memory, ETA and the log.
-  `x` stops (saves a checkpoint first), `r` resumes from the last checkpoint.
+  `x` stops (saves a checkpoint first), `r` resumes from the last checkpoint, `o` opens the run on Evaluate
+  (its adapter and base model filled in, its last results shown).
 - **Runs** tab: every run under the runs folder, including runs started with `mlxft train` elsewhere.
   `enter` opens one (and follows it live if it is training). Type a run folder to attach to any run.
 - `e` / `v` / `l` show the Recipe / Run / Runs tabs; `escape` leaves a text field so these and the number keys work.
@@ -72,6 +73,7 @@ class TrainScreen(Screen):
         Binding("ctrl+g", "start", "Start"),
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
+        Binding("o", "evaluate_run", "Evaluate run"),
         Binding("ctrl+o", "load_recipe", "Load"),
         Binding("ctrl+s", "save_recipe", "Save"),
         Binding("escape", "leave_field", "Leave field"),
@@ -299,6 +301,15 @@ class TrainScreen(Screen):
         self.finished = None
         self.log_line(f"resuming from {RunDir(self.run_path).latest_checkpoint().name} (pid {proc.popen.pid})")
         self._update_buttons()
+
+    def action_evaluate_run(self) -> None:
+        """The shown run on the Evaluate screen: its adapter and base filled in, its last results shown."""
+        if self.run_path is None:
+            self.notify("open a run first (Runs tab)")
+            return
+        run = self.run_path
+        self.app.switch_mode("evaluate")
+        self.app.call_later(lambda: self.app.screen.use_run(run))
 
     # -- following a run ---------------------------------------------------------------------------
     def open_run(self, path: Path) -> None:
