@@ -267,3 +267,28 @@ def test_snapshot(snap_compare, tmp_path, monkeypatch, tab):
         await pilot.pause()
 
     assert snap_compare(MlxftApp(runs_dir="runs", start="data"), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_quitting_with_an_unaccepted_correction_asks_first(tmp_path):
+    eval_log(tmp_path / "runs" / "run1" / "eval" / "run-log.jsonl")
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="data")
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.action_show_tab("review")
+        pane = app.screen.query_one(ReviewPane)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        pane.query_one("#review-corrected", TextArea).load_text("an edit not accepted yet")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and "not accepted" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and not isinstance(app.screen, ConfirmDialog)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+    assert app.return_code == 0

@@ -9,7 +9,7 @@ from textual.binding import Binding
 
 from mlxft.errors import MlxftError
 from tui.runner import TrainProcess
-from tui.widgets.dialogs import ErrorDialog, HelpScreen, QuitDialog
+from tui.widgets.dialogs import ConfirmDialog, ErrorDialog, HelpScreen, QuitDialog
 
 
 def _screen(name: str):
@@ -87,6 +87,18 @@ class MlxftApp(App):
         return [p for p in self.train_processes.values() if p.running]
 
     async def action_quit(self) -> None:
+        unsaved = [text for mode in self.MODES if (screen := self._screen_if_made(mode)) is not None
+                   and hasattr(screen, "unsaved_work") and (text := screen.unsaved_work())]
+        if unsaved:
+            def decided(yes: bool | None) -> None:
+                if yes:
+                    self.call_later(self.quit_after_runs)
+
+            self.push_screen(ConfirmDialog("\n".join(unsaved) + "\n\nQuit anyway?", yes="Quit"), decided)
+            return
+        await self.quit_after_runs()
+
+    async def quit_after_runs(self) -> None:
         running = self.running_processes()
         if not running:
             self.exit()

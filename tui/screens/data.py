@@ -839,6 +839,13 @@ class DataScreen(Screen):
             return
         self.show_report(path, report)
 
+    def unsaved_work(self) -> str | None:
+        """What quitting now would lose (asked by the app before it exits)."""
+        review = self.query_one(ReviewPane)
+        if review._editor_changed():
+            return f"Data > Review: item {review.session.index + 1} has an edited correction that is not accepted"
+        return None
+
     def action_cancel(self) -> None:
         cancelled = self.workers.cancel_group(self, "validate")
         if cancelled:
