@@ -97,17 +97,24 @@ def test_plain_mlxft_opens_the_tui_at_a_terminal(tmp_path):
                             env={**os.environ, "TERM": "xterm-256color"}, start_new_session=True)
     os.close(slave)
     seen = b""
-    try:
-        deadline = time.monotonic() + 90
-        while b"Models" not in seen and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.5)[0]:
+
+    def drain(until, seconds: float) -> bool:
+        """Read the app's output (a full pty would block it) until `until()` holds."""
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while not until() and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
                 try:
                     seen += os.read(master, 65536)
-                except OSError:
-                    break
-        assert b"Models" in seen, seen[-500:]
+                except OSError:  # the app closed the terminal: nothing more to read, just wait
+                    time.sleep(0.2)
+        return until()
+
+    try:
+        assert drain(lambda: b"Models" in seen and b"models" in seen, 90), seen[-500:]  # nav bar and the table's count
         os.write(master, b"\x11")  # ctrl+q
-        assert proc.wait(60) == 0
+        assert drain(lambda: proc.poll() is not None, 60), "the app did not quit on ctrl+q"
+        assert proc.returncode == 0
     finally:
         if proc.poll() is None:
             proc.kill()
