@@ -21,6 +21,12 @@ from tui.widgets.recipe_form import RecipeForm
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """The app writes the recipe it starts and the run's console log under MLXFT_CACHE/tui: keep tests out of ~/.cache."""
+    monkeypatch.setenv("MLXFT_CACHE", str(tmp_path / "cache"))
+
+
 def write_run(root: Path, name: str, events: list, recipe: dict | None = None) -> Path:
     """A run directory as `mlxft train` leaves it: recipe.yaml and metrics.jsonl."""
     run = root / name
