@@ -202,3 +202,22 @@ def test_snapshot_of_the_confusion_matrices(snap_compare, tmp_path, monkeypatch)
         await pilot.pause()
 
     assert snap_compare(MlxftApp(runs_dir="runs", start="evaluate"), terminal_size=(100, 32), run_before=open_classes)
+
+
+async def test_f_takes_the_failures_to_data_review(tmp_path):
+    write_scripted_eval(tmp_path / "eval", tmp_path)
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="evaluate")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await open_folder(pilot, str(tmp_path / "eval"))
+        app.screen.set_focus(None)
+        await pilot.press("f")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.current_mode == "data"
+        pane = app.screen.query_one("ReviewPane")
+        assert pane.query_one("#review-log", Input).value == str(tmp_path / "eval" / "run-log.jsonl")
+        clusters = pane.query_one("#review-clusters", DataTable)
+        failing = sum(1 for _, e, _, t, _ in ITEMS if t != e)
+        assert clusters.row_count >= 1
+        assert sum(int(str(clusters.get_row_at(i)[1])) for i in range(clusters.row_count)) == failing  # every tuned failure is in a cluster

@@ -839,6 +839,13 @@ class DataScreen(Screen):
             return
         self.show_report(path, report)
 
+    def review_log(self, log: Path) -> None:
+        """Open an evaluation's run log on the Review tab (from Evaluate's `f`)."""
+        self.action_show_tab("review")
+        pane = self.query_one(ReviewPane)
+        pane.query_one("#review-log", Input).value = str(log)
+        pane.load()
+
     def unsaved_work(self) -> str | None:
         """What quitting now would lose (asked by the app before it exits)."""
         review = self.query_one(ReviewPane)

@@ -126,6 +126,7 @@ Base (adapter off) and fine-tuned (adapter on) answer the same benchmark in one 
   (`{"id", "prompt" or "messages", "expected", "cluster", "grader"}` a line).
   Targets are the clusters the fine-tune aims at (comma-separated; empty = every labelled cluster).
   `ctrl+g` runs, `ctrl+t` stops, `ctrl+o` opens the results folder typed in the form without re-running.
+- `f` takes the shown results' failures to Data > Review: pick a cluster, correct, build the training set.
 - **Verdict** tab: the verdict, target clusters vs the rest (base, tuned, change), where the report and run log are.
 - **Changes** tab: regressions (right before, wrong after) and fixes side by side; the highlighted item's prompt,
   expected answer, and base and tuned answers below.
@@ -141,6 +142,7 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         Binding("ctrl+t", "stop_eval", "Stop"),
         Binding("ctrl+o", "open_results", "Open results"),
         Binding("escape", "leave_field", "Leave field"),
+        Binding("f", "review_failures", "Review failures"),
         Binding("s", "show_tab('tab-setup')", "Setup", show=False),
         Binding("v", "show_tab('tab-verdict')", "Verdict", show=False),
         Binding("c", "show_tab('tab-changes')", "Changes", show=False),
@@ -305,6 +307,15 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             self.set_status(f"showing the last evaluation of {run.name}; ctrl+g evaluates again (replacing it)")
 
     # -- actions -----------------------------------------------------------------------------------
+    def action_review_failures(self) -> None:
+        """The failure-cluster workflow on these results: Data > Review opens their run log."""
+        if self.results is None or not (self.results.folder / "run-log.jsonl").is_file():
+            self.notify("run or open an evaluation first: its run log holds the failures", severity="warning")
+            return
+        log = self.results.folder / "run-log.jsonl"
+        self.app.switch_mode("data")
+        self.app.call_later(lambda: self.app.screen.review_log(log))
+
     def action_leave_field(self) -> None:
         self.set_focus(None)
 
@@ -472,7 +483,7 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             f"benchmark: {s.get('bench')} ({len(results.rows)} items, greedy, max {settings.get('max_tokens', '?')} tokens)",
             f"training examples: {s.get('training_examples') if s.get('training_examples') is not None else 'unknown'}",
             f"report:    {results.folder / 'report.md'}",
-            f"run log:   {results.folder / 'run-log.jsonl'}  (curate: mlxft data failures / mlxft data review)",
+            f"run log:   {results.folder / 'run-log.jsonl'}  (f: review its failures; headless: mlxft data failures / review)",
         ]
         self.query_one("#verdict-facts", Static).update(Text("\n".join(facts)))
         self.show_changes(results)
