@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
-from textual.widgets import DataTable, Input, Static, TabbedContent, TextArea
+from textual.widgets import DataTable, Input, Select, Static, TabbedContent, TextArea
 
 from tui.app import MlxftApp
 from tui.screens.data import BrowsePane, ReviewPane
@@ -292,3 +292,21 @@ async def test_quitting_with_an_unaccepted_correction_asks_first(tmp_path):
         await pilot.press("y")
         await pilot.pause()
     assert app.return_code == 0
+
+
+async def test_format_and_column_map_read_data_with_other_column_names(tmp_path):
+    rows = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(12)]
+    data = write_jsonl(tmp_path / "qa.jsonl", rows)
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="data")
+    async with app.run_test(size=SIZE) as pilot:
+        await open_data(pilot, str(data))
+        assert "not usable" in text_of(app.screen.query_one("#data-summary", Static))  # nothing says which column is the prompt
+        app.screen.query_one("#data-format", Select).value = "completion"
+        app.screen.query_one("#data-map", Input).value = "prompt=question, completion=answer"
+        await open_data(pilot, str(data))
+        summary = text_of(app.screen.query_one("#data-summary", Static))
+        assert "format completion" in summary and "usable" in summary and "not usable" not in summary
+        app.screen.query_one("#data-map", Input).value = "prompt"
+        await pilot.click("#data-open-button")
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorDialog) and "column=your_column" in app.screen.message

@@ -35,6 +35,7 @@ from textual.widgets import (
     TextArea,
 )
 
+from mlxft.data.formats import FORMATS
 from mlxft.errors import DataError, MlxftError
 from tui.runner import stream_command
 from tui.widgets.bars import BarChart, balance_bars, histogram_bars
@@ -64,7 +65,10 @@ HELP = """\
 | ctrl+s | review: save the review file |
 | b | review: build the training sets from the review file |
 
-Same as: `mlxft data validate PATH [--model M] [--json]`, `mlxft data show PATH --at FILE:LINE`,
+Format and map: leave `auto-detect` unless detection guesses wrong; `map` names your columns
+(`prompt=question, completion=answer` reads `question` as the prompt).
+
+Same as: `mlxft data validate PATH [--model M] [--format F] [--map COLUMN=YOURS] [--json]`, `mlxft data show PATH --at FILE:LINE`,
 `mlxft data split`, `mlxft data failures LOG`, `mlxft data review LOG --cluster C --out FILE`,
 `mlxft data build FILE --out DIR`.
 """
@@ -737,6 +741,9 @@ class DataScreen(Screen):
 
     DEFAULT_CSS = """
     DataScreen #data-open { height: 1; margin: 1 1 0 1; }
+    DataScreen #data-columns { height: 1; margin: 0 1; }
+    DataScreen #data-format { width: 24; }
+    DataScreen #data-map { width: 1fr; }
     DataScreen .field-label { padding: 0 1; color: $text-muted; }
     DataScreen #data-path { width: 3fr; }
     DataScreen #data-model { width: 2fr; }
@@ -778,6 +785,11 @@ class DataScreen(Screen):
             yield Label("max", classes="field-label")
             yield Input("2048", id="data-max-len", type="integer", compact=True, tooltip="max_seq_length: longer rows are marked")
             yield Button("Open", id="data-open-button", compact=True, classes="-inline", variant="primary")
+        with Horizontal(id="data-columns"):
+            yield Label("format", classes="field-label")
+            yield Select([("auto-detect", "auto"), *((f, f) for f in FORMATS)], value="auto", allow_blank=False, id="data-format", compact=True)
+            yield Label("map", classes="field-label")
+            yield Input(placeholder="your columns, e.g. prompt=question, completion=answer", id="data-map", compact=True)
         yield Static("Type a data file or folder and press enter: every row is checked, and every problem listed.", id="data-summary", classes="muted")
         with TabbedContent(id="data-tabs"):
             with TabPane("Report", id="tab-report"):
@@ -811,7 +823,7 @@ class DataScreen(Screen):
             if value and not box.value:
                 box.value = value
 
-    @on(Input.Submitted, "#data-path, #data-model, #data-max-len")
+    @on(Input.Submitted, "#data-path, #data-model, #data-max-len, #data-map")
     @on(Button.Pressed, "#data-open-button")
     def action_open(self) -> None:
         path = self.query_one("#data-path", Input).value.strip()
@@ -822,13 +834,20 @@ class DataScreen(Screen):
         if not max_len.isdigit() or int(max_len) < 1:
             self.app.show_error(f"max: {max_len!r} is not a positive whole number", hint="the longest sequence training keeps (max_seq_length), e.g. 2048")
             return
-        self.validate(path, self.query_one("#data-model", Input).value.strip() or None, int(max_len))
+        columns = []
+        for pair in filter(None, (p.strip() for p in self.query_one("#data-map", Input).value.split(","))):
+            if "=" not in pair or not all(part.strip() for part in pair.split("=", 1)):
+                self.app.show_error(f"map: {pair!r} is not column=your_column", hint="e.g. prompt=question, completion=answer (the columns the format reads = yours)")
+                return
+            columns += ["--map", "=".join(part.strip() for part in pair.split("=", 1))]
+        fmt = str(self.query_one("#data-format", Select).value)
+        self.validate(path, self.query_one("#data-model", Input).value.strip() or None, int(max_len), ["--format", fmt, *columns])
 
     @work(exclusive=True, group="validate")
-    async def validate(self, path: str, model: str | None, max_len: int) -> None:
+    async def validate(self, path: str, model: str | None, max_len: int, reading: list[str] = ()) -> None:
         summary = self.query_one("#data-summary", Static)
         summary.update(f"validating {path}" + (f", counting tokens with {model}" if model else "") + " … (escape stops)")
-        args = ["data", "validate", "--json", "--max-seq-length", str(max_len), path] + (["--model", model] if model else [])
+        args = ["data", "validate", "--json", "--max-seq-length", str(max_len), *reading, path] + (["--model", model] if model else [])
         lines: list[str] = []
         code, stderr = await stream_command(args, lines.append)
         try:
