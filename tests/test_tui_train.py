@@ -175,7 +175,8 @@ async def test_runs_list_shows_headless_runs_with_their_status(tmp_path):
     app = MlxftApp(runs_dir=runs, start="train")
     async with app.run_test(size=(120, 32)) as pilot:
         screen = app.screen
-        screen.query_one("#train-tabs").active = "tab-runs"
+        screen.set_focus(None)
+        await pilot.press("l")  # the Runs tab
         await pilot.pause()
         table = screen.query_one("#runs-table")
         rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}

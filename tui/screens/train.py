@@ -23,7 +23,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar
 from mlxft.errors import MlxftError
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
 from mlxft.recipe import Recipe, load_recipe
-from mlxft.runs import RunDir, atomic_write_text, list_runs, summarize_run
+from mlxft.runs import RunDir, atomic_write_text, summarize_run
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
 from tui.widgets.chart import LineChart, Series
 from tui.widgets.dialogs import ConfirmDialog
@@ -115,6 +115,10 @@ class TrainScreen(Screen):
         self._replaying = False
         self._check_timer = None
         self._reported_exit: set[int] = set()
+        self._last_step: StepReport | None = None
+        self._summaries: dict[Path, tuple] = {}  # run folder -> (metrics size and mtime, RunSummary)
+        self._lr: list[float] = []
+        self._tps: list[float] = []
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -322,6 +326,7 @@ class TrainScreen(Screen):
         chart.clear()
         chart.x_max = None
         self._lr, self._tps = [], []
+        self._last_step = None
         self.query_one("#run-log", RichLog).clear()
         self.query_one("#run-title", Label).update(f"run: {self.run_path}")
         self.query_one("#run-stats", Label).update("waiting for the training process to load the model...")
@@ -339,10 +344,12 @@ class TrainScreen(Screen):
             return
         for event in self.follower.poll_events():
             self.apply_event(event)
+        self.show_latest_step()
         proc = self.app.train_processes.get(self.run_path)
         if proc is not None and not proc.running and id(proc) not in self._reported_exit:
             for event in self.follower.poll_events():  # the last lines written before it exited
                 self.apply_event(event)
+            self.show_latest_step()
             self._reported_exit.add(id(proc))
             code = proc.returncode
             if self.finished is None and code not in (0, 130):
@@ -367,14 +374,7 @@ class TrainScreen(Screen):
             chart.add_point("train loss", e.step, e.loss)
             self._lr.append(e.learning_rate)
             self._tps.append(e.tokens_per_second)
-            self.query_one("#lr-spark", Sparkline).data = list(self._lr)
-            self.query_one("#tps-spark", Sparkline).data = list(self._tps)
-            self.query_one("#lr-label", Label).update(f"lr {e.learning_rate:.1e}")
-            self.query_one("#tps-label", Label).update(f"tok/s {e.tokens_per_second:,.0f}")
-            self.query_one("#progress", ProgressBar).update(total=max(e.total_steps, 1), progress=e.step)
-            self.query_one("#run-stats", Label).update(
-                f"step {e.step}/{e.total_steps} · loss {e.loss:.4f} · ETA {format_duration(e.eta_s)} · {e.tokens_per_second:,.0f} tok/s · "
-                f"peak {e.peak_memory_gb:.2f} GB · epoch {e.epoch:.2f} · elapsed {format_duration(e.elapsed_s)}")
+            self._last_step = e  # drawn once per batch of events (show_latest_step), not per line
         elif isinstance(e, EvalReport):
             chart.add_point("val loss", e.step, e.val_loss)
             best = " (best)" if e.is_best else f" (best {e.best_val_loss:.4f})"
@@ -396,6 +396,21 @@ class TrainScreen(Screen):
             if not self._replaying:
                 self.app.show_error(f"training failed at step {e.step}: {e.error}", e.hint)
             self._update_buttons()
+
+    def show_latest_step(self) -> None:
+        """Stats, progress and sparklines for the newest step: once per poll, so replaying a long run stays linear."""
+        e, self._last_step = self._last_step, None
+        if e is None:
+            return
+        every = max(1, len(self._lr) // 1000)  # a sparkline shows a few hundred cells: keep the whole run's shape, thinned
+        self.query_one("#lr-spark", Sparkline).data = self._lr[::every]
+        self.query_one("#tps-spark", Sparkline).data = self._tps[::every]
+        self.query_one("#lr-label", Label).update(f"lr {e.learning_rate:.1e}")
+        self.query_one("#tps-label", Label).update(f"tok/s {e.tokens_per_second:,.0f}")
+        self.query_one("#progress", ProgressBar).update(total=max(e.total_steps, 1), progress=e.step)
+        self.query_one("#run-stats", Label).update(
+            f"step {e.step}/{e.total_steps} · loss {e.loss:.4f} · ETA {format_duration(e.eta_s)} · {e.tokens_per_second:,.0f} tok/s · "
+            f"peak {e.peak_memory_gb:.2f} GB · epoch {e.epoch:.2f} · elapsed {format_duration(e.elapsed_s)}")
 
     def log_line(self, text: str) -> None:
         self.query_one("#run-log", RichLog).write(text)
@@ -423,17 +438,38 @@ class TrainScreen(Screen):
         self.query_one(NavBar).set_status(text)
 
     # -- past runs ---------------------------------------------------------------------------------
+    @on(TabbedContent.TabActivated, "#train-tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-runs":
+            self.refresh_runs()
+
     def refresh_runs(self) -> None:
+        """The runs list, re-read every few seconds while it is on screen (each metrics.jsonl only when it changed)."""
+        if self.query_one(TabbedContent).active != "tab-runs":
+            return
         table = self.query_one("#runs-table", DataTable)
         keep = table.cursor_row
         table.clear()
-        for r in list_runs(self.app.runs_dir):
+        for r in self._run_summaries():
             loss = f"{r.last_loss:.4f}" if r.last_loss is not None else "-"
             best = f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-"
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "-"
             table.add_row(r.path.name, r.status, f"{r.step}/{r.total_steps}", loss, best, Path(r.model).name or "-", started, key=str(r.path))
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1))
+
+    def _run_summaries(self) -> list:
+        root = Path(self.app.runs_dir)
+        found = []
+        for path in (p for p in root.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file()) if root.is_dir() else ():
+            metrics = path / "metrics.jsonl"
+            stamp = (metrics.stat().st_size, metrics.stat().st_mtime_ns) if metrics.is_file() else None
+            cached = self._summaries.get(path)
+            if cached is None or cached[0] != stamp or cached[1].status in ("running", "starting"):
+                cached = (stamp, summarize_run(RunDir(path)))  # running ones are re-read: their process may be gone
+                self._summaries[path] = cached
+            found.append(cached[1])
+        return sorted(found, key=lambda r: r.started, reverse=True)
 
     @on(DataTable.RowSelected, "#runs-table")
     def _run_chosen(self, event: DataTable.RowSelected) -> None:
