@@ -74,8 +74,8 @@ class TrainScreen(Screen):
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("o", "evaluate_run", "Evaluate run"),
-        Binding("ctrl+o", "load_recipe", "Load"),
-        Binding("ctrl+s", "save_recipe", "Save"),
+        Binding("ctrl+o", "load_recipe", "Load", show=False),  # on the buttons instead: the footer keeps ? and q at 80 columns
+        Binding("ctrl+s", "save_recipe", "Save", show=False),
         Binding("escape", "leave_field", "Leave field"),
         Binding("e", "tab('tab-recipe')", "Recipe", show=False),
         Binding("v", "tab('tab-run')", "Run", show=False),
@@ -88,7 +88,9 @@ class TrainScreen(Screen):
     TrainScreen TabPane { height: 1fr; padding: 0; }
     TrainScreen #recipe-form { height: 1fr; }
     TrainScreen #recipe-bar, TrainScreen #run-bar, TrainScreen #runs-bar { height: auto; }
+    TrainScreen #recipe-bar { padding: 0 1; margin-top: 1; }
     TrainScreen #recipe-bar Input { width: 1fr; }
+    TrainScreen #recipe-bar Button { margin-left: 2; width: auto; min-width: 0; }
     TrainScreen #memory-line { color: $text-muted; padding: 0 1; }
     TrainScreen #run-title { text-style: bold; padding: 0 1; }
     TrainScreen #run-stats { padding: 0 1; }
@@ -126,10 +128,10 @@ class TrainScreen(Screen):
         with TabbedContent(initial="tab-recipe", id="train-tabs"):
             with TabPane("Recipe", id="tab-recipe"):
                 with Horizontal(id="recipe-bar"):
-                    yield Input(placeholder="recipe file (.yaml) to load or save", id="recipe-path")
-                    yield Button("Load", id="load")
-                    yield Button("Save", id="save")
-                    yield Button("Start ▶", id="start", variant="success")
+                    yield Input(placeholder="recipe file (.yaml) to load or save", id="recipe-path", compact=True)
+                    yield Button("Load ^o", id="load", compact=True)
+                    yield Button("Save ^s", id="save", compact=True)
+                    yield Button("Start ▶ ^g", id="start", variant="success", compact=True)
                 yield Label("", id="memory-line", markup=False)
                 yield RecipeForm(id="recipe-form")
             with TabPane("Run", id="tab-run"):
