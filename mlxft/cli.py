@@ -107,12 +107,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from mlxft.llm.catalogue import find_model
     from mlxft.recipe import load_recipe
     from mlxft.train.memory import format_plan, plan_memory
 
     recipe = load_recipe(args.recipe, args.overrides)
-    config = _config_without_weights(recipe.model, find_model)
+    config = _config_without_weights(recipe.model)
     plan = plan_memory(recipe, config)
     print(format_plan(plan))
     return 2 if plan.verdict == "will-not-fit" else 0
@@ -120,32 +119,32 @@ def cmd_plan(args) -> int:
 
 def _warn_if_it_will_not_fit(recipe) -> None:
     """Before loading anything, say so when the memory plan predicts the run will not fit (`mlxft plan` refuses)."""
-    from mlxft.llm.catalogue import find_model
+    from mlxft.llm.catalogue import config_at_hand
     from mlxft.train.memory import format_plan, plan_memory
 
-    path = Path(recipe.model).expanduser()
-    if not (path.is_dir() or find_model(recipe.model) is not None):
-        return  # a Hub id or a GGUF: no config at hand without a download or an import
     try:
-        plan = plan_memory(recipe, _config_without_weights(recipe.model, find_model))
+        config = config_at_hand(recipe.model)
+        if config is None:
+            return  # a Hub id or a GGUF: no config at hand without a download or an import
+        plan = plan_memory(recipe, config)
     except MlxftError:
         return
     if plan.verdict == "will-not-fit":
         print("warning: this run is estimated not to fit in memory:\n" + format_plan(plan), file=sys.stderr)
 
 
-def _config_without_weights(spec: str, find_model) -> dict:
+def _config_without_weights(spec: str) -> dict:
     """The model's config.json from a folder, the catalogue, a GGUF's metadata, or the Hub (config only)."""
+    from mlxft.llm.catalogue import config_at_hand
+
+    config = config_at_hand(spec)
+    if config is not None:
+        return config
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text())
     if path.suffix.lower() == ".gguf" and path.is_file():
         from mlxft.llm.loading import import_gguf_cached
 
         return json.loads((import_gguf_cached(path) / "config.json").read_text())
-    entry = find_model(spec)
-    if entry is not None:
-        return entry.config()
     try:
         from huggingface_hub import hf_hub_download
 

@@ -154,17 +154,27 @@ class RunDir:
             raise RunError(f"{self.path} is not an mlxft run directory (no recipe.yaml)", hint="pass the folder that `mlxft train` printed")
         return load_recipe(self.recipe_path)
 
-    def events(self) -> list:
-        """Every event recorded so far (a torn last line from a killed run is skipped)."""
+    def raw_events(self) -> list[dict]:
+        """Every metrics.jsonl line as a dict, with its `time` (a torn last line from a killed run is skipped)."""
         out = []
         if self.metrics_path.is_file():
             for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
                 try:
-                    event = event_from_dict(json.loads(line))
-                except (json.JSONDecodeError, TypeError):
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
                     continue
-                if event is not None:
-                    out.append(event)
+        return out
+
+    def events(self) -> list:
+        """Every event recorded so far, as event objects."""
+        out = []
+        for data in self.raw_events():
+            try:
+                event = event_from_dict(data)
+            except TypeError:
+                continue
+            if event is not None:
+                out.append(event)
         return out
 
 
@@ -215,18 +225,11 @@ class RunSummary:
         return self.status in ("stopped", "failed", "interrupted") and RunDir(self.path).latest_checkpoint() is not None
 
 
-def summarize_run(run: RunDir, raw_events: list[dict] | None = None) -> RunSummary:
+def summarize_run(run: RunDir) -> RunSummary:
     """Status and progress of one run; a run whose training process is gone without a final event is `interrupted`."""
     from mlxft.events import EvalReport, RunFailed, RunFinished, RunStarted, StepReport
 
-    if raw_events is None:
-        raw_events = []
-        if run.metrics_path.is_file():
-            for line in run.metrics_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    raw_events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
+    raw_events = run.raw_events()
     started = raw_events[0].get("time", 0.0) if raw_events else (run.recipe_path.stat().st_mtime if run.recipe_path.exists() else 0.0)
     s = RunSummary(path=run.path, status="starting", model="", method="", step=0, total_steps=0, last_loss=None, best_val_loss=None, started=started)
     if not raw_events and run.recipe_path.is_file():
@@ -257,10 +260,23 @@ def summarize_run(run: RunDir, raw_events: list[dict] | None = None) -> RunSumma
     return s
 
 
-def list_runs(root: str | Path) -> list[RunSummary]:
-    """Every run directory under `root` (one level), newest first."""
+def list_runs(root: str | Path, cache: dict | None = None) -> list[RunSummary]:
+    """Every run directory under `root` (one level), newest first.
+
+    With a `cache` dict (kept by a caller that lists repeatedly, e.g. the TUI), a run's metrics.jsonl is
+    read again only when its size or mtime changed, or while it is running (its process may be gone).
+    """
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [summarize_run(RunDir(p)) for p in root.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file()]
+    runs = []
+    for path in (p for p in root.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file()):
+        metrics = RunDir(path).metrics_path
+        stamp = (metrics.stat().st_size, metrics.stat().st_mtime_ns) if metrics.is_file() else None
+        cached = cache.get(path) if cache is not None else None
+        if cached is None or cached[0] != stamp or cached[1].status in ("running", "starting"):
+            cached = (stamp, summarize_run(RunDir(path)))
+            if cache is not None:
+                cache[path] = cached
+        runs.append(cached[1])
     return sorted(runs, key=lambda r: r.started, reverse=True)

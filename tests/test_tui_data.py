@@ -47,6 +47,18 @@ async def open_data(pilot, path: str, model: str | None = None) -> None:
     await pilot.pause()
 
 
+async def open_first_cluster(pilot) -> ReviewPane:
+    """Review tab -> load the prefilled eval log -> enter on the first failure cluster."""
+    pilot.app.screen.action_show_tab("review")
+    pane = pilot.app.screen.query_one(ReviewPane)
+    await pilot.press("enter")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.press("enter")
+    await pilot.pause()
+    return pane
+
+
 def text_of(widget: Static) -> str:
     """What a Static shows, as plain text (markup strings as they are)."""
     from rich.console import Console
@@ -211,13 +223,7 @@ async def test_review_walks_a_cluster_saves_each_decision_and_builds_the_trainin
     # Opening the cluster again resumes the file; a file edited elsewhere meanwhile is never written over.
     app = MlxftApp(runs_dir=tmp_path / "runs", start="data")
     async with app.run_test(size=SIZE) as pilot:
-        app.screen.action_show_tab("review")
-        pane = app.screen.query_one(ReviewPane)
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        await pilot.press("enter")
-        await pilot.pause()
+        pane = await open_first_cluster(pilot)
         assert pane.session.resumed and pane.session.counts() == {"accepted": 1, "skipped": 0, "open": 1}
         edited = review.read_text().replace('"two"', '"2, edited by hand"')
         review.write_text(edited)
@@ -259,11 +265,7 @@ def test_snapshot(snap_compare, tmp_path, monkeypatch, tab):
         if tab == "report":
             await open_data(pilot, "data")
         else:
-            pilot.app.screen.action_show_tab("review")
-            await pilot.press("enter")
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause()
-            await pilot.press("enter")
+            await open_first_cluster(pilot)
         await pilot.pause()
 
     assert snap_compare(MlxftApp(runs_dir="runs", start="data"), terminal_size=(80, 24), run_before=run_before)
@@ -273,13 +275,7 @@ async def test_quitting_with_an_unaccepted_correction_asks_first(tmp_path):
     eval_log(tmp_path / "runs" / "run1" / "eval" / "run-log.jsonl")
     app = MlxftApp(runs_dir=tmp_path / "runs", start="data")
     async with app.run_test(size=SIZE) as pilot:
-        app.screen.action_show_tab("review")
-        pane = app.screen.query_one(ReviewPane)
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        await pilot.press("enter")
-        await pilot.pause()
+        pane = await open_first_cluster(pilot)
         pane.query_one("#review-corrected", TextArea).load_text("an edit not accepted yet")
         await pilot.press("ctrl+q")
         await pilot.pause()

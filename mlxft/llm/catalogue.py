@@ -150,3 +150,14 @@ def find_model(name: str, folder: str | Path | None = None) -> ModelEntry | None
         if wanted in (entry.key, entry.hub_id.lower(), (entry.mlx_4bit_id or "").lower()):
             return entry
     return None
+
+
+def config_at_hand(spec: str) -> dict | None:
+    """A model's config.json when it needs no download or import: a local folder's, or the catalogue's; else None."""
+    import json
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
+    entry = find_model(spec)
+    return entry.config() if entry is not None else None

@@ -7,8 +7,6 @@ watched (and stopped) the same way.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar
 from mlxft.errors import MlxftError
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
 from mlxft.recipe import Recipe, load_recipe
-from mlxft.runs import RunDir, atomic_write_text, summarize_run
+from mlxft.runs import RunDir, atomic_write_text, list_runs, summarize_run
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
 from tui.widgets.chart import LineChart, Series
 from tui.widgets.dialogs import ConfirmDialog
@@ -40,15 +38,11 @@ def format_duration(seconds: float) -> str:
 
 def memory_line(recipe: Recipe) -> str:
     """The memory plan for the form's recipe when the model's config is at hand (catalogue or folder)."""
-    from mlxft.llm.catalogue import find_model
+    from mlxft.llm.catalogue import config_at_hand
     from mlxft.train.memory import plan_memory
 
-    path = Path(recipe.model).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text())
-    elif (entry := find_model(recipe.model)) is not None:
-        config = entry.config()
-    else:
+    config = config_at_hand(recipe.model)
+    if config is None:
         return "memory: estimated when the run starts (no config.json at hand for this model)"
     plan = plan_memory(recipe, config)
     return f"memory: ~{plan.estimate.total / 1e9:.1f} GB peak of {plan.available / 1e9:.1f} GB available: {plan.verdict}  (details: mlxft plan)"
@@ -452,26 +446,13 @@ class TrainScreen(Screen):
         table = self.query_one("#runs-table", DataTable)
         keep = table.cursor_row
         table.clear()
-        for r in self._run_summaries():
+        for r in list_runs(self.app.runs_dir, cache=self._summaries):
             loss = f"{r.last_loss:.4f}" if r.last_loss is not None else "-"
             best = f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-"
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "-"
             table.add_row(r.path.name, r.status, f"{r.step}/{r.total_steps}", loss, best, Path(r.model).name or "-", started, key=str(r.path))
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1))
-
-    def _run_summaries(self) -> list:
-        root = Path(self.app.runs_dir)
-        found = []
-        for path in (p for p in root.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file()) if root.is_dir() else ():
-            metrics = path / "metrics.jsonl"
-            stamp = (metrics.stat().st_size, metrics.stat().st_mtime_ns) if metrics.is_file() else None
-            cached = self._summaries.get(path)
-            if cached is None or cached[0] != stamp or cached[1].status in ("running", "starting"):
-                cached = (stamp, summarize_run(RunDir(path)))  # running ones are re-read: their process may be gone
-                self._summaries[path] = cached
-            found.append(cached[1])
-        return sorted(found, key=lambda r: r.started, reverse=True)
 
     @on(DataTable.RowSelected, "#runs-table")
     def _run_chosen(self, event: DataTable.RowSelected) -> None:
