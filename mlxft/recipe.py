@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from mlxft.errors import RecipeError
 
 LM_KINDS = ("lm-lora", "lm-qlora", "lm-dora", "lm-full")
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _whole_number(value: Any) -> Any:
+    """YAML 1.1 reads `1e4` as a string; accept it (and 1e4 as a float) where a count is asked for, when it is whole."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, got {str(value).lower()} (a yes/no value)")
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        value = float(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"must be a whole number, got {value:g}")
+        return int(value)
+    return value
+
+
+# An int field that also takes `1e4` / `2.0e3`; bools are refused (YAML `yes` is not a count).
+Count = Annotated[int, BeforeValidator(_whole_number), Field(strict=False)]
+
+
+def _run_name(value: str | None) -> str | None:
+    """A run name becomes one folder under output_dir: never a path that could land anywhere else."""
+    if value is None:
+        return None
+    problems = []
+    if not value.strip():
+        problems.append("is empty")
+    if "/" in value or "\\" in value:
+        problems.append("contains a path separator")
+    if value in (".", "..") or value.startswith("."):
+        problems.append("starts with '.' (names starting with '.' are mlxft's temporary folders)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        problems.append("contains control characters")
+    if len(value.encode("utf-8")) > 200:
+        problems.append("is longer than 200 bytes")
+    if problems:
+        raise ValueError(f"a run name is one folder name under output_dir, and {value!r} " + ", ".join(problems) + "; e.g. name: chat-lora-r8")
+    return value
 
 
 class _Strict(BaseModel):
@@ -24,7 +65,7 @@ class DataSection(_Strict):
         "auto", description="text: {text}; completion: {prompt, completion}; chat: {messages: [{role, content}]}."
     )
     mask_prompt: bool = Field(True, description="Train only on completions / assistant turns; prompt tokens get no loss.")
-    max_seq_length: Annotated[int, Field(gt=8)] = Field(2048, description="Token budget of one sample.")
+    max_seq_length: Annotated[Count, Field(gt=8)] = Field(2048, description="Token budget of one sample.")
     overlong: Literal["truncate", "drop"] = Field("truncate", description="What happens to samples longer than max_seq_length (counted either way).")
     batching: Literal["bucket", "pad"] = Field(
         "bucket", description="bucket: group samples of similar length so little compute goes to padding; pad: batches in data order."
@@ -39,14 +80,14 @@ class DataSection(_Strict):
 
 
 class LoraSection(_Strict):
-    rank: Annotated[int, Field(gt=0, le=1024)] = Field(8, description="LoRA rank r.")
+    rank: Annotated[Count, Field(gt=0, le=1024)] = Field(8, description="LoRA rank r.")
     alpha: Annotated[float, Field(gt=0)] = Field(16.0, description="The update is scaled by alpha/rank (PEFT's meaning).")
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    targets: list[str] | Literal["all-linear"] = Field(
+    targets: Annotated[list[str], Field(min_length=1)] | Literal["all-linear"] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         description="Module names to adapt (e.g. q_proj, v_proj, gate_proj) or 'all-linear'.",
     )
-    layers: int | Literal["all"] = Field("all", description="Adapt the last N transformer blocks, or all of them.")
+    layers: Annotated[Count, Field(gt=0)] | Literal["all"] = Field("all", description="Adapt the last N transformer blocks (N >= 1), or all of them.")
 
     @property
     def scale(self) -> float:
@@ -59,28 +100,28 @@ class QuantizeSection(_Strict):
 
 
 class TrainSection(_Strict):
-    steps: Annotated[int, Field(gt=0)] | None = Field(None, description="Optimizer steps; set this or epochs.")
+    steps: Annotated[Count, Field(gt=0)] | None = Field(None, description="Optimizer steps; set this or epochs.")
     epochs: Annotated[float, Field(gt=0)] | None = Field(None, description="Passes over the training split (used when steps is not set).")
-    batch_size: Annotated[int, Field(gt=0)] = 4
-    grad_accumulation: Annotated[int, Field(gt=0)] = Field(1, description="Micro-batches per optimizer step.")
+    batch_size: Annotated[Count, Field(gt=0)] = 4
+    grad_accumulation: Annotated[Count, Field(gt=0)] = Field(1, description="Micro-batches per optimizer step.")
     learning_rate: Annotated[float, Field(gt=0)] = 1e-4
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    warmup_steps: Annotated[Count, Field(ge=0)] = 0
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="Floor of the decay, as a fraction of learning_rate.")
     max_grad_norm: Annotated[float, Field(gt=0)] | None = Field(1.0, description="Clip the global gradient norm; null turns clipping off.")
-    eval_every: Annotated[int, Field(gt=0)] | None = Field(100, description="Validation loss every N steps (and at the end).")
-    eval_batches: Annotated[int, Field(gt=0)] | None = Field(None, description="Cap the validation batches; null means the whole split.")
-    save_every: Annotated[int, Field(gt=0)] | None = Field(100, description="Checkpoint every N steps (and at the end).")
-    keep_checkpoints: Annotated[int, Field(gt=0)] = Field(2, description="How many step checkpoints to keep on disk.")
-    early_stopping_patience: Annotated[int, Field(gt=0)] | None = Field(
+    eval_every: Annotated[Count, Field(gt=0)] | None = Field(100, description="Validation loss every N steps (and at the end).")
+    eval_batches: Annotated[Count, Field(gt=0)] | None = Field(None, description="Cap the validation batches; null means the whole split.")
+    save_every: Annotated[Count, Field(gt=0)] | None = Field(100, description="Checkpoint every N steps (and at the end).")
+    keep_checkpoints: Annotated[Count, Field(gt=0)] = Field(2, description="How many step checkpoints to keep on disk.")
+    early_stopping_patience: Annotated[Count, Field(gt=0)] | None = Field(
         None, description="Stop after this many evaluations without a better validation loss."
     )
     keep_best: bool = Field(True, description="The final adapter is the one with the best validation loss.")
     grad_checkpoint: bool = Field(False, description="Recompute activations in the backward pass: less memory, ~30% slower.")
     compile: bool = Field(True, description="Compile the training step (set false to debug eagerly).")
-    log_every: Annotated[int, Field(gt=0)] = 10
+    log_every: Annotated[Count, Field(gt=0)] = 10
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):
@@ -92,9 +133,9 @@ class TrainSection(_Strict):
 class Recipe(_Strict):
     kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full"] = Field(description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM.")
     model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file.")
-    name: str | None = Field(None, description="Run name; the run directory is output_dir/name.")
+    name: Annotated[str | None, AfterValidator(_run_name)] = Field(None, description="Run name: one folder name (no '/'); the run directory is output_dir/name.")
     output_dir: str = Field("runs", description="Where run directories are created.")
-    seed: int = 0
+    seed: Count = 0
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Compute dtype. auto: float32 on MLX's CPU backend (bf16 matmuls are slow there), bfloat16 on a GPU."
     )
@@ -124,6 +165,7 @@ def _location(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-after")))
 
 
+MAX_RECIPE_BYTES = 1_000_000
 UNKNOWN_KEY = "unknown key: check the spelling (`mlxft validate` lists the fields)"
 
 
@@ -132,7 +174,7 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
     for e in err.errors():
         # Pydantic repeats a union error once per alternative; keep the location readable.
         loc = tuple(p for p in e["loc"] if p not in ("constrained-int", "int", "float", "list[str]", "literal['all-linear']", "literal['all']", "QuantizeSection"))
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = UNKNOWN_KEY
         elif e["type"] == "missing":
@@ -200,9 +242,25 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML file and validate it (with optional key=value overrides)."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(str(path), [("(file)", "no such file")], hint="give the path of a recipe YAML, e.g. recipes/chat-lora.yaml")
+        what = "is a folder, not a recipe file" if path.is_dir() else "no such file"
+        raise RecipeError(str(path), [("(file)", what)], hint="give the path of a recipe YAML, e.g. recipes/chat-lora.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(str(path), [("(file)", f"cannot be read: {exc.strerror}")]) from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(str(path), [("(file)", f"is {len(raw):,} bytes; a recipe is a short YAML file (at most {MAX_RECIPE_BYTES:,} bytes)")], hint="did you pass a data or weights file instead of the recipe?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError(str(path), [(f"line {line}", "not UTF-8 text (a binary file?)")], hint="a recipe is a YAML text file, e.g. recipes/chat-lora.yaml") from None
+    if "\x00" in text:
+        raise RecipeError(str(path), [(f"line {text[: text.index(chr(0))].count(chr(10)) + 1}", "holds a NUL byte (a binary file?)")], hint="a recipe is a YAML text file, e.g. recipes/chat-lora.yaml")
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise RecipeError(str(path), [("(file)", "nested too deeply to be a recipe")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"

@@ -64,3 +64,48 @@ def test_shipped_recipe_validates(path):
     text = path.read_text().splitlines()
     assert text[0].startswith("#") and any("mlxft train" in line for line in text[:5]), "a recipe opens with what it does and the command that runs it"
     assert recipe.kind.startswith("lm-")
+
+
+BASE = {"kind": "lm-lora", "model": "m", "data": {"path": "d"}}
+
+
+def _problems(overrides: list[str]) -> dict[str, str]:
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict(dict(BASE), overrides=overrides)
+    return dict(err.value.problems)
+
+
+@pytest.mark.parametrize("written, value", [("1e9", 1_000_000_000), ("2.5e3", 2500), ("8", 8), ("1.0e1", 10)])
+def test_whole_numbers_in_exponent_form_are_accepted_as_counts(written, value):
+    assert recipe_from_dict(dict(BASE), overrides=[f"train.batch_size={written}"]).train.batch_size == value
+
+
+@pytest.mark.parametrize("written, says", [("2.5", "whole number, got 2.5"), ("yes", "yes/no"), ("abc", "valid integer")])
+def test_a_count_that_is_not_whole_says_why(written, says):
+    assert says in _problems([f"train.batch_size={written}"])["train.batch_size"]
+
+
+@pytest.mark.parametrize("override", ["lora.layers=0", "lora.layers=-3", "lora.targets=[]"])
+def test_adapters_on_nothing_are_refused_before_training(override):
+    key = override.split("=")[0]
+    assert key in _problems([override])
+
+
+@pytest.mark.parametrize("name", ["a/b/c", "../../x", "/abs/path", "..", ".hidden", "a\\b", "x\x1b[2J", ""])
+def test_a_run_name_is_one_folder_name(name):
+    problems = _problems([f"name={name!r}" if name else "name=''"])
+    assert "one folder name" in problems["name"]
+
+
+def test_a_binary_file_as_recipe_names_the_file_and_line(tmp_path):
+    p = tmp_path / "weights.yaml"
+    p.write_bytes(b"kind: lm-lora\n\xff\xfe\x00\x01garbage")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(p)
+    assert err.value.problems == [("line 2", "not UTF-8 text (a binary file?)")]
+
+
+def test_a_folder_as_recipe_says_it_is_a_folder(tmp_path):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(tmp_path)
+    assert "is a folder" in err.value.problems[0][1]
