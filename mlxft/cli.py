@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import mlxft  # noqa: F401  (BLAS preload before anything imports mlx.core)
 from mlxft.errors import MlxftError
+
+
+def printable(text: str) -> str:  # replaced by the shared escape rule when that lands
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _print_error(exc: MlxftError) -> None:
@@ -40,7 +45,10 @@ def cmd_train(args) -> int:
 
 def _report_run(run) -> int:
     if run.status == "stopped":
-        print(f"stopped; resume with: mlxft train --resume {run.path}", file=sys.stderr)
+        if run.last_checkpoint:
+            print(f"stopped; resume with: mlxft train --resume {run.path}", file=sys.stderr)
+        else:
+            print("stopped before any checkpoint was saved; start it again with `mlxft train`", file=sys.stderr)
         return 130
     if run.ok:
         print(str(run.adapter_path))
@@ -48,8 +56,8 @@ def _report_run(run) -> int:
     print(f"error: {run.error}", file=sys.stderr)
     if run.hint:
         print(f"  hint: {run.hint}", file=sys.stderr)
-    if run.last_checkpoint:
-        print(f"last checkpoint: {run.last_checkpoint}\nresume with: mlxft train --resume {run.path}", file=sys.stderr)
+    if run.status == "died" and run.last_checkpoint:  # a failure the child reported names its checkpoint in the hint
+        print(f"last complete checkpoint: {run.last_checkpoint}\nresume with: mlxft train --resume {run.path}", file=sys.stderr)
     return 1
 
 
@@ -78,11 +86,14 @@ def cmd_runs(args) -> int:
     if not runs:
         print(f"no runs in {args.dir}/")
         return 0
+    for r in runs:
+        for problem in r.problems:
+            print(f"warning: {printable(problem)}", file=sys.stderr)
     print(f"{'run':<32} {'status':<13} {'step':>11} {'loss':>7} {'best val':>8}  model")
     for r in runs:
         loss = f"{r.last_loss:.3f}" if r.last_loss is not None else "-"
         best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "-"
-        print(f"{r.path.name:<32} {r.status:<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {r.model}")
+        print(f"{printable(r.path.name):<32} {r.status:<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {printable(r.model)}")
     return 0
 
 
@@ -583,6 +594,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mlxft runs | head`: the reader left; nothing to say
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if os.environ.get("MLXFT_DEBUG"):
+            raise
+        _print_error(_unexpected(exc, args))
+        return 1
+
+
+def _unexpected(exc: Exception, args) -> MlxftError:
+    """The last resort: a failure no check caught becomes one message, and its traceback goes to a file, not the screen."""
+    from mlxft.errors import write_error
+
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+        return write_error(exc, exc.filename, "write or read it") if exc.errno in (28, 27, 30, 13, 1) else MlxftError(f"{exc.filename}: {exc.strerror}")
+    if isinstance(exc, MemoryError):
+        return MlxftError("out of memory", hint="try a smaller input, batch or model; `mlxft plan RECIPE` estimates what a training needs")
+    if isinstance(exc, RecursionError):
+        return MlxftError("the input is nested too deeply to read", hint="look for a row or file with thousands of nested brackets")
+    import tempfile
+    import traceback
+
+    report = Path(tempfile.gettempdir()) / f"mlxft-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        report.write_text(f"mlxft {mlxft.__version__}: {' '.join(sys.argv)}\n\n{traceback.format_exc()}", encoding="utf-8")
+        where = f"the details are in {report}"
+    except OSError:
+        where = "run again with MLXFT_DEBUG=1 to see the details"
+    return MlxftError(f"{args.command}: unexpected {type(exc).__name__}: {printable(exc)}", hint=f"this is a bug in mlxft; {where} (please include it in a report)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,36 @@ def event_to_dict(event) -> dict:
     return {"event": type(event).__name__, "time": time.time(), **asdict(event)}
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _accepts(annotation: str, value) -> bool:
+    """Whether a JSON value fits a field annotated like `int`, `float`, `str | None` (events hold plain values only)."""
+    for part in annotation.split("|"):
+        part = part.strip()
+        if part == "None" and value is None:
+            return True
+        kinds = _TYPES.get(part)
+        if kinds and isinstance(value, kinds) and not (part != "bool" and isinstance(value, bool)):
+            return True
+    return False
+
+
 def event_from_dict(data: dict):
-    """Rebuild an event from a metrics.jsonl line (unknown keys ignored, for forward compatibility)."""
-    cls = EVENT_TYPES.get(data.get("event", ""))
+    """Rebuild an event from a metrics.jsonl line (unknown keys ignored, for forward compatibility).
+
+    Returns None for an unknown event name; raises ValueError naming the field when a known event
+    is missing a field or holds a value of the wrong type (a hand-edited or foreign line).
+    """
+    cls = EVENT_TYPES.get(data.get("event", "")) if isinstance(data, dict) else None
     if cls is None:
         return None
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    values = {}
+    for f in fields(cls):
+        if f.name in data:
+            if not _accepts(f.type, data[f.name]):
+                raise ValueError(f"{cls.__name__}.{f.name} is {data[f.name]!r}, not {f.type}")
+            values[f.name] = data[f.name]
+        elif f.default is MISSING:
+            raise ValueError(f"{cls.__name__} has no {f.name}")
+    return cls(**values)

@@ -2,19 +2,101 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlxft.errors import RunError
+from mlxft.errors import RunError, write_error
 from mlxft.events import event_from_dict, event_to_dict
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
+LOCK_NAME = ".lock"
+# Names mlxft gives half-written things: atomic files, mkdtemp folders, a best/ copy, a checkpoint being pruned.
+TEMP_RE = re.compile(r"^\.(.+\.tmp-\d+|(step-\d{6,}|best|adapter)\.[a-z0-9_]{8}|adapter-from-best|deleting-step-\d{6,})$")
+OLD_RE = re.compile(r"^\.(.+)\.old-\d+$")  # publish_dir's previous copy, kept until the new one is in place
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be read whole (header, JSON, every tensor inside the file), or None.
+
+    Reads the header only: cheap enough to check every file of a checkpoint before trusting it.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name}: {size} bytes, too short for a safetensors header"
+            n = int.from_bytes(head, "little")
+            if n > size - 8 or n > 100_000_000:
+                return f"{path.name}: header says {n} bytes but the file has {size} (truncated?)"
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        return f"{path.name}: cannot be read ({exc.strerror})"
+    except (ValueError, RecursionError):
+        return f"{path.name}: the header is not valid JSON (corrupt)"
+    if not isinstance(header, dict):
+        return f"{path.name}: the header is not a JSON object (corrupt)"
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+            return f"{path.name}: tensor {name!r} has no valid data_offsets (corrupt)"
+        if 8 + n + offsets[1] > size:
+            return f"{path.name}: tensor {name!r} ends at byte {8 + n + offsets[1]} but the file has {size} (truncated)"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (missing or torn files), or None when it looks whole."""
+    state = folder / "state.json"
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no state.json (it was never finished)"
+    except (OSError, ValueError, UnicodeDecodeError):
+        return "state.json is unreadable or not JSON"
+    if not isinstance(data, dict) or not isinstance(data.get("step"), int):
+        return "state.json has no step"
+    weights = sorted(folder.rglob("*.safetensors"))
+    if not weights:
+        return "no weights (.safetensors) in it"
+    for w in weights:
+        problem = safetensors_problem(w)
+        if problem:
+            return str(w.relative_to(folder).parent / problem) if w.parent != folder else problem
+    for j in folder.rglob("*.json"):
+        try:
+            json.loads(j.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return f"{j.relative_to(folder)} is unreadable or not JSON"
+    return None
+
+
+def _read_holder(fd: int) -> dict | None:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _describe_holder(holder: dict | None) -> str:
+    if not holder:
+        return "another process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+    host = holder.get("host")
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    return f"pid {holder.get('pid')}{where} since {since}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -104,11 +186,22 @@ class RunDir:
 
     @classmethod
     def create(cls, output_dir: str | Path, name: str | None) -> "RunDir":
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        path = cls.next_path(output_dir, name)
-        path.mkdir()
-        (path / "checkpoints").mkdir()
-        return cls(path)
+        """Make a new run folder; the name is claimed by mkdir, which only one process can win, so racing starts never share one."""
+        root = Path(output_dir)
+        base = name or time.strftime("run-%Y%m%d-%H%M%S")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for n in range(1, 100_000):
+                path = root / (base if n == 1 else f"{base}-{n}")
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                (path / "checkpoints").mkdir()
+                return cls(path)
+        except OSError as exc:
+            raise write_error(exc, root, "create the run directory") from None
+        raise RunError(f"{root}: every name {base}, {base}-2 ... {base}-99999 is taken", hint="choose another name or output_dir")
 
     recipe_path = property(lambda self: self.path / "recipe.yaml")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
@@ -130,6 +223,83 @@ class RunDir:
     def clear_stop_request(self) -> None:
         self.stop_path.unlink(missing_ok=True)
 
+    lock_path = property(lambda self: self.path / LOCK_NAME)
+
+    def acquire_lock(self, wait_s: float = 3.0) -> int:
+        """Become the run's one writer: an exclusive OS lock on RUN/.lock, released by the kernel when this process ends.
+
+        Returns the lock's file descriptor; keep it open for as long as the run is written. A short wait
+        covers a reader that is probing the lock at that moment.
+        """
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(exc, self.lock_path, "lock the run directory") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise RunError(f"{self.path} is already being trained by {_describe_holder(holder)}",
+                                   hint=f"one process writes a run at a time: wait for it to finish, or `mlxft stop {self.path}`") from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": time.time(), "host": socket.gethostname()}).encode(), 0)
+        return fd
+
+    def refuse_if_locked(self) -> None:
+        """Raise the "already being trained by pid N since ..." error when a live process holds the run."""
+        holder = self.lock_holder()
+        if holder is not None:
+            raise RunError(f"{self.path} is already being trained by {_describe_holder(holder)}",
+                           hint=f"one process writes a run at a time: wait for it to finish, or `mlxft stop {self.path}`")
+
+    def lock_holder(self) -> dict | None:
+        """Who holds the run's lock now ({pid, since, host}), or None when no live process does."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_holder(fd) or {"pid": 0, "since": 0.0}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete what a killed writer left half-done: temp files and folders mlxft names, checkpoints without state.json.
+
+        Only the lock holder calls this, only inside this run directory, and only for names mlxft writes.
+        Returns what was removed (relative paths) so the caller can say so.
+        """
+        removed = []
+        for folder in (self.path, self.checkpoints_dir):
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                if p.name == LOCK_NAME:
+                    continue
+                m = OLD_RE.match(p.name)
+                if m and not (folder / m.group(1)).exists():
+                    os.replace(p, folder / m.group(1))  # killed between the two renames of publish_dir: the old copy is the real one
+                    continue
+                if m:  # the new copy made it: the old one is garbage
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                    removed.append(str(p.relative_to(self.path)))
+                    continue
+                if TEMP_RE.match(p.name) or (folder == self.checkpoints_dir and CHECKPOINT_RE.match(p.name) and not (p / "state.json").is_file()):
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                    removed.append(str(p.relative_to(self.path)))
+        return removed
+
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:06d}"
 
@@ -144,8 +314,21 @@ class RunDir:
         return sorted(found)
 
     def latest_checkpoint(self) -> Path | None:
-        cps = self.checkpoints()
-        return cps[-1][1] if cps else None
+        """The newest checkpoint that passes `checkpoint_problem` (a torn or truncated one is passed over)."""
+        for _, path in reversed(self.checkpoints()):
+            if checkpoint_problem(path) is None:
+                return path
+        return None
+
+    def skipped_checkpoints(self) -> list[tuple[Path, str]]:
+        """Checkpoints newer than `latest_checkpoint` that cannot be used, with why."""
+        out = []
+        for _, path in reversed(self.checkpoints()):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                break
+            out.append((path, problem))
+        return out
 
     def load_recipe(self):
         from mlxft.recipe import load_recipe
@@ -154,24 +337,40 @@ class RunDir:
             raise RunError(f"{self.path} is not an mlxft run directory (no recipe.yaml)", hint="pass the folder that `mlxft train` printed")
         return load_recipe(self.recipe_path)
 
-    def raw_events(self) -> list[dict]:
-        """Every metrics.jsonl line as a dict, with its `time` (a torn last line from a killed run is skipped)."""
+    def raw_events(self, problems: list[str] | None = None) -> list[dict]:
+        """Every readable metrics.jsonl line as a dict, with its `time`.
+
+        A line that is not a JSON object (a torn last line from a killed run, an edit by hand) is skipped,
+        and named in `problems` when a list is given, so one bad line never hides the rest of the run.
+        """
         out = []
-        if self.metrics_path.is_file():
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
+        if not self.metrics_path.is_file():
+            return out
+        with open(self.metrics_path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
                     continue
+                try:
+                    data = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    data = None
+                if not isinstance(data, dict):
+                    if problems is not None:
+                        problems.append(f"{self.metrics_path}:{n}: not a JSON object, skipped")
+                    continue
+                data["_line"] = n
+                out.append(data)
         return out
 
-    def events(self) -> list:
-        """Every event recorded so far, as event objects."""
+    def events(self, problems: list[str] | None = None) -> list:
+        """Every event recorded so far, as event objects (lines that do not make an event are skipped and named)."""
         out = []
-        for data in self.raw_events():
+        for data in self.raw_events(problems):
             try:
                 event = event_from_dict(data)
-            except TypeError:
+            except ValueError as exc:
+                if problems is not None:
+                    problems.append(f"{self.metrics_path}:{data['_line']}: {exc}, skipped")
                 continue
             if event is not None:
                 out.append(event)
@@ -179,17 +378,36 @@ class RunDir:
 
 
 class MetricsWriter:
-    """Appends one JSON object per event to metrics.jsonl, flushed per event."""
+    """Appends one JSON line per event to metrics.jsonl; a line is on disk whole or not at all."""
 
     def __init__(self, path: Path):
-        self._f = open(path, "a", encoding="utf-8")
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            end = os.lseek(self._fd, 0, os.SEEK_END)
+            with open(self.path, "rb") as f:
+                torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
+            if torn:
+                os.write(self._fd, b"\n")  # a killed writer left a torn line: end it, so the next event is a line of its own
+        except OSError as exc:
+            raise write_error(exc, self.path, "write the run's metrics") from None
 
     def write(self, event) -> None:
-        self._f.write(json.dumps(event_to_dict(event)) + "\n")
-        self._f.flush()
+        line = (json.dumps(event_to_dict(event)) + "\n").encode("utf-8")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, start)  # take back the part that made it, so no torn line is left
+            except OSError:
+                pass
+            raise write_error(exc, self.path, "write the run's metrics") from None
 
     def close(self) -> None:
-        self._f.close()
+        os.close(self._fd)
 
 
 def process_alive(pid: int) -> bool:
@@ -209,7 +427,7 @@ class RunSummary:
     """What a list of runs shows, rebuilt from the run directory alone (so headless runs appear too)."""
 
     path: Path
-    status: str  # running | completed | stopped | early-stopped | failed | interrupted | starting
+    status: str  # running | starting | completed | stopped | early-stopped | failed | interrupted | unreadable
     model: str
     method: str
     step: int
@@ -219,27 +437,44 @@ class RunSummary:
     started: float  # unix time of the first event (or of the recipe file)
     pid: int = 0
     error: str | None = None
+    problems: list[str] = field(default_factory=list)  # metrics.jsonl lines that were skipped, and why
 
     @property
     def resumable(self) -> bool:
         return self.status in ("stopped", "failed", "interrupted") and RunDir(self.path).latest_checkpoint() is not None
 
 
+STARTUP_GRACE_S = 120.0  # a run with a recipe but no lock and no event yet may still be booting its process
+
+
 def summarize_run(run: RunDir) -> RunSummary:
-    """Status and progress of one run; a run whose training process is gone without a final event is `interrupted`."""
+    """Status and progress of one run.
+
+    A run is `running` only while a process holds its lock (the kernel releases it the instant that
+    process dies, however it dies), so a killed run never shows as running. Runs written before the
+    lock existed fall back to asking whether their pid is alive.
+    """
     from mlxft.events import EvalReport, RunFailed, RunFinished, RunStarted, StepReport
 
-    raw_events = run.raw_events()
-    started = raw_events[0].get("time", 0.0) if raw_events else (run.recipe_path.stat().st_mtime if run.recipe_path.exists() else 0.0)
+    problems: list[str] = []
+    raw_events = run.raw_events(problems)
+    recipe_time = run.recipe_path.stat().st_mtime if run.recipe_path.exists() else 0.0
+    started = raw_events[0].get("time", recipe_time) if raw_events else recipe_time
+    if not isinstance(started, (int, float)):
+        started = recipe_time
     s = RunSummary(path=run.path, status="starting", model="", method="", step=0, total_steps=0, last_loss=None, best_val_loss=None, started=started)
-    if not raw_events and run.recipe_path.is_file():
+    if run.recipe_path.is_file():
         try:
             r = run.load_recipe()
             s.model, s.method, s.total_steps = r.model, r.method, r.train.steps or 0
-        except Exception:
-            pass
+        except Exception as exc:  # a broken recipe.yaml must not hide the run: list it, say why
+            problems.append(f"{run.recipe_path}: {getattr(exc, 'message', exc)}".splitlines()[0])
     for data in raw_events:
-        e = event_from_dict(data)
+        try:
+            e = event_from_dict(data)
+        except ValueError as exc:
+            problems.append(f"{run.metrics_path}:{data['_line']}: {exc}, skipped")
+            continue
         if isinstance(e, RunStarted):
             s.status, s.model, s.method, s.total_steps, s.pid, s.error = "running", e.model, e.method, e.total_steps, e.pid, None
             s.step = max(s.step, e.resumed_from_step)
@@ -253,10 +488,19 @@ def summarize_run(run: RunDir) -> RunSummary:
                 s.best_val_loss = e.best_val_loss
         elif isinstance(e, RunFailed):
             s.status, s.error = "failed", e.error.splitlines()[0] if e.error else None
-    if s.status == "running" and not process_alive(s.pid):
-        s.status = "interrupted"
-    elif s.status == "starting" and time.time() - started > 600:
-        s.status = "interrupted"  # never reported a start: the process died while loading
+    s.problems = problems
+    holder = run.lock_holder()
+    if holder is not None:
+        if s.status not in ("running", "starting"):
+            s.status = "starting"  # a resume that is still loading: the old final event is history
+        s.pid = holder.get("pid") or s.pid
+    elif s.status in ("running", "starting"):
+        if run.lock_path.exists():
+            s.status = "interrupted"  # its writer is gone without a final event
+        elif s.status == "running" and not process_alive(s.pid):
+            s.status = "interrupted"  # a run from before the lock: its pid is gone
+        elif s.status == "starting" and time.time() - recipe_time > STARTUP_GRACE_S:
+            s.status = "interrupted"  # never reported a start and nothing holds it: the process died while loading
     return s
 
 
@@ -275,8 +519,18 @@ def list_runs(root: str | Path, cache: dict | None = None) -> list[RunSummary]:
         stamp = (metrics.stat().st_size, metrics.stat().st_mtime_ns) if metrics.is_file() else None
         cached = cache.get(path) if cache is not None else None
         if cached is None or cached[0] != stamp or cached[1].status in ("running", "starting"):
-            cached = (stamp, summarize_run(RunDir(path)))
+            cached = (stamp, _summarize_or_say_why(RunDir(path)))
             if cache is not None:
                 cache[path] = cached
         runs.append(cached[1])
     return sorted(runs, key=lambda r: r.started, reverse=True)
+
+
+def _summarize_or_say_why(run: RunDir) -> RunSummary:
+    """One unreadable run (permissions, a broken file) is listed as such; it never hides the others."""
+    try:
+        return summarize_run(run)
+    except Exception as exc:
+        mtime = run.path.stat().st_mtime if run.path.exists() else 0.0
+        return RunSummary(path=run.path, status="unreadable", model="", method="", step=0, total_steps=0, last_loss=None,
+                          best_val_loss=None, started=mtime, error=f"{type(exc).__name__}: {exc}", problems=[f"{run.path}: cannot be read ({exc})"])

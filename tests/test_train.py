@@ -154,7 +154,7 @@ def test_a_dead_training_process_is_reported_with_its_last_checkpoint(tiny_llama
     os.kill(started["pid"], signal.SIGKILL)  # only the child, as the kernel's OOM killer would
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
-    assert "SIGKILL" in err and "out of memory" in err and "last checkpoint:" in err and "--resume" in err
+    assert "SIGKILL" in err and "out of memory" in err and "last complete checkpoint:" in err and "--resume" in err
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_llama, chat_data, tmp_path):

@@ -20,7 +20,7 @@ from mlxft.llm import adapters as A
 from mlxft.llm.loading import count_parameters, device_name, load_model
 from mlxft.recipe import Recipe
 from mlxft.runs import atomic_write_text, publish_dir
-from mlxft.train.loop import LoopHooks, Trainer, TrainData, enable_grad_checkpoint, steps_per_epoch
+from mlxft.train.loop import DivergedError, LoopHooks, Trainer, TrainData, enable_grad_checkpoint, steps_per_epoch
 from mlxft.train.objective import make_loss
 
 
@@ -76,7 +76,7 @@ def total_steps_for(recipe: Recipe, n_train: int) -> int:
     return max(1, math.ceil(t.epochs * steps_per_epoch(n_train, t.batch_size, t.grad_accumulation)))
 
 
-def run_lm(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume_from: Path | None = None) -> RunFinished:
+def run_lm(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = False) -> RunFinished:
     emit = hooks.emit
     t0 = time.perf_counter()
     mx.random.seed(recipe.seed)
@@ -91,13 +91,15 @@ def run_lm(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume_from: Path | 
     if recipe.train.grad_checkpoint:
         enable_grad_checkpoint(model.layers[0])
     hooks.save_adapter = lambda folder: A.save_adapter(model, folder, adapter_cfg)
+    vocab = loaded.config.get("vocab_size")  # for the divergence guard's "uniform guessing" level, ln V
     trainer = Trainer(
         model, make_loss(model, loaded.model_type), data, recipe.train,
         seed=recipe.seed, batching=recipe.data.batching, total_steps=total, run_dir=run_dir, hooks=hooks,
+        uniform_loss=math.log(vocab) if isinstance(vocab, int) and vocab > 1 else None,
     )
-    if resume_from is not None:
-        trainer.load_checkpoint(resume_from)
-        emit(LogMessage("info", f"resumed from {resume_from} (step {trainer.state.step})"))
+    if resume:
+        resumed_from = trainer.resume_latest()
+        emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
     trainable, params = count_parameters(model)
     emit(RunStarted(
         run_dir=str(run_dir), model=recipe.model, method=recipe.method, total_steps=total,
@@ -107,7 +109,13 @@ def run_lm(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume_from: Path | 
     ))
 
     # -- train --------------------------------------------------------------------------------
-    status = trainer.fit()
+    try:
+        status = trainer.fit()
+    except DivergedError as exc:
+        best = run_dir / "best"
+        if (best / A.ADAPTER_WEIGHTS).is_file() and trainer.state.best_step:
+            exc.hint += f"; best/ holds the adapter from before it diverged (validation loss {trainer.state.best_val_loss:.4f} at step {trainer.state.best_step})"
+        raise  # no adapter/ is written from a diverged model
 
     # -- save ---------------------------------------------------------------------------------
     final = run_dir / "adapter"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -19,9 +20,9 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from mlxft.data.batches import Batch, collate, epoch_order, eval_order
 from mlxft.data.encode import Encoded
-from mlxft.errors import RunError
+from mlxft.errors import RunError, write_error
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, StepReport
-from mlxft.runs import atomic_write_text, publish_dir
+from mlxft.runs import RunDir, atomic_write_text, checkpoint_problem, publish_dir
 
 
 def build_schedule(lr: float, total_steps: int, warmup: int, kind: str, min_ratio: float):
@@ -82,13 +83,68 @@ class LoopState:
     trained_tokens: int = 0
     elapsed_s: float = 0.0
     last_train_loss: float | None = None
+    first_loss: float | None = None  # the first loss the divergence guard saw (the base model's, on a fresh run)
+    lowest_loss: float | None = None  # the lowest loss the guard saw
+    last_checked_loss: float | None = None  # the loss at the guard's previous check
+    suspect_checks: int = 0  # guard checks in a row that looked diverged
+    healthy_step: int = 0  # the last step whose loss looked healthy: checkpoints up to here are good
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "LoopState":
-        return cls(**json.loads(text))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+class DivergedError(RunError):
+    """Training diverged: the loss went to the level of uniform guessing, or far above its best, and stayed there."""
+
+
+@dataclass(frozen=True)
+class DivergenceGuard:
+    """Judges each measured loss (validation when there is a split, else the training window).
+
+    Diverged means `patience` checks in a row that are either at the level of guessing uniformly over the
+    vocabulary (ln V) when the run started well below it, or far above the lowest loss seen
+    (more than max(2, lowest) above it). Plain overfitting moves validation loss far less than that.
+    """
+
+    uniform_loss: float | None  # ln(vocabulary size); None when unknown
+    patience: int
+
+    def suspect(self, loss: float, st: "LoopState") -> str | None:
+        u = self.uniform_loss
+        if u is not None and loss >= 0.95 * u:
+            if st.first_loss is not None and st.first_loss < 0.9 * u:
+                return f"at the level of guessing uniformly over the vocabulary (ln V = {u:.2f}), after starting at {st.first_loss:.3f}"
+            if st.last_checked_loss is not None and abs(loss - st.last_checked_loss) < 1e-3 * u:
+                return f"stuck at the level of guessing uniformly over the vocabulary (ln V = {u:.2f}): the model no longer learns"
+        if st.lowest_loss is not None and loss > st.lowest_loss + max(2.0, st.lowest_loss):
+            return f"far above the lowest loss of this run ({st.lowest_loss:.3f})"
+        return None
+
+    def observe(self, loss: float, st: "LoopState", what: str) -> None:
+        """Update the guard's part of the loop state; raise DivergedError when the run has diverged."""
+        if st.first_loss is None:
+            st.first_loss = loss
+        why = self.suspect(loss, st)
+        st.last_checked_loss = loss
+        if why is None:
+            st.suspect_checks, st.healthy_step = 0, st.step
+            st.lowest_loss = loss if st.lowest_loss is None else min(st.lowest_loss, loss)
+            return
+        st.suspect_checks += 1
+        if st.suspect_checks >= self.patience:
+            raise DivergedError(
+                f"training diverged at step {st.step}: the {what} is {loss:.3f}, {why}, for {st.suspect_checks} checks in a row",
+                hint="lower train.learning_rate (typical: 1e-5 to 5e-4 for LoRA) or keep train.max_grad_norm set, and start a new run",
+            )
+
+
+class _Stopped(Exception):
+    """A stop request arrived in the middle of an evaluation."""
 
 
 @dataclass
@@ -111,8 +167,12 @@ class TrainData:
         self.lengths = [len(s) for s in self.train]
 
 
-def evaluate_loss(model: nn.Module, loss, samples: list[Encoded], batch_size: int, pad_id: int = 0, max_batches: int | None = None) -> tuple[float, int]:
-    """Token-weighted mean loss of `loss(inputs, targets, positions, weights)` over samples; (nan, 0) if none."""
+def evaluate_loss(model: nn.Module, loss, samples: list[Encoded], batch_size: int, pad_id: int = 0, max_batches: int | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[float, int]:
+    """Token-weighted mean loss of `loss(inputs, targets, positions, weights)` over samples; (nan, 0) if none.
+
+    `should_stop` is asked between batches, so a stop request during a long split is honoured within a batch.
+    """
     if not samples:
         return float("nan"), 0
     model.eval()
@@ -121,6 +181,8 @@ def evaluate_loss(model: nn.Module, loss, samples: list[Encoded], batch_size: in
         batches = batches[:max_batches]
     total, ntoks = 0.0, 0
     for idx in batches:
+        if should_stop is not None and should_stop():
+            raise _Stopped()
         b = collate([samples[i] for i in idx], pad_id)
         value, _ = loss(mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
         total += value.item() * b.trained_tokens
@@ -135,8 +197,11 @@ def steps_per_epoch(n_samples: int, batch_size: int, accumulation: int) -> int:
 class Trainer:
     """Runs optimizer steps over TrainData; knows nothing about recipes' kinds or the run's UI."""
 
-    def __init__(self, model: nn.Module, loss_fn, data: TrainData, cfg, *, seed: int, batching: str, total_steps: int, run_dir: Path, hooks: LoopHooks):
+    def __init__(self, model: nn.Module, loss_fn, data: TrainData, cfg, *, seed: int, batching: str, total_steps: int, run_dir: Path, hooks: LoopHooks,
+                 uniform_loss: float | None = None):
         self.model, self.data, self.cfg, self.seed = model, data, cfg, seed
+        # Evaluations are rarer and steadier than training windows: fewer of them in a row are enough.
+        self.guard = DivergenceGuard(uniform_loss, patience=2 if data.valid and cfg.eval_every is not None else 3)
         self.batching, self.total_steps, self.run_dir, self.hooks = batching, total_steps, Path(run_dir), hooks
         self.loss_fn = loss_fn
         self.optimizer = build_optimizer(cfg, total_steps)
@@ -217,9 +282,10 @@ class Trainer:
         mx.eval(self.model.state, self.optimizer.state, [l for l, _ in losses])
         loss = sum(l.item() * n for l, n in losses) / max(total_tokens, 1)
         if not math.isfinite(loss):
-            raise RunError(
+            self._drop_checkpoints_after(self.state.healthy_step)
+            raise DivergedError(
                 f"the training loss became {loss} at step {self.state.step + 1}",
-                hint="lower train.learning_rate, keep train.max_grad_norm set, or use dtype=float32; the last good checkpoint is kept",
+                hint="lower train.learning_rate, keep train.max_grad_norm set, or use dtype=float32, and start a new run",
             )
         self.state.step += 1
         self.state.trained_tokens += total_tokens
@@ -229,21 +295,44 @@ class Trainer:
     def evaluate(self, samples: list[Encoded] | None = None, max_batches: int | None = None) -> tuple[float, int]:
         """Token-weighted mean loss over `samples` (default: the validation split)."""
         samples = self.data.valid if samples is None else samples
-        loss = evaluate_loss(self.model, self._eval_loss, samples, self.cfg.batch_size, self.data.pad_id, max_batches)
-        self.model.train()
-        return loss
+        try:
+            return evaluate_loss(self.model, self._eval_loss, samples, self.cfg.batch_size, self.data.pad_id, max_batches, should_stop=self.hooks.should_stop)
+        finally:
+            self.model.train()
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, folder: Path) -> Path:
         """adapter + optimizer + loop state, written to a temp folder and renamed into place."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        self.hooks.save_adapter(tmp / "adapter")
-        opt_state = dict(tree_flatten(self.optimizer.state))
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
-        atomic_write_text(tmp / "state.json", self.state.to_json())  # last: marks the checkpoint complete
-        publish_dir(tmp, folder)
+        tmp = None
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            self.hooks.save_adapter(tmp / "adapter")
+            opt_state = dict(tree_flatten(self.optimizer.state))
+            mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
+            atomic_write_text(tmp / "state.json", self.state.to_json())  # last: marks the checkpoint complete
+            publish_dir(tmp, folder)
+        except (OSError, RuntimeError) as exc:  # MLX's writer raises RuntimeError on a short write
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)  # the older checkpoints stay as they were
+            raise write_error(exc, folder, f"save the step-{self.state.step} checkpoint") from None
         return folder
+
+    def resume_latest(self) -> Path:
+        """Load the newest checkpoint that is whole and loads; set aside (as corrupt-step-N) and name each one skipped."""
+        run = RunDir(self.run_dir)
+        for _, folder in reversed(run.checkpoints()):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                try:
+                    self.load_checkpoint(folder)
+                    return folder
+                except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+                    problem = f"it does not load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            aside = folder.with_name(f"corrupt-{folder.name}")
+            os.replace(folder, aside)  # out of the way, so this step can be checkpointed again; kept for a post-mortem
+            self.hooks.emit(LogMessage("warning", f"skipped checkpoint {folder.name}: {problem}; moved to {aside.name}"))
+        raise RunError(f"{self.run_dir}: no usable checkpoint to resume from", hint="start the run again with `mlxft train`")
 
     def load_checkpoint(self, folder: Path) -> None:
         from mlxft.llm.adapters import ADAPTER_WEIGHTS
@@ -258,18 +347,36 @@ class Trainer:
         self._build_steps()  # the compiled functions must capture the restored state objects
 
     def prune_checkpoints(self, keep: int) -> None:
-        ckpt_root = self.run_dir / "checkpoints"
-        steps = sorted(p for p in ckpt_root.glob("step-*") if (p / "state.json").is_file())
-        for old in steps[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        """Keep the newest `keep` checkpoints, plus the newest one from a step whose loss looked healthy."""
+        found = RunDir(self.run_dir).checkpoints()
+        healthy = [p for step, p in found if step <= self.state.healthy_step][-1:]
+        for _, old in found[:-keep]:
+            if old not in healthy:
+                _remove_checkpoint(old)
+
+    def _drop_checkpoints_after(self, step: int) -> None:
+        """After divergence: checkpoints written since the last healthy loss hold a broken model."""
+        for s, folder in RunDir(self.run_dir).checkpoints():
+            if s > step:
+                _remove_checkpoint(folder)
 
     # -- the loop ---------------------------------------------------------------------------
     def _run_eval(self) -> float | None:
         t0 = time.perf_counter()
-        val, ntok = self.evaluate(max_batches=self.cfg.eval_batches)
+        try:
+            val, ntok = self.evaluate(max_batches=self.cfg.eval_batches)
+        except _Stopped:
+            self.hooks.emit(LogMessage("info", f"evaluation at step {self.state.step} cut short by the stop request"))
+            return None
         if ntok == 0:
             return None
         st = self.state
+        try:
+            self.guard.observe(val, st, "validation loss")
+        except DivergedError:
+            self.hooks.emit(EvalReport(st.step, val, math.exp(min(val, 50.0)), st.best_val_loss if st.best_val_loss is not None else val, False, ntok, time.perf_counter() - t0))
+            self._drop_checkpoints_after(st.healthy_step)
+            raise
         is_best = st.best_val_loss is None or val < st.best_val_loss
         if is_best:
             st.best_val_loss, st.best_step, st.evals_without_improvement = val, st.step, 0
@@ -312,6 +419,12 @@ class Trainer:
                         elapsed_s=st.elapsed_s, eta_s=steps_left / max(rate, 1e-9),
                     )
                 )
+                if not self._validates:
+                    try:
+                        self.guard.observe(window_loss / max(window_tokens, 1), st, "training loss")
+                    except DivergedError:
+                        self._drop_checkpoints_after(st.healthy_step)
+                        raise
                 window_loss, window_tokens = 0.0, 0
                 t_window = time.perf_counter()
             if cfg.eval_every is not None and (st.step % cfg.eval_every == 0 or last):
@@ -327,10 +440,21 @@ class Trainer:
         self.checkpoint()
         return status
 
+    @property
+    def _validates(self) -> bool:
+        return bool(self.data.valid) and self.cfg.eval_every is not None
+
     def checkpoint(self) -> Path:
         folder = self.run_dir / "checkpoints" / f"step-{self.state.step:06d}"
-        if not (folder / "state.json").is_file():
+        if checkpoint_problem(folder) is not None:
             self.save_checkpoint(folder)
             self.prune_checkpoints(self.cfg.keep_checkpoints)
             self.hooks.emit(CheckpointSaved(self.state.step, str(folder)))
         return folder
+
+
+def _remove_checkpoint(folder: Path) -> None:
+    """Rename first, then delete: a kill midway leaves a `.deleting-` folder (cleaned on the next start), never a half step-N."""
+    doomed = folder.with_name(f".deleting-{folder.name}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mlxft.errors import MlxftError, RunError
-from mlxft.events import RunFailed, RunFinished, StepReport, event_from_dict, event_to_dict
+from mlxft.errors import MlxftError, RunError, write_error
+from mlxft.events import LogMessage, RunFailed, RunFinished, StepReport, event_from_dict, event_to_dict
 from mlxft.recipe import Recipe
-from mlxft.runs import RunDir, atomic_write_text
+from mlxft.runs import MetricsWriter, RunDir, atomic_write_text
 
 
 @dataclass
@@ -41,48 +42,78 @@ class Run:
         return self.status in ("completed", "stopped", "early-stopped")
 
 
-def _child_main(recipe_data: dict, run_dir: str, resume_from: str | None, conn, stop_event) -> None:
+def _child_main(recipe_data: dict, run_dir: str, resume: bool, conn, stop_event) -> None:
     """Entry point of the training process (imports mlxft first, so the fast BLAS is preloaded)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which asks us to stop
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the supervisor while we booted
     import mlxft  # noqa: F401  (BLAS preload before mlx.core)
     from mlxft.recipe import Recipe
-    from mlxft.runs import MetricsWriter
     from mlxft.train.lm import run_lm
-    from mlxft.train.loop import LoopHooks
+    from mlxft.train.loop import DivergedError, LoopHooks
 
     run = RunDir(run_dir)
-    writer = MetricsWriter(run.metrics_path)
+
+    def send(event) -> None:
+        try:
+            conn.send(event_to_dict(event))
+        except (BrokenPipeError, OSError):
+            pass  # the supervisor is gone (e.g. the TUI quit and left us running): keep training
+
+    try:
+        lock = run.acquire_lock()  # before writing anything: one writer per run directory
+        writer = MetricsWriter(run.metrics_path)
+    except MlxftError as exc:
+        send(RunFailed(step=0, error=exc.message, hint=exc.hint, last_checkpoint=None))  # not ours to record in the run
+        conn.close()
+        os._exit(LOCK_REFUSED)
 
     reached = {"step": 0}  # the last step reported, for a failure report
 
     def emit(event) -> None:
         if isinstance(event, StepReport):
             reached["step"] = event.step
+        send(event)  # first, so the supervisor hears it even when the disk is full
         writer.write(event)
+
+    def fail(message: str, hint: str | None, resumable: bool = True) -> None:
+        last = run.latest_checkpoint()
+        if last is not None:
+            more = f"`mlxft train --resume {run.path}` continues from it" if resumable else "a new run must change the recipe, so it is kept for reference"
+            hint = (hint + "; " if hint else "") + f"the last good checkpoint is {last.name}: {more}"
+        event = RunFailed(step=reached["step"], error=message, hint=hint, last_checkpoint=str(last) if last else None)
+        send(event)
         try:
-            conn.send(event_to_dict(event))
-        except (BrokenPipeError, OSError):
-            pass  # the supervisor is gone (e.g. the TUI quit and left us running): keep training
+            writer.write(event)
+        except MlxftError:
+            pass  # the disk that failed us may not take this line either; the supervisor heard it
 
     hooks = LoopHooks(emit=emit, should_stop=lambda: stop_event.is_set() or run.stop_requested())
     code = 0
     try:
+        removed = run.remove_leftovers()
+        if removed:
+            emit(LogMessage("info", f"removed what an earlier, killed process left half-written: {', '.join(removed)}"))
         recipe = Recipe.model_validate(recipe_data)
-        finished = run_lm(recipe, run.path, hooks, Path(resume_from) if resume_from else None)
+        finished = run_lm(recipe, run.path, hooks, resume=resume)
         emit(finished)
     except MlxftError as exc:
-        last = run.latest_checkpoint()
-        emit(RunFailed(step=reached["step"], error=exc.message, hint=exc.hint, last_checkpoint=str(last) if last else None))
+        fail(exc.message, exc.hint, resumable=not isinstance(exc, DivergedError))
+        code = 1
+    except MemoryError:
+        fail("out of memory", "try `mlxft plan`, QLoRA, a smaller batch_size or max_seq_length, or grad_checkpoint")
         code = 1
     except Exception as exc:  # an engine bug: report it with its traceback rather than a bare exit code
-        last = run.latest_checkpoint()
-        emit(RunFailed(step=reached["step"], error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", hint="this is a bug in mlxft; please report it with the run directory", last_checkpoint=str(last) if last else None))
+        fail(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", "this is a bug in mlxft; please report it with the run directory")
         code = 1
     finally:
         run.clear_stop_request()  # honoured (or moot): a later resume must not stop at once
         writer.close()
         conn.close()
+        os.close(lock)
     os._exit(code)  # skip interpreter teardown: MLX's exit-time cleanup has nothing left to do
+
+
+LOCK_REFUSED = 3  # the child's exit code when another process holds the run's lock
 
 
 def _describe_exit(code: int | None) -> tuple[str, str]:
@@ -90,26 +121,70 @@ def _describe_exit(code: int | None) -> tuple[str, str]:
         sig = signal.Signals(-code).name
         if -code == signal.SIGKILL:
             return f"the training process was killed ({sig})", "most often the system ran out of memory: try `mlxft plan`, QLoRA, a smaller batch or grad_checkpoint"
-        return f"the training process died with {sig}", "see the log above; resume from the last checkpoint"
+        return f"the training process died with {sig}", "see the log above"
     return f"the training process exited with code {code} without reporting why", "see the log above"
 
 
-def supervise(recipe: Recipe, run: RunDir, *, resume_from: Path | None = None, on_event: Callable = lambda e: None, poll_s: float = 0.2) -> Run:
-    """Start the child, forward its events to `on_event`, stop it cleanly on Ctrl-C, and report how it ended."""
+def _record_death(run: RunDir, event: RunFailed) -> None:
+    """Write a death only the supervisor saw into metrics.jsonl, so `mlxft runs`, the TUI and a later resume agree.
+
+    Taken under the run's lock, so a run that another process has resumed meanwhile is left alone.
+    """
+    try:
+        lock = run.acquire_lock(wait_s=0.5)
+    except MlxftError:
+        return
+    try:
+        writer = MetricsWriter(run.metrics_path)
+        try:
+            writer.write(event)
+        finally:
+            writer.close()
+    except MlxftError:
+        pass  # a full or read-only disk: the supervisor still reports the death on the terminal
+    finally:
+        os.close(lock)
+
+
+def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Callable = lambda e: None, poll_s: float = 0.2) -> Run:
+    """Start the child, forward its events to `on_event`, stop it cleanly on Ctrl-C, and report how it ended.
+
+    Ctrl-C is taken by a handler rather than as KeyboardInterrupt, so it can arrive at any moment (even
+    while the child is being spawned) without a traceback: the first asks for a checkpoint and a stop,
+    the second terminates the child.
+    """
+    run.refuse_if_locked()  # a second trainer on the same run is told who holds it, before anything starts
     run.clear_stop_request()  # an old request must not stop the run we are starting
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     stop = ctx.Event()
     proc = ctx.Process(
-        target=_child_main, args=(recipe.model_dump(mode="json"), str(run.path), str(resume_from) if resume_from else None, send, stop),
+        target=_child_main, args=(recipe.model_dump(mode="json"), str(run.path), resume, send, stop),
         name=f"mlxft-train-{run.path.name}",
     )
-    proc.start()
-    send.close()
-    result = Run(path=run.path, status="running")
     interrupts = 0
-    while True:
+
+    def interrupt(*_) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            stop.set()
+            on_event(None)  # lets the caller print "stopping after this step..."
+        elif proc.pid is not None:
+            proc.terminate()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupt) if in_main else None
+    try:
+        # The child inherits a blocked SIGINT, so a Ctrl-C while it boots cannot raise inside its start-up.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        send.close()
+        result = Run(path=run.path, status="running")
+        while True:
             if recv.poll(poll_s):
                 try:
                     event = event_from_dict(recv.recv())
@@ -120,14 +195,10 @@ def supervise(recipe: Recipe, run: RunDir, *, resume_from: Path | None = None, o
                     on_event(event)
             elif not proc.is_alive():
                 break
-        except KeyboardInterrupt:
-            interrupts += 1
-            if interrupts == 1:
-                stop.set()
-                on_event(None)  # lets the caller print "stopping after this step..."
-            else:
-                proc.terminate()
-    proc.join()
+        proc.join()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
     last = run.latest_checkpoint()
     result.last_checkpoint = str(last) if last else None
     final = next((e for e in reversed(result.events) if isinstance(e, (RunFinished, RunFailed))), None)
@@ -138,6 +209,8 @@ def supervise(recipe: Recipe, run: RunDir, *, resume_from: Path | None = None, o
     else:
         result.status = "died"
         result.error, result.hint = _describe_exit(proc.exitcode)
+        step = max((e.step for e in result.events if isinstance(e, StepReport)), default=0)
+        _record_death(run, RunFailed(step=step, error=result.error, hint=result.hint, last_checkpoint=result.last_checkpoint))
     return result
 
 
@@ -151,15 +224,19 @@ def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None) -> Run:
     model_path = Path(recipe.model).expanduser()
     if model_path.exists():
         recipe.model = str(model_path.resolve())
-    atomic_write_text(run.recipe_path, recipe.to_yaml())
+    try:
+        atomic_write_text(run.recipe_path, recipe.to_yaml())
+    except OSError as exc:
+        raise write_error(exc, run.recipe_path, "save the run's recipe") from None
     return supervise(recipe, run, on_event=on_event)
 
 
 def resume_run(run_dir: str | Path, *, on_event: Callable = lambda e: None) -> Run:
-    """Continue a run from its latest complete checkpoint."""
+    """Continue a run from its latest complete checkpoint (the training process checks it again under the lock)."""
     run = RunDir(run_dir)
     recipe = run.load_recipe()
-    last = run.latest_checkpoint()
-    if last is None:
-        raise RunError(f"{run.path}: no complete checkpoint to resume from", hint="start it again with `mlxft train`; checkpoints are written every train.save_every steps")
-    return supervise(recipe, run, resume_from=last, on_event=on_event)
+    if run.latest_checkpoint() is None:
+        skipped = "; ".join(f"{p.name}: {why}" for p, why in run.skipped_checkpoints())
+        raise RunError(f"{run.path}: no complete checkpoint to resume from" + (f" (unusable: {skipped})" if skipped else ""),
+                       hint="start it again with `mlxft train`; checkpoints are written every train.save_every steps")
+    return supervise(recipe, run, resume=True, on_event=on_event)
