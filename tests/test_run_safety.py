@@ -334,3 +334,37 @@ def test_one_malformed_metrics_line_is_named_and_hides_nothing(tmp_path, capsys)
     assert "StepReport.step is 'three'" in captured.err
     summary = summarize_run(bad)
     assert summary.status == "failed" and summary.step == 3 and len(summary.problems) == 4
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KB tmpfs (needs root and mount rights; skipped where they are missing)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_gives_one_message_and_leaves_the_run_resumable(tiny_llama, chat_data, tmp_path, small_disk, capsys):
+    recipe = _recipe_file(tmp_path, lm_recipe(tiny_llama, chat_data, small_disk, name="full", train={"steps": 400, "save_every": 2, "eval_every": None, "keep_checkpoints": 100}))
+    assert main(["train", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the disk holding" in err and "free" in err and "Traceback" not in err, err
+    run = RunDir(small_disk / "full")
+    for line in run.metrics_path.read_text().splitlines():
+        json.loads(line)  # whole lines only, though the disk filled up while they were written
+    last = run.latest_checkpoint()
+    assert last is not None and f"the last good checkpoint is {last.name}" in err and "--resume" in err
+    assert not list(run.checkpoints_dir.glob(".step-*"))  # the half-written checkpoint was removed
+
+
+def test_a_read_only_output_dir_is_one_message(tiny_llama, chat_data, tmp_path, small_disk, capsys):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    recipe = _recipe_file(tmp_path, lm_recipe(tiny_llama, chat_data, small_disk / "runs"))
+    assert main(["train", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert "read-only file system" in err and str(small_disk) in err and "Traceback" not in err, err

@@ -125,7 +125,7 @@ class DivergenceGuard:
             return f"far above the lowest loss of this run ({st.lowest_loss:.3f})"
         return None
 
-    def observe(self, loss: float, st: "LoopState", what: str) -> None:
+    def observe(self, loss: float, st: "LoopState", what: str, learning_rate: float | None = None) -> None:
         """Update the guard's part of the loop state; raise DivergedError when the run has diverged."""
         if st.first_loss is None:
             st.first_loss = loss
@@ -139,7 +139,7 @@ class DivergenceGuard:
         if st.suspect_checks >= self.patience:
             raise DivergedError(
                 f"training diverged at step {st.step}: the {what} is {loss:.3f}, {why}, for {st.suspect_checks} checks in a row",
-                hint="lower train.learning_rate (typical: 1e-5 to 5e-4 for LoRA) or keep train.max_grad_norm set, and start a new run",
+                hint=f"start a new run with a lower train.learning_rate ({'it is ' + format(learning_rate, 'g') + '; ' if learning_rate else ''}LoRA usually takes 1e-5 to 5e-4)",
             )
 
 
@@ -372,7 +372,7 @@ class Trainer:
             return None
         st = self.state
         try:
-            self.guard.observe(val, st, "validation loss")
+            self.guard.observe(val, st, "validation loss", self.cfg.learning_rate)
         except DivergedError:
             self.hooks.emit(EvalReport(st.step, val, math.exp(min(val, 50.0)), st.best_val_loss if st.best_val_loss is not None else val, False, ntok, time.perf_counter() - t0))
             self._drop_checkpoints_after(st.healthy_step)
@@ -421,7 +421,7 @@ class Trainer:
                 )
                 if not self._validates:
                     try:
-                        self.guard.observe(window_loss / max(window_tokens, 1), st, "training loss")
+                        self.guard.observe(window_loss / max(window_tokens, 1), st, "training loss", self.cfg.learning_rate)
                     except DivergedError:
                         self._drop_checkpoints_after(st.healthy_step)
                         raise
