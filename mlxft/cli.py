@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -578,7 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_interrupted(*_) -> None:
+    """Ctrl-C before a command runs (imports, parsing): nothing to clean up, so leave at once, without a traceback."""
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGINT, _exit_interrupted)
     parser = build_parser()
     if argv is None and len(sys.argv) == 1 and sys.stdin.isatty() and sys.stdout.isatty():
         argv = ["tui"]  # a person at a terminal typed just `mlxft`
@@ -586,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "fn", None):
         parser.print_help()
         return 0
+    if in_main_thread:
+        signal.signal(signal.SIGINT, previous if previous is not _exit_interrupted else signal.default_int_handler)
     try:
         return args.fn(args)
     except MlxftError as exc:
@@ -593,6 +607,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        if from_command_line:  # the real command line: leave now, so the interpreter cannot turn this into death by SIGINT
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except BrokenPipeError:  # `mlxft runs | head`: the reader left; nothing to say
         sys.stderr.close()

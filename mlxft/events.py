@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class RunStarted:
     device: str
     resumed_from_step: int = 0
     pid: int = 0  # the training process, so another terminal (or the TUI) can watch or stop it
+    unit: str = "tok"  # what throughput counts: tokens, images, pairs
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,19 @@ class StepReport:
     peak_memory_gb: float
     elapsed_s: float
     eta_s: float
+    metrics: dict = field(default_factory=dict)  # the job's own training metrics over this window (e.g. rewards/margins)
 
 
 @dataclass(frozen=True)
 class EvalReport:
     step: int
     val_loss: float
-    val_perplexity: float
+    val_perplexity: float | None  # language models only
     best_val_loss: float
-    is_best: bool
-    tokens: int
+    is_best: bool  # best so far on train.best_metric
+    tokens: int  # the summed weight of the evaluated batches (tokens, samples or pairs)
     seconds: float
+    metrics: dict = field(default_factory=dict)  # every validation metric the job reports, loss included
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def event_to_dict(event) -> dict:
     return {"event": type(event).__name__, "time": time.time(), **asdict(event)}
 
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,)}
 
 
 def _accepts(annotation: str, value) -> bool:
@@ -114,6 +117,6 @@ def event_from_dict(data: dict):
             if not _accepts(f.type, data[f.name]):
                 raise ValueError(f"{cls.__name__}.{f.name} is {data[f.name]!r}, not {f.type}")
             values[f.name] = data[f.name]
-        elif f.default is MISSING:
+        elif f.default is MISSING and f.default_factory is MISSING:
             raise ValueError(f"{cls.__name__} has no {f.name}")
     return cls(**values)

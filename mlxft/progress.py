@@ -15,6 +15,11 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _metrics_text(metrics: dict, digits: int) -> str:
+    """A job's own metrics (rewards/margins, accuracy...) as `name value` pairs, in the job's order."""
+    return "".join(f" {k} {v:.{digits}f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+
+
 class ProgressPrinter:
     """Callable event sink for the CLI."""
 
@@ -23,6 +28,7 @@ class ProgressPrinter:
         self.tty = self.out.isatty() if tty is None else tty
         self.last_val: float | None = None
         self.last_step: StepReport | None = None
+        self.unit = "tok"
         self._bar_shown = False
 
     def _line(self, text: str) -> None:
@@ -37,7 +43,7 @@ class ProgressPrinter:
     def _bar(self, e: StepReport) -> None:
         width = shutil.get_terminal_size((100, 20)).columns
         val = f" val {self.last_val:.3f}" if self.last_val is not None else ""
-        tail = f" {e.step}/{e.total_steps} loss {e.loss:.3f}{val} | {e.tokens_per_second:,.0f} tok/s | {e.peak_memory_gb:.2f} GB | ETA {_fmt_time(e.eta_s)}"
+        tail = f" {e.step}/{e.total_steps} loss {e.loss:.3f}{val}{_metrics_text(e.metrics, 3)} | {e.tokens_per_second:,.0f} {self.unit}/s | {e.peak_memory_gb:.2f} GB | ETA {_fmt_time(e.eta_s)}"
         room = max(10, width - len(tail) - 4)
         filled = int(room * e.step / max(e.total_steps, 1))
         self.out.write("\r\033[K[" + "#" * filled + "-" * (room - filled) + "]" + tail[: width - room - 3])
@@ -48,6 +54,7 @@ class ProgressPrinter:
         if e is None:
             self._line("stopping after the current step and saving a checkpoint (Ctrl-C again to kill it)...")
         elif isinstance(e, RunStarted):
+            self.unit = e.unit
             what = f"resuming at step {e.resumed_from_step}" if e.resumed_from_step else "training"
             self._line(
                 f"{what}: {e.method} on {e.model} [{e.device}, {e.compute_dtype}] "
@@ -61,13 +68,15 @@ class ProgressPrinter:
                 self._bar(e)
             else:
                 self._line(
-                    f"step {e.step}/{e.total_steps} epoch {e.epoch:.2f} loss {e.loss:.4f} lr {e.learning_rate:.2e} "
-                    f"{e.tokens_per_second:,.0f} tok/s peak {e.peak_memory_gb:.2f} GB eta {_fmt_time(e.eta_s)}"
+                    f"step {e.step}/{e.total_steps} epoch {e.epoch:.2f} loss {e.loss:.4f}{_metrics_text(e.metrics, 4)} lr {e.learning_rate:.2e} "
+                    f"{e.tokens_per_second:,.0f} {self.unit}/s peak {e.peak_memory_gb:.2f} GB eta {_fmt_time(e.eta_s)}"
                 )
         elif isinstance(e, EvalReport):
             self.last_val = e.val_loss
             mark = " (best)" if e.is_best else ""
-            self._line(f"step {e.step}: validation loss {e.val_loss:.4f} (perplexity {e.val_perplexity:.2f}){mark}")
+            ppl = f" (perplexity {e.val_perplexity:.2f})" if e.val_perplexity is not None else ""
+            others = {k: v for k, v in e.metrics.items() if k not in ("loss", "perplexity")}
+            self._line(f"step {e.step}: validation loss {e.val_loss:.4f}{ppl}{_metrics_text(others, 4)}{mark}")
         elif isinstance(e, CheckpointSaved):
             self._line(f"checkpoint: {e.path}")
         elif isinstance(e, LogMessage):

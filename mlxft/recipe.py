@@ -116,9 +116,10 @@ class TrainSection(_Strict):
     save_every: Annotated[Count, Field(gt=0)] | None = Field(100, description="Checkpoint every N steps (and at the end).")
     keep_checkpoints: Annotated[Count, Field(gt=0)] = Field(2, description="How many step checkpoints to keep on disk.")
     early_stopping_patience: Annotated[Count, Field(gt=0)] | None = Field(
-        None, description="Stop after this many evaluations without a better validation loss."
+        None, description="Stop after this many evaluations without a better validation score (train.best_metric)."
     )
-    keep_best: bool = Field(True, description="The final adapter is the one with the best validation loss.")
+    keep_best: bool = Field(True, description="The final adapter is the one with the best validation score (train.best_metric).")
+    best_metric: str = Field("loss", description="The validation metric that keep_best and early stopping follow (loss, or a metric the job reports such as accuracy).")
     grad_checkpoint: bool = Field(False, description="Recompute activations in the backward pass: less memory, ~30% slower.")
     compile: bool = Field(True, description="Compile the training step (set false to debug eagerly).")
     log_every: Annotated[Count, Field(gt=0)] = 10

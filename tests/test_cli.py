@@ -126,7 +126,7 @@ def test_blas_preload_works_from_the_folder_that_holds_mlx_kernel_cache(tmp_path
 
 
 def test_the_engine_never_imports_textual():
-    code = "import sys, mlxft, mlxft.cli, mlxft.api, mlxft.train.lm; print('textual' in sys.modules)"
+    code = "import sys, mlxft, mlxft.cli, mlxft.api, mlxft.train.run; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 

@@ -282,13 +282,11 @@ def test_a_healthy_run_is_not_called_diverged(tiny_llama, chat_data, tmp_path):
 
 
 def test_a_stop_request_during_a_long_validation_is_honoured_within_a_batch(tiny_llama, chat_data, tmp_path):
-    from mlxft.train.lm import load_splits, prepare_model
-    from mlxft.train.loop import LoopHooks, Trainer, TrainData
-    from mlxft.train.objective import make_loss
+    from mlxft.llm.sft import SFTJob
+    from mlxft.recipe import recipe_from_dict
+    from mlxft.train.loop import LoopHooks, Trainer
 
-    recipe = __import__("mlxft.recipe", fromlist=["recipe_from_dict"]).recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path, train={"batch_size": 1, "eval_every": 1}))
-    loaded, _ = prepare_model(recipe)
-    train_set, valid = load_splits(recipe, loaded.tokenizer)
+    recipe = recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path, train={"batch_size": 1, "eval_every": 1}))
     asked = {"n": 0}
 
     def stop_after_three() -> bool:
@@ -296,8 +294,7 @@ def test_a_stop_request_during_a_long_validation_is_honoured_within_a_batch(tiny
         return asked["n"] > 3
 
     events = []
-    trainer = Trainer(loaded.model, make_loss(loaded.model, "llama"), TrainData(train_set, valid), recipe.train, seed=0, batching="bucket",
-                      total_steps=5, run_dir=tmp_path, hooks=LoopHooks(emit=events.append, should_stop=stop_after_three))
+    trainer = Trainer(SFTJob(recipe), recipe.train, seed=0, total_steps=5, run_dir=tmp_path, hooks=LoopHooks(emit=events.append, should_stop=stop_after_three))
     assert trainer.fit() == "stopped"
     assert asked["n"] <= 5  # 16 validation batches, but it stopped after the third
     assert any("cut short" in getattr(e, "message", "") for e in events)
@@ -305,15 +302,19 @@ def test_a_stop_request_during_a_long_validation_is_honoured_within_a_batch(tiny
 
 
 def test_ctrl_c_while_the_training_process_starts_gives_no_traceback(tiny_llama, chat_data, tmp_path):
+    """Ctrl-C as soon as the run directory exists (the child is being spawned or is loading), and during loading."""
     recipe = _recipe_file(tmp_path, lm_recipe(tiny_llama, chat_data, tmp_path / "runs", name="c", train={"steps": 100000, "save_every": 1000}))
-    for delay in (0.3, 1.5):
+    root = tmp_path / "runs"
+    for n, extra_wait in enumerate((0.0, 0.5)):
         proc = subprocess.Popen(MLXFT + ["train", str(recipe)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        time.sleep(delay)
+        run = root / ("c" if n == 0 else f"c-{n + 1}")
+        assert _wait_for(lambda: (run / "recipe.yaml").is_file(), 120)
+        time.sleep(extra_wait)
         os.killpg(proc.pid, signal.SIGINT)  # the whole foreground group, as a terminal's Ctrl-C does
-        _out, err = proc.communicate(timeout=180)
+        _out, err = proc.communicate(timeout=300)
         assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
         assert proc.returncode in (130, 1), err
-    for summary in list_runs(tmp_path / "runs"):
+    for summary in list_runs(root):
         assert summary.status in ("stopped", "failed"), summary  # every attempt ended with a final event
 
 

@@ -158,16 +158,14 @@ def test_a_dead_training_process_is_reported_with_its_last_checkpoint(tiny_llama
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_llama, chat_data, tmp_path):
-    from mlxft.train.lm import load_splits, prepare_model
-    from mlxft.train.loop import LoopHooks, Trainer, TrainData
-    from mlxft.train.objective import make_loss
+    from mlxft.llm.sft import SFTJob
+    from mlxft.train.loop import LoopHooks, Trainer
 
     recipe = recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path))
-    loaded, _ = prepare_model(recipe)
-    train_set, valid = load_splits(recipe, loaded.tokenizer)
-    norm = loaded.model.model.norm
+    job = SFTJob(recipe)
+    norm = job.model.model.norm
     norm.weight = norm.weight * float("nan")
-    trainer = Trainer(loaded.model, make_loss(loaded.model, "llama"), TrainData(train_set, valid), recipe.train, seed=0, batching="bucket", total_steps=3, run_dir=tmp_path, hooks=LoopHooks())
+    trainer = Trainer(job, recipe.train, seed=0, total_steps=3, run_dir=tmp_path, hooks=LoopHooks())
     with pytest.raises(RunError) as err:
         trainer.train_step()
     assert "nan" in err.value.message and "step 1" in err.value.message and "learning_rate" in err.value.hint
@@ -179,7 +177,7 @@ def test_loss_on_selected_rows_equals_loss_on_full_logits(tiny_model, chat_data)
     from mlxft.data.sources import read_split
     from mlxft.llm.loading import load_model
     from mlxft.recipe import DataSection
-    from mlxft.train.objective import make_loss, split_forward
+    from mlxft.llm.objective import make_loss, split_forward
 
     loaded = load_model(str(tiny_model))
     assert split_forward(loaded.model, loaded.model_type) is not None
@@ -193,18 +191,16 @@ def test_loss_on_selected_rows_equals_loss_on_full_logits(tiny_model, chat_data)
 
 
 def test_early_stopping_and_keep_best_follow_the_validation_loss(tiny_llama, chat_data, tmp_path):
-    from mlxft.train.lm import load_splits, prepare_model
-    from mlxft.train.loop import LoopHooks, Trainer, TrainData
-    from mlxft.train.objective import make_loss
+    from mlxft.llm.sft import SFTJob
+    from mlxft.train.loop import LoopHooks, Trainer
 
     recipe = recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path, train={"steps": 50, "eval_every": 2, "early_stopping_patience": 2, "save_every": None}))
-    loaded, cfg = prepare_model(recipe)
-    train_set, valid = load_splits(recipe, loaded.tokenizer)
+    job = SFTJob(recipe)
     events, saved = [], []
-    hooks = LoopHooks(emit=events.append, save_adapter=lambda folder: saved.append((Path(folder).name, trainer.state.step)))
-    trainer = Trainer(loaded.model, make_loss(loaded.model, "llama"), TrainData(train_set, valid), recipe.train, seed=0, batching="bucket", total_steps=50, run_dir=tmp_path, hooks=hooks)
+    job.save = lambda folder: saved.append((Path(folder).name, trainer.state.step))
+    trainer = Trainer(job, recipe.train, seed=0, total_steps=50, run_dir=tmp_path, hooks=LoopHooks(emit=events.append))
     scripted = iter([5.0, 4.0, 3.0, 3.5, 3.2, 2.0])  # best at step 4, then two evaluations without improvement
-    trainer.evaluate = lambda max_batches=None: (next(scripted), 10)
+    trainer.evaluate = lambda max_batches=None: ({"loss": next(scripted)}, 10)
     status = trainer.fit()
     assert status == "early-stopped"
     assert trainer.state.step == 8 and trainer.state.best_step == 4 and trainer.state.best_val_loss == 3.0

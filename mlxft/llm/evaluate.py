@@ -20,10 +20,27 @@ def encode_split(loaded, data: str, split: str, *, data_format: str = "auto", ma
     return encode_records(records, SampleEncoder(loaded.tokenizer, cfg), data_format, max_seq_length, "truncate")
 
 
+def evaluate_loss(model, loss, samples, batch_size: int, pad_id: int = 0) -> tuple[float, int]:
+    """Token-weighted mean loss of `loss(inputs, targets, positions, weights)` over samples; (nan, 0) if none."""
+    import mlx.core as mx
+
+    from mlxft.data.batches import collate, eval_order
+
+    if not samples:
+        return float("nan"), 0
+    model.eval()
+    total, ntoks = 0.0, 0
+    for idx in eval_order([len(s) for s in samples], batch_size):
+        b = collate([samples[i] for i in idx], pad_id)
+        value, _ = loss(mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
+        total += value.item() * b.trained_tokens
+        ntoks += b.trained_tokens
+    return total / max(ntoks, 1), ntoks
+
+
 def split_loss(loaded, samples, batch_size: int = 4) -> dict:
     """Token-weighted loss and perplexity of the model as it is now (adapters on or off) over encoded samples."""
-    from mlxft.train.loop import evaluate_loss
-    from mlxft.train.objective import make_loss
+    from mlxft.llm.objective import make_loss
 
     loss_fn = partial(make_loss(loaded.model, loaded.model_type), loaded.model)
     loss, tokens = evaluate_loss(loaded.model, loss_fn, samples, batch_size, loaded.tokenizer.pad_token_id or 0)

@@ -1,4 +1,4 @@
-"""The one training loop: compiled step, accumulation, clipping, schedules, evaluation, checkpoints, resume."""
+"""The one training loop for every job: compiled step, accumulation, clipping, schedules, phases, evaluation, checkpoints, resume."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,10 +17,9 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from mlxft.data.batches import Batch, collate, epoch_order, eval_order
-from mlxft.data.encode import Encoded
 from mlxft.errors import RunError, write_error
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, StepReport
+from mlxft.job import Batch, Phase
 from mlxft.runs import RunDir, atomic_write_text, checkpoint_problem, publish_dir
 
 
@@ -41,8 +39,10 @@ def build_schedule(lr: float, total_steps: int, warmup: int, kind: str, min_rati
     return optim.join_schedules([optim.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def build_optimizer(cfg, total_steps: int) -> optim.Optimizer:
-    schedule = build_schedule(cfg.learning_rate, total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+def build_optimizer(cfg, total_steps: int, learning_rate: float | None = None) -> optim.Optimizer:
+    """The recipe's optimizer over `total_steps` (one phase), at `learning_rate` (default train.learning_rate)."""
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
+    schedule = build_schedule(lr, total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
     # Bias correction on: the Adam of the papers and of PyTorch (MLX defaults it off, which makes the
     # first updates ~3x larger than the learning rate suggests).
     if cfg.optimizer == "adamw":
@@ -52,32 +52,16 @@ def build_optimizer(cfg, total_steps: int) -> optim.Optimizer:
     return optim.SGD(learning_rate=schedule, weight_decay=cfg.weight_decay)
 
 
-def enable_grad_checkpoint(block: nn.Module) -> None:
-    """Recompute a block's activations in the backward pass (patches its class; training runs in its own process)."""
-    cls = type(block)
-    if getattr(cls, "_mlxft_checkpointed", False):
-        return
-    original = cls.__call__
-
-    def checkpointed(self, *args, **kwargs):
-        def inner(params, *args, **kwargs):
-            self.update(params)
-            return original(self, *args, **kwargs)
-
-        return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
-
-    cls.__call__ = checkpointed
-    cls._mlxft_checkpointed = True
-
-
 @dataclass
 class LoopState:
     """Everything besides weights and optimizer state that a resumed run needs to continue exactly."""
 
     step: int = 0
+    phase: int = 0  # index into the job's phases; a resumed run rebuilds that phase's trainable parts and optimizer
     epoch: int = 0
     batch_in_epoch: int = 0  # index of the next batch in this epoch's order
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # the lowest validation loss (what run lists show)
+    best_value: float | None = None  # the best value of train.best_metric (keep-best and early stopping follow it)
     best_step: int | None = None
     evals_without_improvement: int = 0
     trained_tokens: int = 0
@@ -107,20 +91,20 @@ class DivergenceGuard:
     """Judges each measured loss (validation when there is a split, else the training window).
 
     Diverged means `patience` checks in a row that are either at the level of guessing uniformly over the
-    vocabulary (ln V) when the run started well below it, or far above the lowest loss seen
+    choices (ln V for a vocabulary of V tokens) when the run started well below it, or far above the lowest loss seen
     (more than max(2, lowest) above it). Plain overfitting moves validation loss far less than that.
     """
 
-    uniform_loss: float | None  # ln(vocabulary size); None when unknown
+    uniform_loss: float | None  # ln(number of choices: vocabulary or classes); None when unknown
     patience: int
 
     def suspect(self, loss: float, st: "LoopState") -> str | None:
         u = self.uniform_loss
         if u is not None and loss >= 0.95 * u:
             if st.first_loss is not None and st.first_loss < 0.9 * u:
-                return f"at the level of guessing uniformly over the vocabulary (ln V = {u:.2f}), after starting at {st.first_loss:.3f}"
+                return f"at the level of uniform guessing ({u:.2f}), after starting at {st.first_loss:.3f}"
             if st.last_checked_loss is not None and abs(loss - st.last_checked_loss) < 1e-3 * u:
-                return f"stuck at the level of guessing uniformly over the vocabulary (ln V = {u:.2f}): the model no longer learns"
+                return f"stuck at the level of uniform guessing ({u:.2f}): the model no longer learns"
         if st.lowest_loss is not None and loss > st.lowest_loss + max(2.0, st.lowest_loss):
             return f"far above the lowest loss of this run ({st.lowest_loss:.3f})"
         return None
@@ -149,45 +133,10 @@ class _Stopped(Exception):
 
 @dataclass
 class LoopHooks:
-    """How the loop talks to the outside: events out, a stop request in, and how to save an adapter folder."""
+    """How the loop talks to the outside: events out, a stop request in."""
 
     emit: Callable = lambda event: None
     should_stop: Callable[[], bool] = lambda: False
-    save_adapter: Callable[[Path], None] = lambda folder: None
-
-
-@dataclass
-class TrainData:
-    train: list[Encoded]
-    valid: list[Encoded]
-    pad_id: int = 0
-    lengths: list[int] = field(init=False)
-
-    def __post_init__(self):
-        self.lengths = [len(s) for s in self.train]
-
-
-def evaluate_loss(model: nn.Module, loss, samples: list[Encoded], batch_size: int, pad_id: int = 0, max_batches: int | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[float, int]:
-    """Token-weighted mean loss of `loss(inputs, targets, positions, weights)` over samples; (nan, 0) if none.
-
-    `should_stop` is asked between batches, so a stop request during a long split is honoured within a batch.
-    """
-    if not samples:
-        return float("nan"), 0
-    model.eval()
-    batches = eval_order([len(s) for s in samples], batch_size)
-    if max_batches is not None:
-        batches = batches[:max_batches]
-    total, ntoks = 0.0, 0
-    for idx in batches:
-        if should_stop is not None and should_stop():
-            raise _Stopped()
-        b = collate([samples[i] for i in idx], pad_id)
-        value, _ = loss(mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
-        total += value.item() * b.trained_tokens
-        ntoks += b.trained_tokens
-    return total / max(ntoks, 1), ntoks
 
 
 def steps_per_epoch(n_samples: int, batch_size: int, accumulation: int) -> int:
@@ -195,32 +144,51 @@ def steps_per_epoch(n_samples: int, batch_size: int, accumulation: int) -> int:
 
 
 class Trainer:
-    """Runs optimizer steps over TrainData; knows nothing about recipes' kinds or the run's UI."""
+    """Runs optimizer steps of one job; knows nothing about recipes' kinds or the run's UI."""
 
-    def __init__(self, model: nn.Module, loss_fn, data: TrainData, cfg, *, seed: int, batching: str, total_steps: int, run_dir: Path, hooks: LoopHooks,
-                 uniform_loss: float | None = None):
-        self.model, self.data, self.cfg, self.seed = model, data, cfg, seed
+    def __init__(self, job, cfg, *, seed: int, total_steps: int | None = None, run_dir: Path, hooks: LoopHooks):
+        self.job, self.model, self.cfg, self.seed = job, job.model, cfg, seed
+        self.run_dir, self.hooks = Path(run_dir), hooks
+        self.phases: list[Phase] = list(job.phases) if job.phases else [Phase("train", total_steps or total_steps_for(cfg, job.train_size), cfg.learning_rate)]
+        self.total_steps = sum(p.steps for p in self.phases)
+        self.best_metric = cfg.best_metric
+        self.maximise = self.best_metric in job.higher_is_better
         # Evaluations are rarer and steadier than training windows: fewer of them in a row are enough.
-        self.guard = DivergenceGuard(uniform_loss, patience=2 if data.valid and cfg.eval_every is not None else 3)
-        self.batching, self.total_steps, self.run_dir, self.hooks = batching, total_steps, Path(run_dir), hooks
-        self.loss_fn = loss_fn
-        self.optimizer = build_optimizer(cfg, total_steps)
+        self.guard = DivergenceGuard(job.uniform_loss, patience=2 if self._validates else 3)
         self.state = LoopState()
         self._order: list[list[int]] | None = None
         self._order_epoch = -1
+        self._enter_phase(0)
+
+    # -- phases and the step ------------------------------------------------------------------
+    def _phase_bounds(self, index: int) -> tuple[int, int]:
+        start = sum(p.steps for p in self.phases[:index])
+        return start, start + self.phases[index].steps
+
+    def _enter_phase(self, index: int) -> None:
+        """Set the phase's trainable parts, and a fresh optimizer and compiled step over them."""
+        phase = self.phases[index]
+        self.state.phase = index
+        phase.setup()
+        start, end = self._phase_bounds(index)
+        self.optimizer = build_optimizer(self.cfg, end - start, phase.learning_rate)
         self._build_steps()
 
-    # -- the step ---------------------------------------------------------------------------
     def _build_steps(self) -> None:
-        model, optimizer, cfg = self.model, self.optimizer, self.cfg
+        model, optimizer, cfg, job = self.model, self.optimizer, self.cfg, self.job
         if not optimizer.state:
             # Create the optimizer state before tracing, so compiled updates read and write real arrays.
             optimizer.init(model.trainable_parameters())
-        value_and_grad = nn.value_and_grad(model, self.loss_fn)
 
-        def micro(inputs, targets, positions, weights):
-            (loss, ntok), grads = value_and_grad(model, inputs, targets, positions, weights)
-            return loss, ntok, grads
+        def loss_with_metrics(model, *arrays):
+            out = job.loss(model, *arrays)
+            return out if len(out) == 3 else (*out, {})
+
+        value_and_grad = nn.value_and_grad(model, loss_with_metrics)
+
+        def micro(*arrays):
+            (loss, weight, metrics), grads = value_and_grad(model, *arrays)
+            return loss, weight, metrics, grads
 
         def update(grads):
             if cfg.max_grad_norm is not None:
@@ -230,18 +198,21 @@ class Trainer:
             optimizer.update(model, grads)
             return norm
 
+        def eval_step(*arrays):
+            return job.eval_metrics(model, *arrays)
+
         if cfg.compile:
             state = [model.state, mx.random.state]
             micro = mx.compile(micro, inputs=state, outputs=state)  # model.state must be an output too, or chained compiled calls break
             ustate = [model.state, optimizer.state]
             update = mx.compile(update, inputs=ustate, outputs=ustate)
-        self._micro, self._update = micro, update
-        self._eval_loss = mx.compile(partial(self.loss_fn, model), inputs=[model.state]) if cfg.compile else partial(self.loss_fn, model)
+            eval_step = mx.compile(eval_step, inputs=[model.state])
+        self._micro, self._update, self._eval_step = micro, update, eval_step
 
     # -- data position ----------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         if self._order_epoch != epoch:
-            self._order = epoch_order(self.data.lengths, self.cfg.batch_size, self.seed, epoch, self.batching)
+            self._order = self.job.train_order(epoch, self.cfg.batch_size, self.seed)
             self._order_epoch = epoch
         return self._order
 
@@ -253,34 +224,38 @@ class Trainer:
             order = self._epoch_batches(self.state.epoch)
         idx = order[self.state.batch_in_epoch]
         self.state.batch_in_epoch += 1
-        return collate([self.data.train[i] for i in idx], self.data.pad_id)
+        return self.job.train_batch(idx)
 
     def _epoch_float(self) -> float:
         n = len(self._epoch_batches(self.state.epoch))
         return self.state.epoch + self.state.batch_in_epoch / max(n, 1)
 
     # -- one optimizer step -----------------------------------------------------------------
-    def train_step(self) -> tuple[float, int]:
+    def train_step(self) -> tuple[float, float, int, dict[str, float]]:
+        """One optimizer step: (loss, weight, size, metrics) of its micro-batches, weighted by the job's weight."""
         # Dropout masks are a pure function of (seed, step): a resumed run draws the same ones.
         mx.random.seed(self.seed * 1_000_003 + self.state.step)
-        acc, total_tokens, losses = None, 0, []
+        acc, total_weight, size, parts = None, 0.0, 0, []
         accum = self.cfg.grad_accumulation
         for _ in range(accum):
             b = self._next_batch()
-            loss, ntok, grads = self._micro(mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
+            loss, weight, metrics, grads = self._micro(*b.arrays)
             if accum > 1:
-                # Token-weighted accumulation: the step's gradient is that of the mean over all its tokens.
-                grads = tree_map(lambda g: g * ntok, grads)
+                # Weighted accumulation: the step's gradient is that of the weighted mean over all its micro-batches.
+                grads = tree_map(lambda g: g * weight, grads)
                 acc = grads if acc is None else tree_map(mx.add, acc, grads)
             else:
                 acc = grads
-            losses.append((loss, b.trained_tokens))
-            total_tokens += b.trained_tokens
+            parts.append((loss, metrics, b.weight))
+            total_weight += b.weight
+            size += b.size
         if accum > 1:
-            acc = tree_map(lambda g: g / max(total_tokens, 1), acc)
+            acc = tree_map(lambda g: g / max(total_weight, 1e-12), acc)
         self._update(acc)
-        mx.eval(self.model.state, self.optimizer.state, [l for l, _ in losses])
-        loss = sum(l.item() * n for l, n in losses) / max(total_tokens, 1)
+        mx.eval(self.model.state, self.optimizer.state, [(l, m) for l, m, _ in parts])
+        denom = max(total_weight, 1e-12)
+        loss = sum(l.item() * w for l, _, w in parts) / denom
+        metrics = {k: sum(m[k].item() * w for _, m, w in parts) / denom for k in parts[0][1]}
         if not math.isfinite(loss):
             self._drop_checkpoints_after(self.state.healthy_step)
             raise DivergedError(
@@ -288,26 +263,40 @@ class Trainer:
                 hint="lower train.learning_rate, keep train.max_grad_norm set, or use dtype=float32, and start a new run",
             )
         self.state.step += 1
-        self.state.trained_tokens += total_tokens
+        self.state.trained_tokens += size
         self.state.last_train_loss = loss
-        return loss, total_tokens
+        return loss, total_weight, size, metrics
 
-    def evaluate(self, samples: list[Encoded] | None = None, max_batches: int | None = None) -> tuple[float, int]:
-        """Token-weighted mean loss over `samples` (default: the validation split)."""
-        samples = self.data.valid if samples is None else samples
+    def evaluate(self, max_batches: int | None = None) -> tuple[dict[str, float], float]:
+        """The job's validation metrics (weighted means, plus what the job derives from them) and the total weight.
+
+        The stop request is asked between batches, so a stop during a long split is honoured within a batch.
+        """
+        sums: dict[str, float] = {}
+        total = 0.0
+        self.model.eval()
         try:
-            return evaluate_loss(self.model, self._eval_loss, samples, self.cfg.batch_size, self.data.pad_id, max_batches, should_stop=self.hooks.should_stop)
+            for b in self.job.eval_batches(self.cfg.batch_size, max_batches):
+                if self.hooks.should_stop():
+                    raise _Stopped()
+                metrics, _ = self._eval_step(*b.arrays)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v.item() * b.weight
+                total += b.weight
         finally:
             self.model.train()
+        if total == 0:
+            return {}, 0.0
+        return self.job.finish_metrics({k: v / total for k, v in sums.items()}), total
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, folder: Path) -> Path:
-        """adapter + optimizer + loop state, written to a temp folder and renamed into place."""
+        """The job's weights + optimizer + loop state, written to a temp folder and renamed into place."""
         tmp = None
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-            self.hooks.save_adapter(tmp / "adapter")
+            self.job.save(tmp / self.job.artifact)
             opt_state = dict(tree_flatten(self.optimizer.state))
             mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
             atomic_write_text(tmp / "state.json", self.state.to_json())  # last: marks the checkpoint complete
@@ -327,7 +316,7 @@ class Trainer:
                 try:
                     self.load_checkpoint(folder)
                     return folder
-                except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+                except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
                     problem = f"it does not load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             aside = folder.with_name(f"corrupt-{folder.name}")
             os.replace(folder, aside)  # out of the way, so this step can be checkpointed again; kept for a post-mortem
@@ -335,14 +324,15 @@ class Trainer:
         raise RunError(f"{self.run_dir}: no usable checkpoint to resume from", hint="start the run again with `mlxft train`")
 
     def load_checkpoint(self, folder: Path) -> None:
-        from mlxft.llm.adapters import ADAPTER_WEIGHTS
-
-        weights = mx.load(str(folder / "adapter" / ADAPTER_WEIGHTS))
-        self.model.load_weights(list(weights.items()), strict=False)
+        state = LoopState.from_json((folder / "state.json").read_text())
+        if not 0 <= state.phase < len(self.phases):
+            raise ValueError(f"phase {state.phase} does not exist in this job")
+        self._enter_phase(state.phase)  # the phase's trainable parts first: the optimizer state is over them
+        self.job.load(folder / self.job.artifact)
         self.optimizer.init(self.model.trainable_parameters())
         opt = mx.load(str(folder / "optimizer.safetensors"))
         self.optimizer.state = tree_unflatten(list(opt.items()))
-        self.state = LoopState.from_json((folder / "state.json").read_text())
+        self.state = state
         mx.eval(self.model.state, self.optimizer.state)
         self._build_steps()  # the compiled functions must capture the restored state objects
 
@@ -361,39 +351,51 @@ class Trainer:
                 _remove_checkpoint(folder)
 
     # -- the loop ---------------------------------------------------------------------------
-    def _run_eval(self) -> float | None:
+    def _is_better(self, value: float) -> bool:
+        best = self.state.best_value
+        return best is None or (value > best if self.maximise else value < best)
+
+    def _run_eval(self) -> dict[str, float] | None:
         t0 = time.perf_counter()
         try:
-            val, ntok = self.evaluate(max_batches=self.cfg.eval_batches)
+            metrics, weight = self.evaluate(max_batches=self.cfg.eval_batches)
         except _Stopped:
             self.hooks.emit(LogMessage("info", f"evaluation at step {self.state.step} cut short by the stop request"))
             return None
-        if ntok == 0:
+        if weight == 0:
             return None
-        st = self.state
+        st, val = self.state, metrics["loss"]
+        if self.best_metric not in metrics:
+            raise RunError(f"train.best_metric is {self.best_metric!r}, but this job reports {', '.join(sorted(metrics))}", hint="set train.best_metric to one of those")
         try:
-            self.guard.observe(val, st, "validation loss", self.cfg.learning_rate)
+            self.guard.observe(val, st, "validation loss", self.phases[st.phase].learning_rate)
         except DivergedError:
-            self.hooks.emit(EvalReport(st.step, val, math.exp(min(val, 50.0)), st.best_val_loss if st.best_val_loss is not None else val, False, ntok, time.perf_counter() - t0))
+            self.hooks.emit(self._eval_report(metrics, False, weight, t0))
             self._drop_checkpoints_after(st.healthy_step)
             raise
-        is_best = st.best_val_loss is None or val < st.best_val_loss
+        st.best_val_loss = val if st.best_val_loss is None else min(st.best_val_loss, val)
+        is_best = self._is_better(metrics[self.best_metric])
         if is_best:
-            st.best_val_loss, st.best_step, st.evals_without_improvement = val, st.step, 0
+            st.best_value, st.best_step, st.evals_without_improvement = metrics[self.best_metric], st.step, 0
             if self.cfg.keep_best and st.step > 0:
-                self.hooks.save_adapter(self.run_dir / "best")
+                self.job.save(self.run_dir / "best")
         else:
             st.evals_without_improvement += 1
-        self.hooks.emit(EvalReport(st.step, val, math.exp(min(val, 50.0)), st.best_val_loss, is_best, ntok, time.perf_counter() - t0))
-        return val
+        self.hooks.emit(self._eval_report(metrics, is_best, weight, t0))
+        return metrics
+
+    def _eval_report(self, metrics: dict, is_best: bool, weight: float, t0: float) -> EvalReport:
+        st = self.state
+        return EvalReport(st.step, metrics["loss"], metrics.get("perplexity"), st.best_val_loss if st.best_val_loss is not None else metrics["loss"],
+                          is_best, int(weight), time.perf_counter() - t0, metrics=metrics)
 
     def fit(self) -> str:
         """Train until total_steps, a stop request, or early stopping. Returns the status."""
         cfg, st, emit = self.cfg, self.state, self.hooks.emit
         self.model.train()
-        if st.step == 0 and cfg.eval_every is not None:
-            self._run_eval()  # the loss before training, for comparison
-        window_loss, window_tokens = 0.0, 0
+        if st.step == 0 and self._validates:
+            self._run_eval()  # the metrics before training, for comparison
+        window = _Window()
         t_window = time.perf_counter()
         t_start = time.perf_counter() - st.elapsed_s
         status = "completed"
@@ -402,9 +404,12 @@ class Trainer:
             if self.hooks.should_stop():
                 status = "stopped"
                 break
-            loss, ntok = self.train_step()
-            window_loss += loss * ntok
-            window_tokens += ntok
+            if st.step >= self._phase_bounds(st.phase)[1]:
+                self._enter_phase(st.phase + 1)
+                phase = self.phases[st.phase]
+                emit(LogMessage("info", f"phase {st.phase + 1}/{len(self.phases)}: {phase.name} ({phase.steps} steps at learning rate {phase.learning_rate:g})"))
+            loss, weight, size, metrics = self.train_step()
+            window.add(loss, weight, size, metrics)
             st.elapsed_s = time.perf_counter() - t_start
             last = st.step == self.total_steps
             if st.step % cfg.log_every == 0 or last or st.step == 1:
@@ -414,24 +419,24 @@ class Trainer:
                 emit(
                     StepReport(
                         step=st.step, total_steps=self.total_steps, epoch=round(self._epoch_float(), 4),
-                        loss=window_loss / max(window_tokens, 1), learning_rate=float(self.optimizer.learning_rate.item()),
-                        tokens=window_tokens, tokens_per_second=window_tokens / dt, peak_memory_gb=mx.get_peak_memory() / 1e9,
-                        elapsed_s=st.elapsed_s, eta_s=steps_left / max(rate, 1e-9),
+                        loss=window.loss, learning_rate=float(self.optimizer.learning_rate.item()),
+                        tokens=window.size, tokens_per_second=window.size / dt, peak_memory_gb=mx.get_peak_memory() / 1e9,
+                        elapsed_s=st.elapsed_s, eta_s=steps_left / max(rate, 1e-9), metrics=window.metrics,
                     )
                 )
                 if not self._validates:
                     try:
-                        self.guard.observe(window_loss / max(window_tokens, 1), st, "training loss", self.cfg.learning_rate)
+                        self.guard.observe(window.loss, st, "training loss", self.phases[st.phase].learning_rate)
                     except DivergedError:
                         self._drop_checkpoints_after(st.healthy_step)
                         raise
-                window_loss, window_tokens = 0.0, 0
+                window = _Window()
                 t_window = time.perf_counter()
-            if cfg.eval_every is not None and (st.step % cfg.eval_every == 0 or last):
+            if self._validates and (st.step % cfg.eval_every == 0 or last):
                 self._run_eval()
                 t_window = time.perf_counter()  # evaluation time is not training throughput
                 if cfg.early_stopping_patience is not None and st.evals_without_improvement >= cfg.early_stopping_patience:
-                    emit(LogMessage("info", f"early stopping: no better validation loss in {cfg.early_stopping_patience} evaluations (best {st.best_val_loss:.4f} at step {st.best_step})"))
+                    emit(LogMessage("info", f"early stopping: no better validation {self.best_metric} in {cfg.early_stopping_patience} evaluations (best {st.best_value:.4f} at step {st.best_step})"))
                     status = "early-stopped"
             if cfg.save_every is not None and st.step % cfg.save_every == 0 and not last:
                 self.checkpoint()
@@ -442,7 +447,7 @@ class Trainer:
 
     @property
     def _validates(self) -> bool:
-        return bool(self.data.valid) and self.cfg.eval_every is not None
+        return self.job.has_validation and self.cfg.eval_every is not None
 
     def checkpoint(self) -> Path:
         folder = self.run_dir / "checkpoints" / f"step-{self.state.step:06d}"
@@ -451,6 +456,48 @@ class Trainer:
             self.prune_checkpoints(self.cfg.keep_checkpoints)
             self.hooks.emit(CheckpointSaved(self.state.step, str(folder)))
         return folder
+
+    def save_result(self) -> tuple[Path, str | None]:
+        """The run's result in RUN/<artifact>: the best evaluation's weights under keep_best, else the last step's."""
+        final, best = self.run_dir / self.job.artifact, self.run_dir / "best"
+        st = self.state
+        if self.cfg.keep_best and best.is_dir() and st.best_step != st.step:
+            tmp = self.run_dir / f".{self.job.artifact}-from-best"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(best, tmp)
+            publish_dir(tmp, final)
+            return final, f"{self.job.artifact}/ holds the best validation {self.best_metric} ({st.best_value:.4f} at step {st.best_step}); the last step's weights are in checkpoints/"
+        self.job.save(final)
+        return final, None
+
+
+class _Window:
+    """Training numbers between two progress reports, weighted by each step's weight."""
+
+    def __init__(self):
+        self.weight, self.size, self._loss, self._metrics = 0.0, 0, 0.0, {}
+
+    def add(self, loss: float, weight: float, size: int, metrics: dict[str, float]) -> None:
+        self.weight += weight
+        self.size += size
+        self._loss += loss * weight
+        for k, v in metrics.items():
+            self._metrics[k] = self._metrics.get(k, 0.0) + v * weight
+
+    @property
+    def loss(self) -> float:
+        return self._loss / max(self.weight, 1e-12)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: v / max(self.weight, 1e-12) for k, v in self._metrics.items()}
+
+
+def total_steps_for(cfg, n_train: int) -> int:
+    """train.steps, or train.epochs over the training split."""
+    if cfg.steps is not None:
+        return cfg.steps
+    return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_train, cfg.batch_size, cfg.grad_accumulation)))
 
 
 def _remove_checkpoint(folder: Path) -> None:

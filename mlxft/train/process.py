@@ -48,7 +48,7 @@ def _child_main(recipe_data: dict, run_dir: str, resume: bool, conn, stop_event)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the supervisor while we booted
     import mlxft  # noqa: F401  (BLAS preload before mlx.core)
     from mlxft.recipe import Recipe
-    from mlxft.train.lm import run_lm
+    from mlxft.train.run import run_job
     from mlxft.train.loop import DivergedError, LoopHooks
 
     run = RunDir(run_dir)
@@ -94,7 +94,7 @@ def _child_main(recipe_data: dict, run_dir: str, resume: bool, conn, stop_event)
         if removed:
             emit(LogMessage("info", f"removed what an earlier, killed process left half-written: {', '.join(removed)}"))
         recipe = Recipe.model_validate(recipe_data)
-        finished = run_lm(recipe, run.path, hooks, resume=resume)
+        finished = run_job(recipe, run.path, hooks, resume=resume)
         emit(finished)
     except MlxftError as exc:
         fail(exc.message, exc.hint, resumable=not isinstance(exc, DivergedError))
@@ -225,10 +225,15 @@ def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None) -> Run:
     if model_path.exists():
         recipe.model = str(model_path.resolve())
     try:
-        atomic_write_text(run.recipe_path, recipe.to_yaml())
-    except OSError as exc:
-        raise write_error(exc, run.recipe_path, "save the run's recipe") from None
-    return supervise(recipe, run, on_event=on_event)
+        try:
+            atomic_write_text(run.recipe_path, recipe.to_yaml())
+        except OSError as exc:
+            raise write_error(exc, run.recipe_path, "save the run's recipe") from None
+        return supervise(recipe, run, on_event=on_event)
+    except KeyboardInterrupt:
+        # Ctrl-C before the supervisor took over: the run says so, instead of `starting` until it times out.
+        _record_death(run, RunFailed(step=0, error="stopped by Ctrl-C before training started", hint="start it again with `mlxft train`", last_checkpoint=None))
+        raise
 
 
 def resume_run(run_dir: str | Path, *, on_event: Callable = lambda e: None) -> Run:

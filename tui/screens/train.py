@@ -49,6 +49,7 @@ def memory_line(recipe: Recipe) -> str:
 
 
 class TrainScreen(Screen):
+    _unit = "tok"  # what throughput counts; RunStarted says
     AUTO_FOCUS = None  # on_mount decides: the recipe path, or nothing when a live run is shown
     HELP = """\
 ## Train
@@ -322,6 +323,7 @@ class TrainScreen(Screen):
         chart.clear()
         chart.x_max = None
         self._lr, self._tps = [], []
+        self._unit = "tok"  # what throughput counts, from RunStarted
         self._last_step = None
         self.query_one("#run-log", RichLog).clear()
         self.query_one("#run-title", Label).update(f"run: {self.run_path}")
@@ -358,6 +360,7 @@ class TrainScreen(Screen):
         chart = self.query_one(LineChart)
         if isinstance(e, RunStarted):
             self.total_steps = e.total_steps
+            self._unit = e.unit
             chart.x_max = e.total_steps
             chart.truncate_after(e.resumed_from_step)  # steps after the checkpoint are trained again
             self.finished = None
@@ -374,7 +377,9 @@ class TrainScreen(Screen):
         elif isinstance(e, EvalReport):
             chart.add_point("val loss", e.step, e.val_loss)
             best = " (best)" if e.is_best else f" (best {e.best_val_loss:.4f})"
-            self.log_line(f"step {e.step}: val loss {e.val_loss:.4f}, perplexity {e.val_perplexity:.2f}{best}")
+            ppl = f", perplexity {e.val_perplexity:.2f}" if e.val_perplexity is not None else ""
+            others = "".join(f", {k} {v:.4f}" for k, v in e.metrics.items() if k not in ("loss", "perplexity"))
+            self.log_line(f"step {e.step}: val loss {e.val_loss:.4f}{ppl}{others}{best}")
         elif isinstance(e, CheckpointSaved):
             self.log_line(f"step {e.step}: checkpoint {Path(e.path).name}")
         elif isinstance(e, LogMessage):
@@ -402,10 +407,11 @@ class TrainScreen(Screen):
         self.query_one("#lr-spark", Sparkline).data = self._lr[::every]
         self.query_one("#tps-spark", Sparkline).data = self._tps[::every]
         self.query_one("#lr-label", Label).update(f"lr {e.learning_rate:.1e}")
-        self.query_one("#tps-label", Label).update(f"tok/s {e.tokens_per_second:,.0f}")
+        unit = self._unit
+        self.query_one("#tps-label", Label).update(f"{unit}/s {e.tokens_per_second:,.0f}")
         self.query_one("#progress", ProgressBar).update(total=max(e.total_steps, 1), progress=e.step)
         self.query_one("#run-stats", Label).update(
-            f"step {e.step}/{e.total_steps} · loss {e.loss:.4f} · ETA {format_duration(e.eta_s)} · {e.tokens_per_second:,.0f} tok/s · "
+            f"step {e.step}/{e.total_steps} · loss {e.loss:.4f}{''.join(f' · {k} {v:.3f}' for k, v in e.metrics.items())} · ETA {format_duration(e.eta_s)} · {e.tokens_per_second:,.0f} {unit}/s · "
             f"peak {e.peak_memory_gb:.2f} GB · epoch {e.epoch:.2f} · elapsed {format_duration(e.elapsed_s)}")
 
     def log_line(self, text: str) -> None:

@@ -1,0 +1,52 @@
+"""One training run of any job, read top to bottom: build the job, train, save its result.
+
+`JOBS` is the one table from a recipe's kind to the job that trains it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlxft.events import LogMessage, RunFinished, RunStarted
+from mlxft.llm.sft import SFTJob
+from mlxft.recipe import Recipe
+from mlxft.train.loop import DivergedError, LoopHooks, Trainer
+
+JOBS = {"lm-lora": SFTJob, "lm-qlora": SFTJob, "lm-dora": SFTJob, "lm-full": SFTJob}
+
+
+def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = False) -> RunFinished:
+    emit = hooks.emit
+    t0 = time.perf_counter()
+    mx.random.seed(recipe.seed)
+
+    # -- setup --------------------------------------------------------------------------------
+    job = JOBS[recipe.kind](recipe, emit)
+    trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run_dir, hooks=hooks)
+    if resume:
+        resumed_from = trainer.resume_latest()
+        emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
+    emit(RunStarted(run_dir=str(run_dir), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit, **job.describe()))
+
+    # -- train --------------------------------------------------------------------------------
+    try:
+        status = trainer.fit()
+    except DivergedError as exc:
+        st = trainer.state
+        if (run_dir / "best").is_dir() and st.best_step:
+            exc.hint += f"; best/ holds the weights from before it diverged (validation {trainer.best_metric} {st.best_value:.4f} at step {st.best_step})"
+        raise  # nothing is saved from a diverged model
+
+    # -- save ---------------------------------------------------------------------------------
+    final, note = trainer.save_result()
+    if note:
+        emit(LogMessage("info", note))
+    job.write_readme(run_dir)
+    return RunFinished(
+        step=trainer.state.step, status=status, adapter_path=str(final), best_val_loss=trainer.state.best_val_loss,
+        final_train_loss=trainer.state.last_train_loss, seconds=time.perf_counter() - t0,
+    )
