@@ -466,8 +466,10 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         box.set_classes(f"-{verdict.split()[0]}")
         scores = self.query_one("#scores", DataTable)
         scores.clear()
-        targets = ", ".join(s.get("targets") or []) or "none"
-        for name, group in ((f"target ({targets})", s.get("target", {})), ("rest", s.get("rest", {}))):
+        # With no target the whole benchmark is the target and there is no rest row (summary.json's target_name says which).
+        name = s.get("target_name") or f"target ({', '.join(s.get('targets') or []) or 'none'})"
+        groups = [(name, s.get("target", {}))] + ([("rest", s["rest"])] if (s.get("rest") or {}).get("size") else [])
+        for name, group in groups:
             scores.add_row(_one_line(name, 40), str(group.get("size", 0)), _pct(group.get("base_accuracy")), _pct(group.get("tuned_accuracy")), _pts(group.get("change")))
         facts = [f"regressions: {s.get('regressions', 0)}   fixes: {s.get('fixes', 0)}"]
         if s.get("regression_clusters"):
