@@ -13,9 +13,13 @@ from mlxft.errors import MlxftError
 
 
 def _print_error(exc: MlxftError) -> None:
-    print(f"error: {exc.message}", file=sys.stderr)
-    if exc.hint:
-        print(f"  hint: {exc.hint}", file=sys.stderr)
+    from mlxft.textsafe import escape_controls
+
+    # Messages quote data (ids, clusters, labels): escaped, but their own line breaks are layout and stay.
+    message, hint = (escape_controls(text, keep="\n") if text else text for text in (exc.message, exc.hint))
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -70,6 +74,7 @@ def cmd_stop(args) -> int:
 
 def cmd_runs(args) -> int:
     from mlxft.runs import list_runs
+    from mlxft.textsafe import escape_controls
 
     runs = list_runs(args.dir)
     if args.json:
@@ -82,7 +87,8 @@ def cmd_runs(args) -> int:
     for r in runs:
         loss = f"{r.last_loss:.3f}" if r.last_loss is not None else "-"
         best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "-"
-        print(f"{r.path.name:<32} {r.status:<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {r.model}")
+        # Run names and models come from recipes and metrics files: printed escaped, padded as shown.
+        print(f"{escape_controls(r.path.name):<32} {escape_controls(r.status):<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {escape_controls(r.model)}")
     return 0
 
 
@@ -263,6 +269,7 @@ def cmd_quickstart(args) -> int:
 # -- evaluation ---------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
     from mlxft.eval.compare import compare, format_terminal, write_reports
+    from mlxft.textsafe import escape_lines
 
     def progress(done: int, total: int, phase: str) -> None:
         if args.progress_json:
@@ -281,10 +288,8 @@ def cmd_eval(args) -> int:
         print(json.dumps({"finished": True, "out": str(out), "verdict": result.verdict, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)
         return 0
     print(format_terminal(result))
-    for name in ("confusion_base", "confusion_tuned"):
-        if name in paths:
-            print(f"{name.replace('_', ' ')} matrix: {paths[name]}")
-    print(f"report: {paths['report']}\nrun log: {paths['log']} (for `mlxft data failures`)\nsummary: {paths['summary']}")
+    print(escape_lines([*(f"{name.replace('_', ' ')} matrix: {paths[name]}" for name in ("confusion_base", "confusion_tuned") if name in paths),
+                        f"report: {paths['report']}", f"run log: {paths['log']} (for `mlxft data failures`)", f"summary: {paths['summary']}"]))
     return 0
 
 
@@ -299,6 +304,7 @@ def cmd_data_failures(args) -> int:
 
 def cmd_data_review(args) -> int:
     from mlxft.data.curation import export_review, failure_clusters, read_eval_log, read_review
+    from mlxft.textsafe import escape_controls
 
     if args.check:
         print(read_review(args.check).summary())
@@ -315,7 +321,7 @@ def cmd_data_review(args) -> int:
             raise MlxftError(f"{args.eval_log}: no failure cluster {args.cluster!r}", hint=f"clusters: {', '.join(labels) or '(no failures)'}")
         chosen = match[0].rows
     path = export_review(chosen, args.out, overwrite=args.overwrite)
-    print(f"{path}: {len(chosen)} item(s) to review; fill in `corrected`, then `mlxft data build {path} --out DIR`")
+    print(escape_controls(f"{path}: {len(chosen)} item(s) to review; fill in `corrected`, then `mlxft data build {path} --out DIR`"))
     return 0
 
 
@@ -355,13 +361,14 @@ def cmd_data_validate(args) -> int:
 
 def cmd_data_show(args) -> int:
     from mlxft.data.readers import Record, read_page
+    from mlxft.textsafe import dump_json, escape_controls
 
     page = read_page(args.path, args.split, start=args.start, count=args.count, at=args.at)
     for row in page.rows:
         entry = {"where": row.where, **({"row": row.data} if isinstance(row, Record) else {"error": row.reason})}
-        print(json.dumps(entry, ensure_ascii=False, default=str) if args.json else f"{row.where}: " + (json.dumps(row.data, ensure_ascii=False, default=str) if isinstance(row, Record) else f"UNREADABLE: {row.reason}"))
+        print(dump_json(entry, default=str) if args.json else escape_controls(f"{row.where}: ") + (dump_json(row.data, default=str) if isinstance(row, Record) else escape_controls(f"UNREADABLE: {row.reason}")))
     end = page.start + len(page.rows)
-    print(f"rows {page.start + 1}-{end} of the {page.split} split" + (f"; more follow (--start {end})" if page.more else ""), file=sys.stderr)
+    print(escape_controls(f"rows {page.start + 1}-{end} of the {page.split} split" + (f"; more follow (--start {end})" if page.more else "")), file=sys.stderr)
     return 0
 
 
@@ -480,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--adapter", required=True, help="adapter folder or run directory")
     s.add_argument("--bench", required=True, help="benchmark JSONL: id, prompt or messages, expected, cluster, grader")
-    s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster)")
+    s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster; the whole benchmark when none is labelled)")
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
     s.add_argument("--heldout", help="data folder for held-out loss of base and tuned")
     s.add_argument("--heldout-split", default="test")

@@ -68,4 +68,4 @@ def dump_json(value, **kwargs) -> str:
     Outside strings JSON is ASCII, so escaping them anywhere in the text keeps it valid JSON of the same value.
     """
     kwargs.setdefault("ensure_ascii", False)
-    return _pattern("").sub(_json_escape, json.dumps(value, **kwargs))
+    return _pattern("\n").sub(_json_escape, json.dumps(value, **kwargs))  # raw newlines there are only indentation

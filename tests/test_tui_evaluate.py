@@ -115,6 +115,32 @@ async def test_results_without_clusters_judge_the_whole_benchmark_and_show_no_re
         assert scores.row_count == 1 and cell_text(scores, 0) == ["whole benchmark", "5", "40.0%", "80.0%", "+40.0 pts"]
 
 
+async def test_terminal_escapes_in_the_benchmark_and_answers_are_shown_escaped(tmp_path):
+    from mlxft.eval.compare import Comparison, ItemResult, decide_verdict, score_items, write_reports
+
+    pwn = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202e"
+    # One fix and one regression, in a cluster whose name, ids, prompts and answers all carry escapes.
+    items = [ItemResult(f"q{i}{pwn}", f"prompt {pwn}", None, f"yes{pwn}", f"c{pwn}", b, t, b == f"yes{pwn}", t == f"yes{pwn}", f"why{pwn}", f"why{pwn}")
+             for i, (b, t) in enumerate([(f"no{pwn}", f"yes{pwn}"), (f"yes{pwn}", f"no{pwn}\nsecond line")])]
+    target, rest = score_items(items, [f"c{pwn}"])
+    verdict = decide_verdict(target, rest, [f"c{pwn}"])
+    write_reports(Comparison(model=f"m{pwn}", adapter="a", bench="b.jsonl", targets=[f"c{pwn}"], target=target, rest=rest, items=items,
+                             verdict=verdict.key, verdict_text=verdict.text, seed=0, settings={"max_tokens": 8},
+                             regression_clusters={f"c{pwn}": 1}), tmp_path / "eval")
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="evaluate")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await open_folder(pilot, str(tmp_path / "eval"))
+        screen = app.screen
+        shown = [str(screen.query_one(f"#{name}", Static).render()) for name in ("verdict", "verdict-facts", "change-question", "change-base", "change-tuned")]
+        for table in ("#scores", "#regressions", "#fixes"):
+            t = screen.query_one(table, DataTable)
+            shown += [" ".join(cell_text(t, i)) for i in range(t.row_count)]
+        for text in shown:
+            assert not any(c in text for c in ("\x1b", "\x07", "\x9b", "\u202e")), text
+        assert any("target (c\\x1b]0;pwned" in t for t in shown)  # shown, as visible escapes
+        assert "second line" in str(screen.query_one("#change-tuned", Static).render()).splitlines()[-1]
+
+
 async def test_a_folder_without_results_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     app = MlxftApp(runs_dir=tmp_path / "runs", start="evaluate")

@@ -97,7 +97,7 @@ def comparison(items, targets) -> Comparison:
 def test_terminal_summary_and_report_carry_the_same_verdict(tmp_path):
     c = comparison(SST2_LIKE, [])
     paths = write_reports(c, tmp_path)
-    summary = json.loads(paths["summary"].read_text())
+    summary = json.loads(paths["summary"].read_text(), parse_constant=lambda name: pytest.fail(f"{name} in summary.json is not JSON"))
     assert summary["verdict"] == "investigate" and summary["verdict_text"] == c.verdict_text
     assert summary["target_name"] == "whole benchmark" and summary["target"]["fixes"] == 450 and summary["rest"]["size"] == 0
     terminal = format_terminal(c)

@@ -113,8 +113,9 @@ class Comparison:
 
     def summary(self) -> dict:
         def group(g: GroupScore) -> dict:
-            return {"size": g.size, "base_accuracy": g.base_accuracy, "tuned_accuracy": g.tuned_accuracy, "change": g.change,
-                    "fixes": g.fixes, "regressions": g.regressions}
+            # An empty group (no rest when the whole benchmark is the target) has no accuracy: null, since NaN is not JSON.
+            rates = {k: getattr(g, k) if g.size else None for k in ("base_accuracy", "tuned_accuracy", "change")}
+            return {"size": g.size, **rates, "fixes": g.fixes, "regressions": g.regressions}
 
         return {
             "model": self.model, "adapter": self.adapter, "bench": self.bench, "targets": self.targets, "target_name": self.target_name,
