@@ -8,7 +8,7 @@ through `dump_json`, which writes the same characters as JSON `\\uXXXX` escapes.
 
 The rule: C0 controls (all of them, unless a layout keeps `\\n` or `\\t`), DEL, C1 controls, the
 bidi embedding/override/isolate marks, the Unicode line and paragraph separators, and lone
-surrogates (left by undecodable bytes; printing one raises) become `\\x1b`, `\\u202e`, `\\udcff`.
+surrogates (left by undecodable bytes; printing one raises) become `\\n`, `\\x1b`, `\\u202e`, `\\udcff`.
 Everything else, any script or emoji, is printed as it is. The result holds none of those
 characters, so escaping twice changes nothing.
 """
