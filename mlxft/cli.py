@@ -13,16 +13,17 @@ from pathlib import Path
 
 import mlxft  # noqa: F401  (BLAS preload before anything imports mlx.core)
 from mlxft.errors import MlxftError
-
-
-def printable(text: str) -> str:  # replaced by the shared escape rule when that lands
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+from mlxft.textsafe import escape_controls
 
 
 def _print_error(exc: MlxftError) -> None:
-    print(f"error: {exc.message}", file=sys.stderr)
-    if exc.hint:
-        print(f"  hint: {exc.hint}", file=sys.stderr)
+    from mlxft.textsafe import escape_controls
+
+    # Messages quote data (ids, clusters, labels): escaped, but their own line breaks are layout and stay.
+    message, hint = (escape_controls(text, keep="\n") if text else text for text in (exc.message, exc.hint))
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -55,9 +56,9 @@ def _report_run(run) -> int:
     if run.ok:
         print(str(run.adapter_path))
         return 0
-    print(f"error: {run.error}", file=sys.stderr)
+    print(f"error: {escape_controls(run.error, keep=chr(10))}", file=sys.stderr)  # a training error can quote a data row
     if run.hint:
-        print(f"  hint: {run.hint}", file=sys.stderr)
+        print(f"  hint: {escape_controls(run.hint)}", file=sys.stderr)
     if run.status == "died" and run.last_checkpoint:  # a failure the child reported names its checkpoint in the hint
         print(f"last complete checkpoint: {run.last_checkpoint}\nresume with: mlxft train --resume {run.path}", file=sys.stderr)
     return 1
@@ -80,6 +81,7 @@ def cmd_stop(args) -> int:
 
 def cmd_runs(args) -> int:
     from mlxft.runs import list_runs
+    from mlxft.textsafe import escape_controls
 
     runs = list_runs(args.dir)
     if args.json:
@@ -90,12 +92,13 @@ def cmd_runs(args) -> int:
         return 0
     for r in runs:
         for problem in r.problems:
-            print(f"warning: {printable(problem)}", file=sys.stderr)
+            print(f"warning: {escape_controls(problem)}", file=sys.stderr)
     print(f"{'run':<32} {'status':<13} {'step':>11} {'loss':>7} {'best val':>8}  model")
     for r in runs:
         loss = f"{r.last_loss:.3f}" if r.last_loss is not None else "-"
         best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "-"
-        print(f"{printable(r.path.name):<32} {r.status:<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {printable(r.model)}")
+        # Run names and models come from recipes and metrics files: printed escaped, padded as shown.
+        print(f"{escape_controls(r.path.name):<32} {escape_controls(r.status):<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {escape_controls(r.model)}")
     return 0
 
 
@@ -276,6 +279,7 @@ def cmd_quickstart(args) -> int:
 # -- evaluation ---------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
     from mlxft.eval.compare import compare, format_terminal, write_reports
+    from mlxft.textsafe import escape_lines
 
     def progress(done: int, total: int, phase: str) -> None:
         if args.progress_json:
@@ -294,10 +298,8 @@ def cmd_eval(args) -> int:
         print(json.dumps({"finished": True, "out": str(out), "verdict": result.verdict, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)
         return 0
     print(format_terminal(result))
-    for name in ("confusion_base", "confusion_tuned"):
-        if name in paths:
-            print(f"{name.replace('_', ' ')} matrix: {paths[name]}")
-    print(f"report: {paths['report']}\nrun log: {paths['log']} (for `mlxft data failures`)\nsummary: {paths['summary']}")
+    print(escape_lines([*(f"{name.replace('_', ' ')} matrix: {paths[name]}" for name in ("confusion_base", "confusion_tuned") if name in paths),
+                        f"report: {paths['report']}", f"run log: {paths['log']} (for `mlxft data failures`)", f"summary: {paths['summary']}"]))
     return 0
 
 
@@ -312,6 +314,7 @@ def cmd_data_failures(args) -> int:
 
 def cmd_data_review(args) -> int:
     from mlxft.data.curation import export_review, failure_clusters, read_eval_log, read_review
+    from mlxft.textsafe import escape_controls
 
     if args.check:
         print(read_review(args.check).summary())
@@ -328,7 +331,7 @@ def cmd_data_review(args) -> int:
             raise MlxftError(f"{args.eval_log}: no failure cluster {args.cluster!r}", hint=f"clusters: {', '.join(labels) or '(no failures)'}")
         chosen = match[0].rows
     path = export_review(chosen, args.out, overwrite=args.overwrite)
-    print(f"{path}: {len(chosen)} item(s) to review; fill in `corrected`, then `mlxft data build {path} --out DIR`")
+    print(escape_controls(f"{path}: {len(chosen)} item(s) to review; fill in `corrected`, then `mlxft data build {path} --out DIR`"))
     return 0
 
 
@@ -368,13 +371,14 @@ def cmd_data_validate(args) -> int:
 
 def cmd_data_show(args) -> int:
     from mlxft.data.readers import Record, read_page
+    from mlxft.textsafe import dump_json, escape_controls
 
     page = read_page(args.path, args.split, start=args.start, count=args.count, at=args.at)
     for row in page.rows:
         entry = {"where": row.where, **({"row": row.data} if isinstance(row, Record) else {"error": row.reason})}
-        print(json.dumps(entry, ensure_ascii=False, default=str) if args.json else f"{row.where}: " + (json.dumps(row.data, ensure_ascii=False, default=str) if isinstance(row, Record) else f"UNREADABLE: {row.reason}"))
+        print(dump_json(entry, default=str) if args.json else escape_controls(f"{row.where}: ") + (dump_json(row.data, default=str) if isinstance(row, Record) else escape_controls(f"UNREADABLE: {row.reason}")))
     end = page.start + len(page.rows)
-    print(f"rows {page.start + 1}-{end} of the {page.split} split" + (f"; more follow (--start {end})" if page.more else ""), file=sys.stderr)
+    print(escape_controls(f"rows {page.start + 1}-{end} of the {page.split} split" + (f"; more follow (--start {end})" if page.more else "")), file=sys.stderr)
     return 0
 
 
@@ -493,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--adapter", required=True, help="adapter folder or run directory")
     s.add_argument("--bench", required=True, help="benchmark JSONL: id, prompt or messages, expected, cluster, grader")
-    s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster)")
+    s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster; the whole benchmark when none is labelled)")
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
     s.add_argument("--heldout", help="data folder for held-out loss of base and tuned")
     s.add_argument("--heldout-split", default="test")
@@ -641,7 +645,7 @@ def _unexpected(exc: Exception, args) -> MlxftError:
         where = f"the details are in {report}"
     except OSError:
         where = "run again with MLXFT_DEBUG=1 to see the details"
-    return MlxftError(f"{args.command}: unexpected {type(exc).__name__}: {printable(exc)}", hint=f"this is a bug in mlxft; {where} (please include it in a report)")
+    return MlxftError(f"{args.command}: unexpected {type(exc).__name__}: {escape_controls(str(exc))}", hint=f"this is a bug in mlxft; {where} (please include it in a report)")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ ITEMS = [
 def write_scripted_eval(folder: Path, bench_dir: Path) -> dict:
     """Reports written by the real `write_reports` from a constructed comparison (no model needed)."""
     from mlxft.eval.bench import read_bench
-    from mlxft.eval.compare import Comparison, GroupScore, ItemResult, decide_verdict, write_reports
+    from mlxft.eval.compare import Comparison, ItemResult, decide_verdict, score_items, write_reports
 
     one_of = {"kind": "one-of", "labels": LABELS}
     bench = write_jsonl(bench_dir / "bench.jsonl", [
@@ -43,12 +43,11 @@ def write_scripted_eval(folder: Path, bench_dir: Path) -> dict:
     ])
     items = [ItemResult(i, f"Which team handles ticket {i}?", None, e, c, b, t, b == e, t == e, "" if b == e else "wrong label", "" if t == e else "wrong label")
              for i, e, b, t, c in ITEMS]
-    target = [r for r in items if r.cluster == "refunds"]
-    rest = [r for r in items if r.cluster != "refunds"]
-    score = lambda rows: GroupScore(len(rows), sum(r.base_passed for r in rows), sum(r.tuned_passed for r in rows))  # noqa: E731
+    target, rest = score_items(items, ["refunds"])
+    verdict = decide_verdict(target, rest, ["refunds"])
     regressions = [r for r in items if r.base_passed and not r.tuned_passed]
-    c = Comparison(model="tiny-model", adapter="runs/support/adapter", bench="bench.jsonl", targets=["refunds"], target=score(target), rest=score(rest),
-                   items=items, verdict=decide_verdict(score(target), len(regressions)), seed=0, settings={"max_tokens": 16, "batch_size": 8, "temperature": 0.0},
+    c = Comparison(model="tiny-model", adapter="runs/support/adapter", bench="bench.jsonl", targets=["refunds"], target=target, rest=rest,
+                   items=items, verdict=verdict.key, verdict_text=verdict.text, seed=0, settings={"max_tokens": 16, "batch_size": 8, "temperature": 0.0},
                    regression_clusters={"(no cluster)": len(regressions)}, bench_items=read_bench(bench))
     return write_reports(c, folder)
 
@@ -71,7 +70,8 @@ async def test_opening_an_eval_folder_shows_verdict_scores_regressions_and_fixes
         screen = app.screen
         assert screen.query_one("#eval-tabs", TabbedContent).active == "tab-verdict"
         verdict = str(screen.query_one("#verdict", Static).render())
-        assert "INVESTIGATE" in verdict and "broke other items" in verdict
+        assert "INVESTIGATE" in verdict and "+66.7 pts on the target refunds (33.3% -> 100.0%, 2 fixes, 0 regressions)" in verdict
+        assert "-33.3 pts on the rest (66.7% -> 33.3%, 0 fixes, 1 regression)" in verdict and "read the regression before shipping" in verdict
         scores = screen.query_one("#scores", DataTable)
         assert cell_text(scores, 0) == ["target (refunds)", "3", "33.3%", "100.0%", "+66.7 pts"]
         assert cell_text(scores, 1) == ["rest", "3", "66.7%", "33.3%", "-33.3 pts"]
@@ -94,6 +94,51 @@ async def test_opening_an_eval_folder_shows_verdict_scores_regressions_and_fixes
         assert [cell_text(classes, i)[0] for i in range(3)] == LABELS
         assert cell_text(classes, 0)[1] == "2"  # billing support
         assert "PNG" in str(screen.query_one("#confusion-paths", Static).render())
+
+
+async def test_results_without_clusters_judge_the_whole_benchmark_and_show_no_rest(tmp_path):
+    from mlxft.eval.compare import Comparison, ItemResult, decide_verdict, score_items, write_reports
+
+    # 3 fixes and 1 regression on a benchmark with no cluster column.
+    items = [ItemResult(f"q{i}", f"question {i}", None, "yes", None, b, t, b == "yes", t == "yes", "", "")
+             for i, (b, t) in enumerate([("no", "yes")] * 3 + [("yes", "no"), ("yes", "yes")])]
+    target, rest = score_items(items, [])
+    verdict = decide_verdict(target, rest, [])
+    write_reports(Comparison(model="m", adapter="a", bench="b.jsonl", targets=[], target=target, rest=rest, items=items, verdict=verdict.key,
+                             verdict_text=verdict.text, seed=0, settings={"max_tokens": 8}), tmp_path / "eval")
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="evaluate")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await open_folder(pilot, str(tmp_path / "eval"))
+        verdict = str(app.screen.query_one("#verdict", Static).render())
+        assert "INVESTIGATE" in verdict and "+40.0 pts on the whole benchmark (40.0% -> 80.0%, 3 fixes, 1 regression)" in verdict
+        scores = app.screen.query_one("#scores", DataTable)
+        assert scores.row_count == 1 and cell_text(scores, 0) == ["whole benchmark", "5", "40.0%", "80.0%", "+40.0 pts"]
+
+
+async def test_terminal_escapes_in_the_benchmark_and_answers_are_shown_escaped(tmp_path):
+    from mlxft.eval.compare import Comparison, ItemResult, decide_verdict, score_items, write_reports
+
+    pwn = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202e"
+    # One fix and one regression, in a cluster whose name, ids, prompts and answers all carry escapes.
+    items = [ItemResult(f"q{i}{pwn}", f"prompt {pwn}", None, f"yes{pwn}", f"c{pwn}", b, t, b == f"yes{pwn}", t == f"yes{pwn}", f"why{pwn}", f"why{pwn}")
+             for i, (b, t) in enumerate([(f"no{pwn}", f"yes{pwn}"), (f"yes{pwn}", f"no{pwn}\nsecond line")])]
+    target, rest = score_items(items, [f"c{pwn}"])
+    verdict = decide_verdict(target, rest, [f"c{pwn}"])
+    write_reports(Comparison(model=f"m{pwn}", adapter="a", bench="b.jsonl", targets=[f"c{pwn}"], target=target, rest=rest, items=items,
+                             verdict=verdict.key, verdict_text=verdict.text, seed=0, settings={"max_tokens": 8},
+                             regression_clusters={f"c{pwn}": 1}), tmp_path / "eval")
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="evaluate")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await open_folder(pilot, str(tmp_path / "eval"))
+        screen = app.screen
+        shown = [str(screen.query_one(f"#{name}", Static).render()) for name in ("verdict", "verdict-facts", "change-question", "change-base", "change-tuned")]
+        for table in ("#scores", "#regressions", "#fixes"):
+            t = screen.query_one(table, DataTable)
+            shown += [" ".join(cell_text(t, i)) for i in range(t.row_count)]
+        for text in shown:
+            assert not any(c in text for c in ("\x1b", "\x07", "\x9b", "\u202e")), text
+        assert any("target (c\\x1b]0;pwned" in t for t in shown)  # shown, as visible escapes
+        assert "second line" in str(screen.query_one("#change-tuned", Static).render()).splitlines()[-1]
 
 
 async def test_a_folder_without_results_is_a_clear_error(tmp_path):

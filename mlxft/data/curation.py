@@ -39,6 +39,7 @@ from typing import Any, Literal
 from mlxft.data.split import split_rows
 from mlxft.errors import DataError
 from mlxft.runs import atomic_write_text, same_file
+from mlxft.textsafe import escape_controls, escape_lines
 
 ROLES = ("system", "user", "assistant", "tool")
 UNLABELLED = "unlabelled"
@@ -117,7 +118,7 @@ class ReviewResult:
         return len(self.items)
 
     def summary(self) -> str:
-        return f"{self.source}: {self.used} correction(s) used, {self.discarded} left empty and skipped"
+        return escape_controls(f"{self.source}: {self.used} correction(s) used, {self.discarded} left empty and skipped")
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class BuildResult:
         ]
         if self.pairs_skipped:
             lines.append(f"  {self.pairs_skipped} correction(s) equal the model's answer: in the SFT set, not in the preference pairs")
-        return "\n".join(lines)
+        return escape_lines(lines)
 
 
 # ----- reading the eval log
@@ -249,28 +250,32 @@ def failure_clusters(rows: Iterable[EvalRow]) -> list[Cluster]:
 
 
 def format_clusters(clusters: list[Cluster], examples: int = 2, *, width: int = 100) -> str:
-    """A terminal view of the clusters: count, share of failures, and a few examples each."""
+    """A terminal view of the clusters: count, share of failures, and a few examples each (control characters escaped)."""
     if not clusters:
         return "No failures: every item passed."
     total = sum(c.count for c in clusters)
-    label_width = max(len(c.label) for c in clusters)
+    labels = {c.label: escape_controls(c.label) for c in clusters}
+    label_width = max(len(shown) for shown in labels.values())
     lines = [f"{total} failure(s) in {len(clusters)} cluster(s)", ""]
     for c in clusters:
-        lines.append(f"{c.label:<{label_width}}  {c.count:>5}  {c.share:6.1%}")
+        lines.append(f"{labels[c.label]:<{label_width}}  {c.count:>5}  {c.share:6.1%}")
         for row in c.rows[:examples]:
-            lines.append(f"    [{row.id}] prompt:   {_clip(row.question, width)}")
-            lines.append(f"    {' ' * (len(row.id) + 2)} model:    {_clip(row.answer, width)}")
+            shown_id = escape_controls(row.id)
+            lines.append(f"    [{shown_id}] prompt:   {_clip(row.question, width)}")
+            lines.append(f"    {' ' * (len(shown_id) + 2)} model:    {_clip(row.answer, width)}")
             expected = "(none given)" if row.expected is None else _clip(row.expected, width)
-            lines.append(f"    {' ' * (len(row.id) + 2)} expected: {expected}")
+            lines.append(f"    {' ' * (len(shown_id) + 2)} expected: {expected}")
         if c.count > examples > 0:
             lines.append(f"    ... and {c.count - examples} more")
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return escape_lines(lines).rstrip() + "\n"
 
 
 def _clip(text: str, width: int) -> str:
-    # One line per field: a newline would break the layout, so lines are joined with spaces.
+    # One line per field: a newline would break the layout, so lines are joined with spaces; escaped before
+    # clipping so the width counts what the terminal shows.
     flat = " ".join(part.strip() for part in text.strip().splitlines()) if "\n" in text else text.strip()
+    flat = escape_controls(flat)
     return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from mlxft.data import formats
 from mlxft.data.readers import Record, RowError, detect_source, find_splits, iter_rows
 from mlxft.errors import DataError
+from mlxft.textsafe import dump_json, escape_lines
 
 IMBALANCE_RATIO = 3.0  # max/min class count above which the report warns
 SHOWN = 50  # problems and pairs printed by format_text; to_json() has them all
@@ -113,9 +114,10 @@ class ValidationReport:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        return dump_json(self.to_dict(), indent=2)
 
     def format_text(self) -> str:
+        """The report for a terminal; labels, reasons and locations come from the data, so every line is escaped."""
         lines = [f"{self.path} ({self.source}), format: {self.format or 'unknown'}"]
         for s in self.splits.values():
             lines.append(f"  {s.name}: {s.rows} rows, {s.good} good, {s.bad} bad" + (f"  [{', '.join(f'{k}: {v}' for k, v in s.formats.items())}]" if s.formats else ""))
@@ -147,7 +149,7 @@ class ValidationReport:
         lines += [f"error: {e}" for e in self.errors]
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append("usable: yes" if self.usable else "usable: NO, fix the errors and malformed rows above")
-        return "\n".join(lines)
+        return escape_lines(lines)
 
 
 def normalized_text(text: str) -> str:

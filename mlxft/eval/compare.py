@@ -9,13 +9,10 @@ from pathlib import Path
 
 from mlxft.errors import MlxftError
 from mlxft.runs import atomic_open, atomic_write_text
+from mlxft.textsafe import escape_lines
 
-VERDICTS = {
-    "ship": "improved on the target with no regressions: ship it",
-    "investigate": "improved on the target but broke other items: investigate the regressions before shipping",
-    "look at the training data": "no improvement and nothing broken: look at the training data (too few, too unlike the benchmark, or too few steps)",
-    "stop": "no improvement and some regressions: stop; this adapter makes the model worse",
-}
+VERDICT_KEYS = ("ship", "investigate", "look at the training data", "stop")
+WHOLE_BENCHMARK = "whole benchmark"
 
 
 @dataclass
@@ -50,9 +47,17 @@ class ItemResult:
 
 @dataclass
 class GroupScore:
+    """Base and tuned on a group of items; `fixes` went wrong -> right, `regressions` right -> wrong."""
+
     size: int
     base_correct: int
     tuned_correct: int
+    fixes: int = 0
+    regressions: int = 0
+
+    @property
+    def net(self) -> int:
+        return self.tuned_correct - self.base_correct
 
     @property
     def base_accuracy(self) -> float:
@@ -67,12 +72,20 @@ class GroupScore:
         return self.tuned_accuracy - self.base_accuracy if self.size else float("nan")
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with the adapter (`key`, one of VERDICT_KEYS) and the numbers that say why (`text`)."""
+
+    key: str
+    text: str
+
+
 @dataclass
 class Comparison:
     model: str
     adapter: str
     bench: str
-    targets: list[str]
+    targets: list[str]  # empty: no cluster is targeted, so the whole benchmark is the target
     target: GroupScore
     rest: GroupScore
     items: list[ItemResult]
@@ -84,6 +97,7 @@ class Comparison:
     seconds: float = 0.0
     regression_clusters: dict = field(default_factory=dict)
     bench_items: list = field(default_factory=list, repr=False)  # with their graders, for classification reports
+    verdict_text: str = ""
 
     @property
     def regressions(self) -> list[ItemResult]:
@@ -93,28 +107,97 @@ class Comparison:
     def fixes(self) -> list[ItemResult]:
         return [r for r in self.items if not r.base_passed and r.tuned_passed]
 
+    @property
+    def target_name(self) -> str:
+        return target_name(self.targets)
+
     def summary(self) -> dict:
         def group(g: GroupScore) -> dict:
-            return {"size": g.size, "base_accuracy": g.base_accuracy, "tuned_accuracy": g.tuned_accuracy, "change": g.change}
+            # An empty group (no rest when the whole benchmark is the target) has no accuracy: null, since NaN is not JSON.
+            rates = {k: getattr(g, k) if g.size else None for k in ("base_accuracy", "tuned_accuracy", "change")}
+            return {"size": g.size, **rates, "fixes": g.fixes, "regressions": g.regressions}
 
         return {
-            "model": self.model, "adapter": self.adapter, "bench": self.bench, "targets": self.targets,
+            "model": self.model, "adapter": self.adapter, "bench": self.bench, "targets": self.targets, "target_name": self.target_name,
             "target": group(self.target), "rest": group(self.rest), "regressions": len(self.regressions), "fixes": len(self.fixes),
-            "regression_clusters": self.regression_clusters, "verdict": self.verdict, "verdict_text": VERDICTS[self.verdict],
+            "regression_clusters": self.regression_clusters, "verdict": self.verdict, "verdict_text": self.verdict_text,
             "heldout": self.heldout, "training_examples": self.training_examples, "seed": self.seed, "settings": self.settings,
             "seconds": round(self.seconds, 2),
         }
 
 
-def decide_verdict(target: GroupScore, regressions: int) -> str:
-    improved = target.size > 0 and target.tuned_correct > target.base_correct
-    if improved:
-        return "ship" if regressions == 0 else "investigate"
-    return "look at the training data" if regressions == 0 else "stop"
+def target_name(targets: list[str]) -> str:
+    """How reports name the target: its clusters, or the whole benchmark when none is targeted."""
+    return f"target ({', '.join(targets)})" if targets else WHOLE_BENCHMARK
+
+
+def choose_targets(clusters: list[str | None], requested: list[str] | None, bench: str | Path) -> list[str]:
+    """The clusters to judge: those asked for, else every labelled one; [] (the whole benchmark) when none is labelled.
+
+    Asking for a cluster no item has is an error, raised before any model is loaded: a verdict on
+    an empty target could only be made up, and the usual cause is a typo.
+    """
+    labels = sorted({c for c in clusters if c is not None})
+    if not requested:
+        return labels
+    requested = list(dict.fromkeys(requested))
+    unknown = [t for t in requested if t not in labels]
+    if unknown:
+        hint = (f"clusters in this benchmark: {', '.join(labels)}; or leave out --target to judge every labelled cluster" if labels
+                else "this benchmark has no `cluster` column; leave out --target to judge the whole benchmark")
+        raise MlxftError(f"{bench}: no items in cluster(s) {unknown}", hint=hint)
+    return requested
+
+
+def score_items(items: list[ItemResult], targets: list[str]) -> tuple[GroupScore, GroupScore]:
+    """(target, rest): with no targets every item is in the target and the rest is empty."""
+    in_target = [r for r in items if not targets or r.cluster in targets]
+    rest = [r for r in items if targets and r.cluster not in targets]
+    return _score(in_target), _score(rest)
 
 
 def _score(items: list[ItemResult]) -> GroupScore:
-    return GroupScore(len(items), sum(r.base_passed for r in items), sum(r.tuned_passed for r in items))
+    return GroupScore(len(items), sum(r.base_passed for r in items), sum(r.tuned_passed for r in items),
+                      fixes=sum(r.tuned_passed and not r.base_passed for r in items),
+                      regressions=sum(r.base_passed and not r.tuned_passed for r in items))
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _facts(name: str, g: GroupScore) -> str:
+    """`+48.1 pts on the whole benchmark (40.3% -> 88.4%, 450 fixes, 30 regressions)`."""
+    shift = _pts(g.change) if g.net else "no net change"
+    return (f"{shift} on {name} ({_pct(g.base_accuracy)} -> {_pct(g.tuned_accuracy)}, "
+            f"{_count(g.fixes, 'fix', 'fixes')}, {_count(g.regressions, 'regression', 'regressions')})")
+
+
+def decide_verdict(target: GroupScore, rest: GroupScore, targets: list[str]) -> Verdict:
+    """Ship only a gain on the target that breaks nothing; a gain that breaks more than it fixes is a stop.
+
+    The target is the targeted clusters, or the whole benchmark when none is targeted (then `rest` is empty).
+    """
+    name = f"the target{'s' if len(targets) > 1 else ''} {', '.join(targets)}" if targets else f"the {WHOLE_BENCHMARK}"
+    facts = _facts(name, target) + (f"; {_facts('the rest', rest)}" if rest.size else "")
+    regressions = target.regressions + rest.regressions
+    them = "the regression" if regressions == 1 else f"the {regressions} regressions"
+    net = target.net + rest.net
+    if target.net > 0 and regressions == 0:
+        key, advice = "ship", "ship it"
+    elif target.net > 0 and net < 0:
+        key, advice = "stop", (f"it breaks more than it fixes ({net:+d} items over the whole benchmark); do not ship it, and keep "
+                               "examples the model already gets right in the training set (`mlxft data build --keep-passing`)")
+    elif target.net > 0:
+        key, advice = "investigate", f"read {them} before shipping"
+    elif regressions == 0:
+        key, advice = "look at the training data", ("the target did not improve and nothing broke; look at the training data "
+                                                    "(too few examples, too unlike the benchmark, or too few steps)")
+    elif target.net < 0:
+        key, advice = "stop", f"the adapter makes the model worse on {name}; do not ship it"
+    else:
+        key, advice = "stop", f"no gain on {name}, and {_count(regressions, 'item', 'items')} broke; do not ship this adapter"
+    return Verdict(key, f"{facts}: {advice}")
 
 
 def _training_examples(adapter: Path) -> int | None:
@@ -157,6 +240,7 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
 
     t0 = time.perf_counter()
     items = read_bench(bench, default_grader=default_grader)
+    targets = choose_targets([it.cluster for it in items], targets, bench)
     loaded = load_model(model)
     adapter_dir = resolve_adapter_dir(adapter)
     cfg = load_adapter(loaded.model, adapter_dir)
@@ -176,14 +260,8 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
         gb, gt = grade(base, it.expected, it.grader), grade(tuned, it.expected, it.grader)
         results.append(ItemResult(it.id, it.prompt, it.messages, it.expected, it.cluster, base, tuned, gb.passed, gt.passed, gb.reason, gt.reason))
 
-    labels = sorted({r.cluster for r in results if r.cluster is not None})
-    targets = targets if targets else labels
-    unknown = [t for t in targets if t not in labels]
-    if unknown:
-        raise MlxftError(f"{bench}: no items in cluster(s) {unknown}", hint=f"clusters in this benchmark: {', '.join(labels) or '(none)'}")
-    in_target = [r for r in results if r.cluster in targets]
-    rest = [r for r in results if r.cluster not in targets]
-    target_score = _score(in_target)
+    target_score, rest_score = score_items(results, targets)
+    verdict = decide_verdict(target_score, rest_score, targets)
     regressions = [r for r in results if r.base_passed and not r.tuned_passed]
     shared: dict[str, int] = {}
     for r in regressions:
@@ -193,8 +271,8 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
     if heldout:
         held = heldout_losses(loaded, heldout, heldout_split)
     return Comparison(
-        model=model, adapter=str(adapter_dir), bench=str(bench), targets=targets, target=target_score, rest=_score(rest),
-        items=results, verdict=decide_verdict(target_score, len(regressions)), seed=seed,
+        model=model, adapter=str(adapter_dir), bench=str(bench), targets=targets, target=target_score, rest=rest_score,
+        items=results, verdict=verdict.key, verdict_text=verdict.text, seed=seed,
         settings={"max_tokens": max_tokens, "batch_size": batch_size, "temperature": 0.0, "default_grader": str(default_grader)},
         heldout=held, training_examples=_training_examples(Path(adapter)), seconds=time.perf_counter() - t0,
         regression_clusters=shared, bench_items=items,
@@ -222,16 +300,24 @@ def _pts(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:+.1f} pts"
 
 
+def _score_rows(c: Comparison) -> list[tuple[str, GroupScore]]:
+    """The target, and the rest when there is one (with no target the whole benchmark leaves none)."""
+    return [(c.target_name, c.target)] + ([("rest", c.rest)] if c.rest.size else [])
+
+
 def format_markdown(c: Comparison) -> str:
-    """The report a person reads: target and rest, every regression and fix with answers, the verdict, a postmortem."""
+    """The report a person reads: target and rest, every regression and fix with answers, the verdict, a postmortem.
+
+    Every line goes through `escape_lines`: ids, clusters and paths come from the benchmark and the user.
+    """
     lines = [
         f"# Evaluation: {Path(c.adapter).parent.name if Path(c.adapter).name == 'adapter' else Path(c.adapter).name} vs base",
         "", f"- model: `{c.model}`", f"- adapter: `{c.adapter}`", f"- benchmark: `{c.bench}` ({len(c.items)} items)",
         f"- greedy decoding, seed {c.seed}, max {c.settings['max_tokens']} new tokens", "",
-        "| | items | base | tuned | change |", "|---|---:|---:|---:|---:|",
-        f"| target ({', '.join(c.targets) or 'none'}) | {c.target.size} | {_pct(c.target.base_accuracy)} | {_pct(c.target.tuned_accuracy)} | {_pts(c.target.change)} |",
-        f"| rest | {c.rest.size} | {_pct(c.rest.base_accuracy)} | {_pct(c.rest.tuned_accuracy)} | {_pts(c.rest.change)} |",
-        "", f"## Verdict: {c.verdict}", "", VERDICTS[c.verdict], "",
+        "| | items | base | tuned | change | fixes | regressions |", "|---|---:|---:|---:|---:|---:|---:|",
+        *(f"| {name} | {g.size} | {_pct(g.base_accuracy)} | {_pct(g.tuned_accuracy)} | {_pts(g.change)} | {g.fixes} | {g.regressions} |"
+          for name, g in _score_rows(c)),
+        "", f"## Verdict: {c.verdict}", "", c.verdict_text, "",
     ]
     if c.heldout:
         h = c.heldout
@@ -244,16 +330,17 @@ def format_markdown(c: Comparison) -> str:
             q = r.prompt if r.prompt is not None else (r.messages[-1]["content"] if r.messages else "")
             lines += [f"- **{r.id}** [{r.cluster or 'no cluster'}] {q!r}", f"  - expected: {r.expected!r}", f"  - base: {r.base_answer!r}", f"  - tuned: {r.tuned_answer!r} ({r.tuned_reason})"]
         lines.append("")
+    targeted = ", ".join(c.targets) if c.targets else f"none: the {WHOLE_BENCHMARK} is the target"
     lines += [
         "## Postmortem", "",
-        f"- cluster targeted: {', '.join(c.targets) or 'none'} ({c.target.size} items)",
+        f"- cluster targeted: {targeted} ({c.target.size} items)",
         f"- training examples used: {c.training_examples if c.training_examples is not None else 'unknown (not an mlxft run directory)'}",
-        f"- change on the cluster: {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pts(c.target.change)})",
-        f"- change on the rest: {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pts(c.rest.change)})",
+        *(f"- change on {where}: {_pct(g.base_accuracy)} -> {_pct(g.tuned_accuracy)} ({_pts(g.change)})"
+          for where, g in ((("the cluster" if c.targets else f"the {WHOLE_BENCHMARK}"), c.target), ("the rest", c.rest)) if g.size),
         f"- regressions: {len(c.regressions)}; fixes: {len(c.fixes)}",
         f"- verdict: {c.verdict}", "",
     ]
-    return "\n".join(lines)
+    return escape_lines(lines)
 
 
 def classification_reports(c: Comparison, items) -> dict | None:
@@ -289,7 +376,7 @@ def write_reports(c: Comparison, out_dir: str | Path, focus_class: str | None = 
         summary["classification"] = {phase: {**asdict(rep), "columns": list(rep.columns)} for phase, (rep, _) in reports.items()}
         for phase, (rep, y_pred) in reports.items():
             paths[f"confusion_{phase}"] = draw_confusion_matrix(rep, out / f"confusion-{phase}.png", title=f"{phase}: accuracy {rep.accuracy:.1%}")
-            extra += [f"## Classification: {phase}", "", "```", format_report(rep), "```", "", f"![{phase} confusion matrix](confusion-{phase}.png)", ""]
+            extra += [f"## Classification: {phase}", "", "```", *format_report(rep).splitlines(), "```", "", f"![{phase} confusion matrix](confusion-{phase}.png)", ""]
             if focus_class is not None:
                 fps, fns = errors_for_class(c.items, [str(r.expected) for r in c.items], y_pred, focus_class)
                 extra += [f"{phase} false positives for {focus_class!r} ({len(fps)}): " + ", ".join(r.id for r in fps),
@@ -298,15 +385,14 @@ def write_reports(c: Comparison, out_dir: str | Path, focus_class: str | None = 
         for r in c.items:
             f.write(json.dumps(r.log_row(), ensure_ascii=False, default=str) + "\n")
     atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=str))
-    atomic_write_text(paths["report"], format_markdown(c) + ("\n" + "\n".join(extra) if extra else ""))
+    atomic_write_text(paths["report"], format_markdown(c) + ("\n" + escape_lines(extra) if extra else ""))
     return paths
 
 
 def format_terminal(c: Comparison) -> str:
-    return "\n".join([
-        f"target ({', '.join(c.targets) or 'none'}, {c.target.size} items): {_pct(c.target.base_accuracy)} -> {_pct(c.target.tuned_accuracy)} ({_pts(c.target.change)})",
-        f"rest ({c.rest.size} items): {_pct(c.rest.base_accuracy)} -> {_pct(c.rest.tuned_accuracy)} ({_pts(c.rest.change)})",
+    """What `mlxft eval` prints: the target (and the rest), regressions and fixes, and the verdict with its numbers."""
+    return escape_lines([
+        *(f"{name} ({g.size} items): {_pct(g.base_accuracy)} -> {_pct(g.tuned_accuracy)} ({_pts(g.change)})" for name, g in _score_rows(c)),
         f"regressions: {len(c.regressions)}, fixes: {len(c.fixes)}",
-        f"verdict: {c.verdict} - {VERDICTS[c.verdict]}",
+        f"verdict: {c.verdict} - {c.verdict_text}",
     ])
-

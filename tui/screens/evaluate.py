@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static, TabbedContent, TabPane
 
 from mlxft.errors import MlxftError
+from mlxft.textsafe import escape_controls, escape_lines
 from tui.runner import error_from_stderr, stream_command
 from tui.widgets.nav import NavBar
 
@@ -90,7 +91,7 @@ def _question(row: dict) -> str:
 
 def _one_line(value, width: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(text.split())
+    text = escape_controls(" ".join(text.split()))  # Textual passes ESC from the benchmark straight to the terminal
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -124,7 +125,8 @@ Base (adapter off) and fine-tuned (adapter on) answer the same benchmark in one 
 - **Setup** tab: pick a run (fills adapter, model and results folder; shows its last evaluation if there is one),
   or type a model, an adapter folder or run directory, and a benchmark JSONL
   (`{"id", "prompt" or "messages", "expected", "cluster", "grader"}` a line).
-  Targets are the clusters the fine-tune aims at (comma-separated; empty = every labelled cluster).
+  Targets are the clusters the fine-tune aims at (comma-separated; empty = every labelled cluster, or the whole
+  benchmark when none is labelled).
   `ctrl+g` runs, `ctrl+t` stops, `ctrl+o` opens the results folder typed in the form without re-running.
 - `f` takes the shown results' failures to Data > Review: pick a cluster, correct, build the training set.
 - **Verdict** tab: the verdict, target clusters vs the rest (base, tuned, change), where the report and run log are.
@@ -460,14 +462,16 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         verdict = s["verdict"]
         banner = Text()
         banner.append(f" {verdict.upper()} ", style=f"bold reverse {'green' if verdict == 'ship' else 'red' if verdict == 'stop' else 'yellow'}")
-        banner.append("  " + s.get("verdict_text", ""))
+        banner.append("  " + escape_controls(s.get("verdict_text", "")))
         box = self.query_one("#verdict", Static)
         box.update(banner)
         box.set_classes(f"-{verdict.split()[0]}")
         scores = self.query_one("#scores", DataTable)
         scores.clear()
-        targets = ", ".join(s.get("targets") or []) or "none"
-        for name, group in ((f"target ({targets})", s.get("target", {})), ("rest", s.get("rest", {}))):
+        # With no target the whole benchmark is the target and there is no rest row (summary.json's target_name says which).
+        name = s.get("target_name") or f"target ({', '.join(s.get('targets') or []) or 'none'})"
+        groups = [(name, s.get("target", {}))] + ([("rest", s["rest"])] if (s.get("rest") or {}).get("size") else [])
+        for name, group in groups:
             scores.add_row(_one_line(name, 40), str(group.get("size", 0)), _pct(group.get("base_accuracy")), _pct(group.get("tuned_accuracy")), _pts(group.get("change")))
         facts = [f"regressions: {s.get('regressions', 0)}   fixes: {s.get('fixes', 0)}"]
         if s.get("regression_clusters"):
@@ -485,7 +489,7 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             f"report:    {results.folder / 'report.md'}",
             f"run log:   {results.folder / 'run-log.jsonl'}  (f: review its failures; headless: mlxft data failures / review)",
         ]
-        self.query_one("#verdict-facts", Static).update(Text("\n".join(facts)))
+        self.query_one("#verdict-facts", Static).update(Text(escape_lines(facts)))
         self.show_changes(results)
         self.show_classes(results)
 
@@ -525,11 +529,13 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             tuned.update("")
             return
         head = Text()
-        head.append(f"{row.get('id')} ", style="bold")
-        head.append(f"[{row.get('cluster') or 'no cluster'}]  ", style="dim")
-        head.append(_question(row))
+        # Benchmark text and answers may hold terminal escapes; a multi-line answer keeps its lines.
+        head.append(escape_controls(f"{row.get('id')} "), style="bold")
+        head.append(escape_controls(f"[{row.get('cluster') or 'no cluster'}]  "), style="dim")
+        head.append(escape_controls(_question(row), keep="\n"))
         head.append("\nexpected: ", style="bold")
-        head.append(row["expected"] if isinstance(row.get("expected"), str) else json.dumps(row.get("expected"), ensure_ascii=False))
+        expected = row["expected"] if isinstance(row.get("expected"), str) else json.dumps(row.get("expected"), ensure_ascii=False)
+        head.append(escape_controls(expected, keep="\n"))
         question.update(head)
         for widget, phase in ((base, "base"), (tuned, "tuned")):
             passed = row.get(f"{phase}_grade")
@@ -538,8 +544,8 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             text.append("right" if passed else "wrong", style="green" if passed else "red")
             reason = row.get(f"{phase}_reason")
             if reason:
-                text.append(f" ({reason})", style="dim")
-            text.append("\n" + str(row.get(f"{phase}_answer", "")))
+                text.append(escape_controls(f" ({reason})"), style="dim")
+            text.append("\n" + escape_controls(str(row.get(f"{phase}_answer", "")), keep="\n"))
             widget.update(text)
 
     def show_classes(self, results: EvalResults) -> None:
