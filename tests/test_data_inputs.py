@@ -205,6 +205,11 @@ def test_csv_and_parquet_rows_over_the_limit_are_row_errors(tmp_path, monkeypatc
     csv_path.write_text('text\nshort\n"' + "z" * 2000 + '"\nafter\n')
     rows = list(iter_rows(csv_path))
     assert [(type(r).__name__, r.line) for r in rows] == [("Record", 2), ("RowError", 3), ("Record", 4)]
+    many_lines = tmp_path / "lines.csv"  # one quoted cell of many short lines: measured once parsed
+    many_lines.write_text('text\nshort\n"' + "word\n" * 400 + '"\nafter\n')
+    rows = list(iter_rows(many_lines))
+    assert [(type(r).__name__, r.line) for r in rows] == [("Record", 2), ("RowError", 3), ("Record", 404)]
+    assert "row limit" in rows[1].reason
     pq_path = tmp_path / "train.parquet"
     pq.write_table(pa.table({"text": ["short", "z" * 2000, "after"]}), pq_path)
     rows = list(iter_rows(pq_path))

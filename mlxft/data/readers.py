@@ -353,16 +353,17 @@ def _iter_file(path: Path) -> Iterator[Row]:
     return iter_parquet_rows(path)
 
 
-def _bounded_lines(f, limit: int) -> Iterator[tuple[int, bytes | int]]:
-    """(line number, bytes) for each line of a binary file; a line over `limit` bytes comes as its length, never held whole."""
+def _bounded_lines(f, limit: int) -> Iterator[tuple[int, bytes | str | int]]:
+    """(line number, line) for each line of a file; a line over `limit` bytes (characters) comes as its length, never held whole."""
+    ends = (b"\n",) if "b" in f.mode else ("\n", "\r")  # a text file opened with newline="" may end lines with \r alone
     n = 0
     while raw := f.readline(limit + 1):
         n += 1
-        if len(raw) <= limit or raw.endswith(b"\n"):
+        if len(raw) <= limit or raw.endswith(ends):
             yield n, raw
             continue
         size = len(raw)
-        while not raw.endswith(b"\n") and (raw := f.readline(JSON_CHUNK)):
+        while not raw.endswith(ends) and (raw := f.readline(JSON_CHUNK)):
             size += len(raw)
         yield n, size
 
@@ -535,11 +536,24 @@ def iter_json_rows(path: Path) -> Iterator[Row]:
 
 
 def iter_csv_rows(path: Path, delimiter: str = ",") -> Iterator[Row]:
-    """A CSV/TSV file with a header row; each row becomes {column: text}. Blank lines are skipped; a row over the row limit is a RowError."""
+    """A CSV/TSV file with a header row; each row becomes {column: text}. Blank lines are skipped.
+
+    A row over the row limit is a RowError: a line that long is never read whole (the csv module
+    sees a blank line in its place); a row of many shorter lines is measured once parsed.
+    """
     limit = max_row_bytes()
+    overlong: dict[int, int] = {}  # line -> its length, for lines given to the csv module as blank
+
+    def lines() -> Iterator[str]:
+        for n, line in _bounded_lines(f, limit):
+            if isinstance(line, int):
+                overlong[n] = line
+                line = "\n"
+            yield line
+
     # surrogateescape keeps reading past a bad byte; the row that holds it becomes a RowError.
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
+        reader = csv.reader(lines(), delimiter=delimiter)
         header, start = None, 1
         while True:
             try:
@@ -551,6 +565,11 @@ def iter_csv_rows(path: Path, delimiter: str = ",") -> Iterator[Row]:
                 start = reader.line_num + 1
                 continue
             n, start = start, reader.line_num + 1
+            if n in overlong:
+                yield RowError(str(path), n, _oversized(overlong.pop(n), limit, "characters"))
+                if header is None:
+                    return  # without its header no row can be read
+                continue
             if not cells:
                 continue
             bad = _undecodable(cells)
