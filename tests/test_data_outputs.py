@@ -121,3 +121,36 @@ def test_existing_outputs_hints_name_the_overwrite_flag_that_exists(tmp_path):
         build_training_sets(review, out_dir=tmp_path)
     hints.append(err.value.hint)
     assert all("--overwrite" in h and "--force" not in h for h in hints), hints
+
+
+def test_a_folder_that_cannot_be_made_is_one_message_for_every_writing_command(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": f"r{i}"} for i in range(4)])
+    blocker = write_jsonl(tmp_path / "blocker", [{"text": "a file where a folder should go"}])
+    log = eval_log(tmp_path / "log.jsonl")
+    review = export_review(failure_clusters(read_eval_log(log))[0], tmp_path / "review.jsonl")
+    review.write_text("".join(json.dumps({**json.loads(line), "corrected": "c"}) + "\n" for line in review.read_text().splitlines()))
+    calls = {
+        "convert": lambda: convert_data(src, blocker / "out"),
+        "split": lambda: write_splits(split_rows([{"text": "x"}] * 4), blocker / "out"),
+        "review": lambda: export_review(failure_clusters(read_eval_log(log))[0], blocker / "r.jsonl"),
+        "build": lambda: build_training_sets(review, out_dir=blocker / "out"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(DataError, match="cannot write") as err:
+            call()
+        assert str(blocker / "out" if name != "review" else blocker / "r.jsonl") in err.value.message, name
+
+
+def test_an_input_that_cannot_be_read_is_a_message_naming_it(tmp_path, monkeypatch):
+    from mlxft.data import readers
+    from mlxft.data.readers import iter_rows
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(readers, "open", refuse, raising=False)
+    with pytest.raises(DataError, match="cannot read") as err:
+        list(iter_rows(src))
+    assert str(src) in err.value.message and "Permission denied" in err.value.message

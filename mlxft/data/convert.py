@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxft.data import formats
-from mlxft.data.outputs import refuse_writing_over_inputs
+from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
 from mlxft.data.readers import RowError, detect_source, find_splits, iter_rows
 from mlxft.errors import DataError
 from mlxft.runs import fsync_dir
@@ -72,21 +72,24 @@ def convert_data(
         raise DataError(f"{out_dir}: already holds {', '.join(existing)}", hint="choose another --out folder, or pass --overwrite")
     result = ConvertResult(out_dir=out_dir, format=fmt)
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir))
+    with explain_write_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir))
     try:
         empty: dict[str, list[str]] = {}  # split -> its bad rows, for each split that would be written empty
         for split in splits:
             before = len(result.skipped)
-            result.written[split] = _convert_split(iter_rows(src, split, allow_outside_paths=allow_outside_paths), staging / f"{split}.jsonl", fmt, mapping, to_chat, result.skipped)
+            with explain_write_errors(out_dir):  # reading errors are DataErrors already (see iter_rows)
+                result.written[split] = _convert_split(iter_rows(src, split, allow_outside_paths=allow_outside_paths), staging / f"{split}.jsonl", fmt, mapping, to_chat, result.skipped)
             if result.written[split] == 0:
                 empty[split] = result.skipped[before:]
         if empty:
             raise DataError(f"{src}: nothing written: " + "; ".join(_why_empty(split, bad) for split, bad in empty.items()),
                             hint=f"fix or remove those rows (`mlxft data validate {src}` lists every problem), check --format and --map, or remove an empty split file")
-        for split, target in targets.items():
-            os.replace(staging / f"{split}.jsonl", target)
-        fsync_dir(out_dir)
+        with explain_write_errors(out_dir):
+            for split, target in targets.items():
+                os.replace(staging / f"{split}.jsonl", target)
+            fsync_dir(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out_dir.iterdir()):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mlxft.data.outputs import refuse_writing_over_inputs
+from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
 from mlxft.data.readers import RowError, iter_jsonl_rows
 from mlxft.data.split import split_rows
 from mlxft.errors import DataError
@@ -294,6 +294,8 @@ def export_review(rows: Cluster | Iterable[EvalRow], path: str | Path, *, overwr
     if not items:
         raise DataError(f"{path}: nothing to review: no rows were given", hint="pick a cluster that has failures (see `mlxft data failures`)")
     refuse_writing_over_inputs([path], {row.source for row in items if row.source}, hint="write the review to another file (--out)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder", hint="give --out a file for the review, e.g. review.jsonl")
     if path.exists():
         _refuse_to_replace_review(path, overwrite)
     write_review_entries([review_entry(row) for row in items], path)
@@ -314,8 +316,9 @@ def review_entry(row: EvalRow) -> dict:
 def write_review_entries(entries: Iterable[dict], path: str | Path) -> None:
     """Write review lines atomically (a crash leaves the old file whole); callers decide whether replacing is allowed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+    with explain_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
 
 
 def read_review_entries(path: str | Path) -> list[dict]:
@@ -466,9 +469,10 @@ def build_training_sets(
         skipped += len(review_split[name]) - len(pairs)
         sets[f"sft/{name}"], sets[f"preference/{name}"] = sft, pairs
 
-    for key, rows in sets.items():
-        paths[key].parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(paths[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    with explain_write_errors(out_dir):
+        for key, rows in sets.items():
+            paths[key].parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(paths[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return BuildResult(
         out_dir=out_dir, paths=paths,
         sft_train=len(sets["sft/train"]), sft_valid=len(sets["sft/valid"]),

@@ -1,4 +1,4 @@
-"""The one rule every data command that writes follows: no output may be one of its inputs, whatever `overwrite` says.
+"""How the data commands write: no output may be one of its inputs, whatever `overwrite` says; a failed write is a message.
 
 An output clobbers an input when it is the same file (by device and inode, so symlinks and
 hard links count), or when it would land directly in an input folder, where it becomes part of
@@ -8,7 +8,8 @@ that data set (a `train.jsonl` next to a `train.csv` makes the folder unreadable
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlxft.errors import DataError
@@ -55,3 +56,12 @@ def refuse_writing_over_inputs(outputs: Iterable[str | Path], inputs: Iterable[s
     if problems:
         listed = "\n".join(f"  {problems[out]}" for out in outputs if out in problems)
         raise DataError("will not write over an input:\n" + listed, hint=hint)
+
+
+@contextmanager
+def explain_write_errors(target: str | Path) -> Iterator[None]:
+    """Turn an OS refusal while writing `target` (read-only, no such folder, disk full) into a DataError naming it."""
+    try:
+        yield
+    except OSError as exc:  # the OS's own file name may be a temp file; the user knows `target`
+        raise DataError(f"{target}: cannot write ({exc.strerror or exc})", hint=f"check that {target} can be created and written, and that the disk has space") from None

@@ -291,14 +291,14 @@ def iter_rows(path: str | Path, split: str | None = None, *, allow_outside_paths
     folder's rows naming images outside it are RowErrors unless `allow_outside_paths`.
     """
     splits = _splits(path, allow_outside_paths)
-    if split is None:
-        for name in find_splits(path):
-            yield from splits[name]()
-        return
-    name = canonical_split(split)
-    if name not in splits:
+    names = find_splits(path) if split is None else [canonical_split(split)]
+    if names[0:1] and names[0] not in splits:
         raise DataError(f"{path}: no {split!r} split", hint=f"this source has: {', '.join(sorted(splits)) or 'nothing'}")
-    yield from splits[name]()
+    try:
+        for name in names:
+            yield from splits[name]()
+    except OSError as exc:  # only the reading: a consumer's own errors are never thrown in here
+        raise DataError(f"{exc.filename or path}: cannot read ({exc.strerror or exc})", hint="check that the file exists and is readable") from None
 
 
 @dataclass(frozen=True)

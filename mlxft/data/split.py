@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlxft.data.outputs import refuse_writing_over_inputs
+from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
 from mlxft.errors import DataError
 from mlxft.runs import atomic_write_text
 
@@ -85,9 +85,10 @@ def write_splits(
                         hint="choose another folder, or pass --overwrite (overwrite=True) to replace the old split files")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: is a file, not a folder", hint="give a folder for train.jsonl / valid.jsonl / test.jsonl")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in targets.items():
-        atomic_write_text(path, "".join(json.dumps(_plain(row), ensure_ascii=False) + "\n" for row in splits[name]))
+    with explain_write_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in targets.items():
+            atomic_write_text(path, "".join(json.dumps(_plain(row), ensure_ascii=False) + "\n" for row in splits[name]))
     return targets
 
 
