@@ -307,6 +307,8 @@ def cmd_eval(args) -> int:
 def cmd_data_failures(args) -> int:
     from mlxft.data.curation import failure_clusters, format_clusters, read_eval_log
 
+    if args.examples < 0:
+        raise MlxftError(f"--examples {args.examples}: must be 0 or more", hint="the examples shown per cluster, e.g. --examples 2")
     rows = read_eval_log(args.eval_log, pass_threshold=args.pass_threshold)
     print(format_clusters(failure_clusters(rows), examples=args.examples))
     return 0
@@ -364,7 +366,8 @@ def cmd_data_validate(args) -> int:
         from mlxft.llm.loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)  # token counts need no weights
-    report = validate_data(args.path, fmt=args.format, mapping=_mapping(args.map), tokenizer=tokenizer, max_seq_length=args.max_seq_length, overlong=args.overlong)
+    report = validate_data(args.path, fmt=args.format, mapping=_mapping(args.map), tokenizer=tokenizer, max_seq_length=args.max_seq_length, overlong=args.overlong,
+                           allow_outside_paths=args.allow_outside_paths)
     print(report.to_json() if args.json else report.format_text())
     return 0 if report.usable else 1
 
@@ -385,16 +388,17 @@ def cmd_data_show(args) -> int:
 def cmd_data_convert(args) -> int:
     from mlxft.data.convert import convert_data
 
-    result = convert_data(args.path, args.out, fmt=args.format, mapping=_mapping(args.map), to_chat=args.to_chat, overwrite=args.overwrite)
+    result = convert_data(args.path, args.out, fmt=args.format, mapping=_mapping(args.map), to_chat=args.to_chat, overwrite=args.overwrite,
+                          allow_outside_paths=args.allow_outside_paths)
     print(result.summary())
     return 0
 
 
 def cmd_data_split(args) -> int:
     from mlxft.data.sources import read_split
-    from mlxft.data.split import split_rows, write_splits
+    from mlxft.data.split import parse_fractions, split_rows, write_splits
 
-    fractions = [float(x) for x in args.fractions.split(",")]
+    fractions = parse_fractions(args.fractions)
     records = read_split(args.input, "train") or []
     splits = split_rows([r.data for r in records], fractions=fractions, seed=args.seed, label_key=args.label_key)
     paths = write_splits(splits, args.out, input_paths=(Path(args.input),), overwrite=args.overwrite)
@@ -520,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("path", help="a file, a folder of split files, a saved datasets folder, an image folder, or a Hub dataset id")
         d.add_argument("--format", default="auto", choices=["auto", *FORMATS])
         d.add_argument("--map", action="append", metavar="COLUMN=NAME", help="read COLUMN from your column NAME (repeatable)")
+        d.add_argument("--allow-outside-paths", action="store_true", help="let an image folder's metadata or symlinks name images outside the folder")
         if name == "validate":
             d.add_argument("--model", help="tokenizer and chat template for token-length statistics")
             d.add_argument("--max-seq-length", type=int, default=2048)

@@ -1,16 +1,18 @@
 """`mlxft data`: the failure-cluster workflow end to end from the command line, and splits."""
 
 import json
+import os
 import subprocess
 import sys
 
-from conftest import write_jsonl
+import pytest
+from conftest import ASSETS, write_jsonl
 
 MLXFT = [sys.executable, "-m", "mlxft", "data"]
 
 
-def run(*args):
-    return subprocess.run(MLXFT + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+def run(*args, cwd=None):
+    return subprocess.run(MLXFT + [str(a) for a in args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def _eval_log(path):
@@ -132,3 +134,140 @@ def test_show_prints_a_page_of_rows_by_location_and_the_page_holding_a_row(tmp_p
     assert [json.loads(l)["where"] for l in out.stdout.splitlines()] == [f"{src}:4", f"{src}:5"]  # rows 2-3 (line 3 is blank)
     missing = run("show", src, "--at", f"{src}:3")
     assert missing.returncode == 1 and "no row at" in missing.stderr
+
+
+# -- hardening: paths, empty results, hostile rows, numbers, inputs never written over ----------
+
+
+def _pets(root):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for i, label in enumerate(("cat", "dog")):
+            (root / split / label).mkdir(parents=True)
+            Image.new("RGB", (8, 6), (10 + 100 * i, 20, 30 if split == "train" else 90)).save(root / split / label / "a.png")
+    return root
+
+
+def test_validate_and_convert_of_a_relative_image_folder_find_every_image(tmp_path):
+    _pets(tmp_path / "pets")
+    out = run("validate", "pets", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert {n: (s["good"], s["bad"]) for n, s in json.loads(out.stdout)["splits"].items()} == {"train": (2, 0), "valid": (2, 0)}
+    out = run("convert", "./pets/", "--out", "converted", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in (tmp_path / "converted" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(os.path.isfile(r["image"]) for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ASSETS / "data" / "cats_vs_dogs").is_dir(), reason="needs ../shared/assets/data/cats_vs_dogs")
+def test_the_real_image_folder_validates_and_converts_by_a_relative_path(tmp_path):
+    out = run("validate", "cats_vs_dogs", "--json", cwd=ASSETS / "data")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    assert {n: s["good"] for n, s in json.loads(out.stdout)["splits"].items()} == {"train": 600, "valid": 200}
+    out = run("convert", "cats_vs_dogs", "--out", tmp_path / "cvd", cwd=ASSETS / "data")
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "cvd" / "valid.jsonl").read_text().splitlines()) == 200
+
+
+def test_convert_that_would_write_no_usable_rows_exits_1_and_leaves_nothing(tmp_path):
+    src = tmp_path / "data"
+    write_jsonl(src / "train.jsonl", [{"text": "fine"}])
+    write_jsonl(src / "valid.jsonl", [{"text": 7}, {"text": ""}])  # every valid row is bad
+    out = run("convert", src, "--format", "text", "--out", tmp_path / "out")
+    assert out.returncode == 1 and "error:" in out.stderr and "Traceback" not in out.stderr
+    assert "every row of the valid split is bad (2)" in out.stderr and f"{src / 'valid.jsonl'}:1" in out.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written, not even the folder
+    # Over an earlier good conversion with --overwrite: the old files stay whole, no temp files left.
+    old = tmp_path / "old"
+    write_jsonl(old / "train.jsonl", [{"text": "earlier"}])
+    write_jsonl(old / "valid.jsonl", [{"text": "earlier"}])
+    before = {p.name: p.read_text() for p in old.iterdir()}
+    out = run("convert", src, "--format", "text", "--out", old, "--overwrite")
+    assert out.returncode == 1 and {p.name: p.read_text() for p in old.iterdir()} == before
+
+
+def test_convert_of_only_unreadable_rows_exits_1(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + '}\n{"text": 3}\n')
+    out = run("convert", src, "--format", "text", "--out", tmp_path / "out")
+    assert out.returncode == 1 and "nested more than" in out.stderr and not (tmp_path / "out").exists()
+
+
+def test_split_with_bad_fractions_is_one_clear_error(tmp_path):
+    src = write_jsonl(tmp_path / "all.jsonl", [{"text": f"r{i}"} for i in range(10)])
+    for fractions in ("0.8,x", "", "0.9,0.1,0", "0.5,0.6", "0.2,0.2,0.2,0.4"):
+        out = run("split", src, "--out", tmp_path / "s", "--fractions", fractions)
+        assert out.returncode == 1 and out.stderr.startswith(f"error: --fractions {fractions!r}") and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_out_of_range_numbers_given_to_data_commands_are_clear_errors(tmp_path):
+    log = _eval_log(tmp_path / "eval.jsonl")
+    review = tmp_path / "review.jsonl"
+    assert run("review", log, "--out", review).returncode == 0
+    review.write_text("".join(json.dumps({**json.loads(l), "corrected": "x"}) + "\n" for l in review.read_text().splitlines()))
+    data = write_jsonl(tmp_path / "t.jsonl", [{"text": "a"}])
+    cases = [
+        (("failures", log, "--examples", "-1"), "--examples"),
+        (("failures", log, "--pass-threshold", "nan"), "--pass-threshold"),
+        (("review", log, "--out", tmp_path / "r2.jsonl", "--pass-threshold", "nan"), "--pass-threshold"),
+        (("build", review, "--out", tmp_path / "b", "--keep-ratio", "-1"), "--keep-ratio"),
+        (("build", review, "--out", tmp_path / "b", "--keep-ratio", "inf"), "--keep-ratio"),
+        (("build", review, "--out", tmp_path / "b", "--valid-fraction", "1.5"), "--valid-fraction"),
+        (("build", review, "--out", tmp_path / "b", "--valid-fraction", "-0.1"), "--valid-fraction"),
+        (("validate", data, "--max-seq-length", "0"), "--max-seq-length"),
+        (("show", data, "--count", "0"), "--count"),
+    ]
+    for args, flag in cases:
+        out = run(*args)
+        assert out.returncode == 1 and out.stderr.startswith("error:") and flag in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "r2.jsonl").exists()
+
+
+def test_review_never_writes_over_its_own_eval_log_even_with_overwrite(tmp_path):
+    log = _eval_log(tmp_path / "eval.jsonl")
+    original = log.read_text()
+    out = run("review", log, "--out", log, "--overwrite")
+    assert out.returncode == 1 and "is the input file" in out.stderr and "--force" not in out.stderr
+    assert log.read_text() == original
+
+
+def test_allow_outside_paths_lets_validate_and_convert_read_images_outside_the_folder(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "shared").mkdir()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(tmp_path / "shared" / "x.png")
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / "data" / "train" / "a.png")
+    meta = write_jsonl(tmp_path / "data" / "train" / "metadata.jsonl", [{"file_name": "a.png", "label": "a"}, {"file_name": "../../shared/x.png", "label": "b"}])
+    out = run("validate", tmp_path / "data")
+    assert out.returncode == 1 and f"{meta}:2: file_name:" in out.stdout and "--allow-outside-paths" in out.stdout
+    assert run("validate", tmp_path / "data", "--allow-outside-paths").returncode == 0
+    out = run("convert", tmp_path / "data", "--out", tmp_path / "out", "--allow-outside-paths")
+    assert out.returncode == 0 and len((tmp_path / "out" / "train.jsonl").read_text().splitlines()) == 2
+
+
+def test_no_data_command_prints_a_traceback_over_hostile_inputs(tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"text": "ok"}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    deep_array = tmp_path / "deep.json"
+    deep_array.write_text('[{"text": "ok"}, ' + "[" * 100_000 + "]" * 100_000 + "]")
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"text": "ok"}\n{"text": "' + "x" * 5_000_000 + '"}\n')
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\x00\xff\xfe" * 1000 + b"\n")
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"id": 1, "prompt": ' + "[" * 100_000 + "]" * 100_000 + '}\n')
+    commands = [
+        ("validate", deep), ("validate", deep_array), ("validate", big), ("validate", binary), ("show", deep), ("show", big),
+        ("convert", deep, "--out", tmp_path / "c1"), ("convert", binary, "--out", tmp_path / "c2"),
+        ("split", deep, "--out", tmp_path / "s1"), ("split", big, "--out", tmp_path / "s2"),
+        ("failures", log), ("review", log, "--out", tmp_path / "r.jsonl"), ("review", "--check", log), ("build", log, "--out", tmp_path / "b"),
+    ]
+    for args in commands:
+        out = run(*args)
+        assert "Traceback" not in out.stdout + out.stderr, (args, out.stderr[-3000:])
+        assert out.returncode in (0, 1), (args, out.returncode)
+    assert "over the 4 MB row limit" in run("validate", big).stdout

@@ -248,3 +248,21 @@ def test_build_needs_at_least_one_correction(eval_log, tmp_path):
     path = export_review(failure_clusters(read_eval_log(eval_log))[0], tmp_path / "review.jsonl")
     with pytest.raises(DataError, match="no corrections filled in"):
         build_training_sets(path, out_dir=tmp_path / "sets")
+
+
+def test_a_hostile_eval_log_line_is_a_problem_naming_its_line_not_a_crash(tmp_path):
+    path = write_lines(tmp_path / "eval.jsonl", [
+        {"id": 1, "prompt": "ok", "answer": "a", "grade": True},
+        '{"id": 2, "prompt": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ])
+    with open(path, "ab") as f:
+        f.write(b"\xff\xfe not text\n")  # line 3 is not UTF-8
+    with pytest.raises(DataError) as err:
+        read_eval_log(path)
+    assert f"{path}:2: nested more than" in err.value.message and f"{path}:3: not valid UTF-8" in err.value.message
+
+
+def test_a_pass_threshold_that_is_not_a_number_is_refused_rather_than_failing_every_item(tmp_path):
+    path = write_lines(tmp_path / "eval.jsonl", [{"id": 1, "prompt": "q", "answer": "a", "grade": 0.9}])
+    with pytest.raises(DataError, match="--pass-threshold"):
+        read_eval_log(path, pass_threshold=float("nan"))

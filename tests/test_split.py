@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlxft.data.split import split_rows, write_splits
+from mlxft.data.split import parse_fractions, split_rows, write_splits
 from mlxft.errors import DataError
 
 
@@ -120,3 +120,30 @@ def test_existing_split_files_are_kept_unless_overwrite_is_asked(tmp_path):
     assert (tmp_path / "valid.jsonl").read_text() == "hand edited\n"
     write_splits(splits, tmp_path, overwrite=True)
     assert (tmp_path / "valid.jsonl").read_text() != "hand edited\n"
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("0.8,x", "'x' is not a number"),
+        ("", "an entry is empty"),
+        (",,", "an entry is empty"),
+        ("0.8", "give 2 (train, valid) or 3"),
+        ("0.7,0.1,0.1,0.1", "got 4"),
+        ("0.5,0.6", "add up to 1.1"),
+        ("1,0", "1 is not between 0 and 1"),
+        ("0.9,0.1,0", "0 is not between 0 and 1"),
+        ("-0.2,1.2", "-0.2 is not between 0 and 1"),
+        ("nan,0.5", "nan is not between 0 and 1"),
+        ("inf,0", "inf is not between 0 and 1"),
+    ],
+)
+def test_split_fractions_that_are_not_two_or_three_shares_adding_to_one_are_one_clear_error(text, says):
+    with pytest.raises(DataError) as err:
+        parse_fractions(text)
+    assert says in err.value.message and err.value.message.startswith(f"--fractions {text!r}")
+    assert "--fractions 0.8,0.1,0.1" in err.value.hint
+
+
+def test_split_fractions_parse_with_spaces_and_keep_their_order():
+    assert parse_fractions(" 0.8, 0.1 ,0.1") == (0.8, 0.1, 0.1) and parse_fractions("0.9,0.1") == (0.9, 0.1)

@@ -306,3 +306,22 @@ async def test_format_and_column_map_read_data_with_other_column_names(tmp_path)
         await pilot.click("#data-open-button")
         await pilot.pause()
         assert isinstance(app.screen, ErrorDialog) and "column=your_column" in app.screen.message
+
+
+async def test_a_relative_image_folder_validates_like_its_absolute_path(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label, color in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+            (tmp_path / "pets" / split / label).mkdir(parents=True)
+            Image.new("RGB", (24, 16), color if split == "train" else color[::-1]).save(tmp_path / "pets" / split / label / "a.png")
+    monkeypatch.chdir(tmp_path)  # the screen's validation runs from here, as a person's would
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="data")
+    async with app.run_test(size=SIZE) as pilot:
+        await open_data(pilot, "pets")
+        summary = text_of(app.screen.query_one("#data-summary", Static))
+        assert "train 2" in summary and "valid 2" in summary and "bad" not in summary and "not usable" not in summary
+        app.screen.action_show_tab("browse")
+        await pilot.pause()
+        detail = text_of(app.screen.query_one(BrowsePane).query_one("#browse-detail", Static))
+        assert "24 x 16 pixels, mode RGB" in detail

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
+from mlxft.data.readers import RowError, iter_jsonl_rows
 from mlxft.data.split import split_rows
 from mlxft.errors import DataError
-from mlxft.runs import atomic_write_text, same_file
+from mlxft.runs import atomic_write_text
 from mlxft.textsafe import escape_controls, escape_lines
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -151,7 +153,9 @@ class BuildResult:
 
 def read_eval_log(path: str | Path, *, pass_threshold: float = 1.0) -> list[EvalRow]:
     """Read and check every line of an evaluation run log; all bad lines are reported in one DataError."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    if not math.isfinite(pass_threshold):  # nan would fail every numeric grade without a word
+        raise DataError(f"pass_threshold (--pass-threshold): {pass_threshold} is not a finite number", hint="numeric grades at or above it pass, e.g. --pass-threshold 0.5")
     rows: list[EvalRow] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -290,10 +294,13 @@ def export_review(rows: Cluster | Iterable[EvalRow], path: str | Path, *, overwr
     `overwrite=True`; an existing review with every `corrected` still empty is
     replaced freely (nothing of a person's is in it).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     items = list(rows.rows if isinstance(rows, Cluster) else rows)
     if not items:
         raise DataError(f"{path}: nothing to review: no rows were given", hint="pick a cluster that has failures (see `mlxft data failures`)")
+    refuse_writing_over_inputs([path], {row.source for row in items if row.source}, hint="write the review to another file (--out)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder", hint="give --out a file for the review, e.g. review.jsonl")
     if path.exists():
         _refuse_to_replace_review(path, overwrite)
     write_review_entries([review_entry(row) for row in items], path)
@@ -314,8 +321,9 @@ def review_entry(row: EvalRow) -> dict:
 def write_review_entries(entries: Iterable[dict], path: str | Path) -> None:
     """Write review lines atomically (a crash leaves the old file whole); callers decide whether replacing is allowed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+    with explain_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
 
 
 def read_review_entries(path: str | Path) -> list[dict]:
@@ -339,7 +347,7 @@ def _refuse_to_replace_review(path: Path, overwrite: bool) -> None:
             hint="build from it with `mlxft data build`, or export to another file; move it away yourself to start over",
         )
     if not is_review and not overwrite:
-        raise DataError(f"{path}: already exists and is not an empty review file", hint="choose another path, or pass overwrite=True (--force)")
+        raise DataError(f"{path}: already exists and is not an empty review file", hint="choose another path, or pass --overwrite (overwrite=True)")
 
 
 def read_review(path: str | Path) -> ReviewResult:
@@ -419,23 +427,27 @@ def build_training_sets(
     """
     if not isinstance(review, ReviewResult):
         review = read_review(review)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     problems = []
     if sft_format not in ("chat", "completion"):
-        problems.append(f"sft_format: {sft_format!r} is not 'chat' or 'completion'")
+        problems.append(f"sft_format (--format): {sft_format!r} is not 'chat' or 'completion'")
     if not (0 <= valid_fraction < 1):
-        problems.append(f"valid_fraction: {valid_fraction} must be >= 0 and < 1")
+        problems.append(f"valid_fraction (--valid-fraction): {valid_fraction} must be >= 0 and < 1")
     if not (keep_ratio >= 0 and math.isfinite(keep_ratio)):
-        problems.append(f"keep_ratio: {keep_ratio} must be a number >= 0")
-    if not review.items:
-        problems.append(f"{review.source}: no corrections filled in ({review.discarded} empty)")
+        problems.append(f"keep_ratio (--keep-ratio): {keep_ratio} must be a finite number >= 0")
     if problems:
         raise DataError("cannot build training sets:\n" + "\n".join(f"  {p}" for p in problems),
+                        hint="e.g. --valid-fraction 0.1 (a tenth held out) --keep-ratio 1 (one passing example per correction)")
+    if not review.items:
+        raise DataError(f"cannot build training sets: {review.source}: no corrections filled in ({review.discarded} empty)",
                         hint="fill 'corrected' in the review file for the items you want to train on")
+    keep_passing = list(keep_passing or [])
+    paths = {key: out_dir / f"{key}.jsonl" for key in ("sft/train", "sft/valid", "preference/train", "preference/valid")}
+    refuse_writing_over_inputs(paths.values(), [review.source, *{r.source for r in keep_passing if r.source}], hint="build into another folder (--out)")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: is a file, not a folder", hint="give a folder for the training sets")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"{out_dir}: already exists and is not empty", hint="choose another folder, or pass overwrite=True (--force) to replace the sets in it")
+        raise DataError(f"{out_dir}: already exists and is not empty", hint="choose another folder, or pass --overwrite (overwrite=True) to replace the sets in it")
 
     passing = _sample_passing(keep_passing, review, keep_ratio, seed)
     if sft_format == "completion":
@@ -462,15 +474,10 @@ def build_training_sets(
         skipped += len(review_split[name]) - len(pairs)
         sets[f"sft/{name}"], sets[f"preference/{name}"] = sft, pairs
 
-    paths = {}
-    for key, rows in sets.items():
-        target = out_dir / f"{key}.jsonl"
-        if same_file(target, Path(review.source)):
-            raise DataError(f"{target}: is the review file; building there would destroy it", hint="build into another folder")
-        paths[key] = target
-    for key, rows in sets.items():
-        paths[key].parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(paths[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    with explain_write_errors(out_dir):
+        for key, rows in sets.items():
+            paths[key].parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(paths[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return BuildResult(
         out_dir=out_dir, paths=paths,
         sft_train=len(sets["sft/train"]), sft_valid=len(sets["sft/valid"]),
@@ -516,19 +523,9 @@ def _json_lines(path: Path):
     """Yield (line number, object, problem) for every non-blank line; a missing file is a DataError."""
     if not path.is_file():
         raise DataError(f"{path}: no such file", hint="check the path")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield n, None, f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})"
-                continue
-            if not isinstance(obj, dict):
-                yield n, None, f"{path}:{n}: expected a JSON object, got {_type(obj)}"
-                continue
-            yield n, obj, None
+    # The data readers' own line reader: the same row-size, nesting and UTF-8 checks as training data.
+    for row in iter_jsonl_rows(path):
+        yield (row.line, None, f"{row.where}: {row.reason}") if isinstance(row, RowError) else (row.line, row.data, None)
 
 
 def _id_field(obj: dict, at: str, problems: list[str]) -> str | None:

@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
 from mlxft.errors import DataError
-from mlxft.runs import atomic_write_text, same_file
+from mlxft.runs import atomic_write_text
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -75,29 +76,46 @@ def write_splits(
     with `overwrite=True`; refuses existing split files unless `overwrite=True`.
     Every refusal is found before anything is written.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     targets = {name: out_dir / f"{name}.jsonl" for name in splits}
-    inputs = [Path(p) for p in input_paths]
-    problems: list[str] = []
-    clobbers_input = False
-    for path in targets.values():
-        source = next((p for p in inputs if same_file(path, p)), None)
-        if source is not None:
-            clobbers_input = True
-            problems.append(f"{path}: is the input file {source}; writing the split there would destroy it")
-        elif path.exists() and not overwrite:
-            problems.append(f"{path}: already exists")
-    if problems:
-        hint = (
-            "write the splits to a different folder (e.g. data/split)"
-            if clobbers_input
-            else "choose another folder, or pass overwrite=True (--force) to replace the old split files"
-        )
-        raise DataError(f"{out_dir}: will not write the splits\n" + "\n".join(f"  {p}" for p in problems), hint=hint)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in targets.items():
-        atomic_write_text(path, "".join(json.dumps(_plain(row), ensure_ascii=False) + "\n" for row in splits[name]))
+    refuse_writing_over_inputs(targets.values(), input_paths, hint="write the splits to a different folder (e.g. data/split)")
+    existing = [f"  {path}: already exists" for path in targets.values() if path.exists()]
+    if existing and not overwrite:
+        raise DataError(f"{out_dir}: will not write the splits\n" + "\n".join(existing),
+                        hint="choose another folder, or pass --overwrite (overwrite=True) to replace the old split files")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: is a file, not a folder", hint="give a folder for train.jsonl / valid.jsonl / test.jsonl")
+    with explain_write_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in targets.items():
+            atomic_write_text(path, "".join(json.dumps(_plain(row), ensure_ascii=False) + "\n" for row in splits[name]))
     return targets
+
+
+def parse_fractions(text: str, flag: str = "--fractions") -> tuple[float, ...]:
+    """`0.8,0.1,0.1` as split fractions: 2 or 3 numbers, each above 0 and below 1, adding up to 1 (within 1e-6).
+
+    Stricter than `split_rows` (which allows a 0 for an empty split): a person asking for a split
+    wants rows in it; for no test split give two fractions.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    problems, values = [], []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            problems.append(f"{part!r} is not a number" if part else "an entry is empty")
+            continue
+        if not 0 < value < 1:  # also false for nan
+            problems.append(f"{part} is not between 0 and 1")
+        values.append(value)
+    if len(parts) not in (2, 3):
+        problems.append(f"give 2 (train, valid) or 3 (train, valid, test) fractions, got {len(parts)}")
+    elif not problems and abs(sum(values) - 1.0) > 1e-6:
+        problems.append(f"they add up to {sum(values):g}, not 1")
+    if problems:
+        raise DataError(f"{flag} {text!r}: " + "; ".join(dict.fromkeys(problems)), hint=f"e.g. {flag} 0.8,0.1,0.1 (train, valid, test) or {flag} 0.9,0.1 (train, valid)")
+    return tuple(values)
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[str, ...]:

@@ -238,16 +238,20 @@ def validate_data(
     max_seq_length: int = 2048,
     overlong: str = "truncate",
     mask_prompt: bool = True,
+    allow_outside_paths: bool = False,
 ) -> ValidationReport:
     """Read every split of `path` once and report what training would make of it (see the module docstring).
 
     A path that does not exist, or a bad `fmt`/`mapping`, is a DataError; everything about the
-    rows themselves goes in the report.
+    rows themselves goes in the report. An image folder's images outside it are malformed rows
+    unless `allow_outside_paths`.
     """
     if fmt != "auto" and fmt not in formats.FORMATS:
         raise DataError(f"unknown data format {fmt!r}", hint=f"formats: auto, {', '.join(formats.FORMATS)}")
     if overlong not in ("truncate", "drop"):
         raise DataError(f"overlong is {overlong!r}", hint="truncate or drop")
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
+        raise DataError(f"max_seq_length (--max-seq-length): {max_seq_length!r} must be a whole number >= 1", hint="the longest sequence training keeps, e.g. 2048")
     formats.column_names(mapping)  # a bad mapping fails here, before any reading
     report = ValidationReport(str(path), detect_source(path), None if fmt == "auto" else fmt, max_seq_length, overlong)
     names = find_splits(path)
@@ -255,7 +259,7 @@ def validate_data(
         report.errors.append(f"no train split (found: {', '.join(names) or 'nothing'})")
     if not names:
         return report
-    first = iter_rows(path, names[0])
+    first = iter_rows(path, names[0], allow_outside_paths=allow_outside_paths)
     head = []
     if fmt == "auto":
         for row in first:
@@ -270,7 +274,7 @@ def validate_data(
     train_keys: dict[int, int] = {}
     locations = _Locations()
     for name in names:
-        rows = chain(head, first) if name == names[0] else iter_rows(path, name)
+        rows = chain(head, first) if name == names[0] else iter_rows(path, name, allow_outside_paths=allow_outside_paths)
         report.splits[name] = _validate_split(name, rows, report, mapping, encoder, train_keys, locations)
     _summarize(report)
     return report
