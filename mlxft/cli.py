@@ -240,7 +240,11 @@ def _chat_json(args) -> int:
     from mlxft.api import load
     from mlxft.llm.chat_json import LineReader, json_line_writer, serve_chat
 
-    model, tok = load(args.model, adapter=args.adapter)
+    try:
+        model, tok = load(args.model, adapter=args.adapter)
+    except MlxftError as exc:  # the reader (the TUI's Chat screen) gets the error as a line too
+        json_line_writer(sys.stdout)({"error": exc.message, "hint": exc.hint, "fatal": True})
+        raise
     serve_chat(model, tok, has_adapter=args.adapter is not None, lines=LineReader(sys.stdin.fileno()), write=json_line_writer(sys.stdout),
                defaults=_sampling(args), system=args.system, info={"model": args.model, "adapter": args.adapter})
     return 0
