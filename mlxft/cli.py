@@ -127,8 +127,8 @@ def _warn_if_it_will_not_fit(recipe) -> None:
         if config is None:
             return  # a Hub id or a GGUF: no config at hand without a download or an import
         plan = plan_memory(recipe, config)
-    except MlxftError:
-        return
+    except (MlxftError, TypeError, ValueError):
+        return  # a config too broken to plan from is named, field by field, when the run loads it
     if plan.verdict == "will-not-fit":
         print("warning: this run is estimated not to fit in memory:\n" + format_plan(plan), file=sys.stderr)
 

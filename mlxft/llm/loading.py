@@ -15,6 +15,7 @@ from mlx.utils import tree_flatten
 
 from mlxft.errors import ModelError
 from mlxft.llm.model_files import (
+    MODEL_CONFIG_HINT,
     check_model_config,
     check_model_weights,
     check_tokenizer_files,
@@ -108,7 +109,11 @@ def import_gguf_cached(path: Path) -> Path:
     key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     out = cache_root() / "gguf" / f"{path.stem}-{key}"
     if _import_finished(out) and (out / "config.json").is_file() and glob.glob(str(out / "model*.safetensors")):
-        return out
+        try:
+            check_model_weights(out)
+            return out
+        except ModelError:
+            pass  # a damaged cache (disk full, a copy cut short) is rebuilt from the GGUF
     return import_gguf(path, out)
 
 
@@ -130,7 +135,7 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
     """
     path = Path(spec).expanduser()
     folder = path if path.is_dir() else resolve_model_path(spec, patterns=TOKENIZER_PATTERNS)
-    config = read_json_file(folder / "config.json", "the model's config") if (folder / "config.json").exists() else {}
+    config = read_json_file(folder / "config.json", "the model's config", hint=MODEL_CONFIG_HINT) if (folder / "config.json").exists() else {}
     return _checked_tokenizer(folder, config, trust_remote_code)
 
 
@@ -142,7 +147,7 @@ def _checked_tokenizer(folder: Path, config: dict, trust_remote_code: bool):
     eos = config.get("eos_token_id")
     if not (eos is None or _is_int(eos) or (isinstance(eos, list) and all(_is_int(e) for e in eos))):
         raise ModelError(f"{folder / 'config.json'}: eos_token_id: must be a token id or a list of them, got {eos!r}",
-                         hint="restore the model's original config.json (download it again)")
+                         hint=MODEL_CONFIG_HINT)
     try:
         return mlx_load_tokenizer(folder, {"trust_remote_code": trust_remote_code}, eos_token_ids=eos)
     except Exception as exc:  # tokenizers raise many types; name the folder either way
@@ -279,10 +284,10 @@ def _build_model(path: Path, *, custom_code: bool, trust_remote_code: bool):
         if "parameters" in text or "shape" in text:  # load_weights(strict=True): names and shapes that do not match
             raise ModelError(f"{path}: the weights do not fit the model config.json describes ({_first_lines(exc)})",
                              hint="download the model again, or put back the config.json that came with these weights") from None
-        raise ModelError(f"{path}: mlx-lm cannot build this model ({_first_lines(exc)})", hint="restore the model's original config.json (download it again)") from None
+        raise ModelError(f"{path}: mlx-lm cannot build this model ({_first_lines(exc)})", hint=MODEL_CONFIG_HINT) from None
     except (TypeError, KeyError, IndexError, AttributeError) as exc:
         raise ModelError(f"{path}: mlx-lm cannot build this model from config.json ({type(exc).__name__}: {_first_lines(exc)})",
-                         hint="restore the model's original config.json (download it again)") from None
+                         hint=MODEL_CONFIG_HINT) from None
     except Exception as exc:
         if not custom_code:
             raise

@@ -30,6 +30,7 @@ _ITEM_BYTES = {
     "U64": 8, "I64": 8, "F64": 8, "C64": 8,
 }
 _SHARD = re.compile(r"^model-(\d+)-of-(\d+)\.safetensors$")
+MODEL_CONFIG_HINT = "restore the model's original config.json (download it again)"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 
 
@@ -186,7 +187,7 @@ def check_model_config(folder: Path, *, trust_remote_code: bool = False) -> dict
     `trust_remote_code`; nothing from the folder is imported here.
     """
     path = folder / "config.json"
-    config = read_json_file(path, "the model's config", hint="a model folder needs the config.json it was published with")
+    config = read_json_file(path, "the model's config", hint=MODEL_CONFIG_HINT)
     model_file = config.get("model_file")
     if model_file is not None:
         if not trust_remote_code:
@@ -210,7 +211,7 @@ def check_model_config(folder: Path, *, trust_remote_code: bool = False) -> dict
     if problems:
         lines = "\n  ".join(problems)
         raise BrokenFileError(path, f"{len(problems)} problem(s) for mlx-lm's {model_type!r} model:\n  {lines}",
-                              hint="restore the model's original config.json (download it again)")
+                              hint=MODEL_CONFIG_HINT)
     return config
 
 
@@ -304,7 +305,7 @@ def check_tokenizer_files(folder: Path) -> None:
         )
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (folder / name).exists():
-            read_json_file(folder / name, f"the tokenizer's {name}", hint="copy this file from the model's original repository again")
+            read_json_file(folder / name, "the tokenizer file", hint="copy this file from the model's original repository again")
 
 
 def tokenizer_code_reference(folder: Path) -> str | None:
