@@ -172,6 +172,17 @@ def test_an_unsupported_architecture_says_what_mlx_lm_supports_and_the_nearest_n
     assert rc == 1 and "did you mean 'llama'" in hint and "qwen2" in hint and "pip install -U mlx-lm" in hint
 
 
+def test_an_architecture_whose_mlx_lm_module_exits_on_import_is_a_clear_error(tiny_llama, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("hf_olmo") is not None:
+        pytest.skip("ai2-olmo is installed: mlx-lm's olmo module imports")
+    folder = shutil.copytree(tiny_llama, tmp_path / "olmo")
+    edit_json(folder / "config.json", lambda c: c.update(model_type="olmo"))
+    message = assert_clear_failure(capsys, ["generate", "--model", folder, "--prompt", "hi"], folder / "config.json", "needs a package")
+    assert "'olmo'" in message
+
+
 @pytest.mark.parametrize("breakage", ["truncated weights", "config without sizes"])
 def test_training_on_a_broken_model_fails_naming_the_file(breakage, tiny_llama, chat_data, tmp_path, capsys):
     import yaml

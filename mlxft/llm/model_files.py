@@ -223,6 +223,10 @@ def _model_args_class(config: dict, path: Path):
         model_class, args_class = _get_classes(config)
         if not isinstance(model_class, type) or not hasattr(args_class, "from_dict"):
             raise ValueError
+    except SystemExit:  # some mlx-lm model modules exit when an optional package is missing (olmo)
+        module = f"mlx_lm.models.{config['model_type']}"
+        raise ModelError(f"{path}: mlx-lm's {config['model_type']!r} model needs a package that is not installed",
+                         hint=f"`python -c 'import {module}'` says which; install it, then try again") from None
     except (ValueError, ImportError, AttributeError):
         raise ModelError(
             f"{path}: model_type {config['model_type']!r} is not an architecture the installed mlx-lm ({_mlx_lm_version()}) can build",
@@ -257,9 +261,12 @@ def _field_problems(config: dict, args_class) -> list[str]:
     """Missing required fields and values of the wrong type, for the ModelArgs that `from_dict` fills from `config`."""
     try:
         params = inspect.signature(args_class).parameters
-        hints = typing.get_type_hints(args_class)
-    except (TypeError, ValueError, NameError):
+    except (TypeError, ValueError):
         return []
+    try:
+        hints = typing.get_type_hints(args_class)
+    except Exception:  # a forward reference mlx-lm never resolves: check presence only
+        hints = {}
     problems = []
     for name, param in params.items():
         if name not in config:
@@ -268,8 +275,8 @@ def _field_problems(config: dict, args_class) -> list[str]:
             continue
         kind, optional = _simple_type(hints.get(name, param.annotation))
         value = config[name]
-        if kind is None or (value is None and (optional or param.default is None)):
-            continue
+        if kind is None or (value is None and (optional or param.default is not inspect.Parameter.empty)):
+            continue  # null where mlx-lm has a default: passed on as it is (a model that loads is not refused)
         if not _is_a(value, kind):
             problems.append(f"{name}: must be {_SIMPLE[kind]}, got {value!r}")
     return problems
