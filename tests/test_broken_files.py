@@ -119,6 +119,11 @@ MODEL_BREAKS = {
     "config a list": (lambda f: (f / "config.json").write_text("[1, 2]"), "config.json", ["JSON object"]),
     "config nested too deeply": (lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000), "config.json", ["nested too deeply"]),
     "an unsupported architecture": (lambda f: edit_json(f / "config.json", lambda c: c.update(model_type="frobnicator")), "config.json", ["'frobnicator'", "mlx-lm"]),
+    "config sizes that do not match the weights": (lambda f: edit_json(f / "config.json", lambda c: c.update(intermediate_size=96)), "",
+                                                   ["weights do not fit", "shape"]),
+    "a tensor missing from the weights": (
+        lambda f: edit_tensors(f / "model.safetensors", lambda t: {k: v for k, v in t.items() if k != "model.norm.weight"}), "",
+        ["weights do not fit", "Missing 1 parameters", "model.norm.weight"]),
     "no tokenizer files": (lambda f: [(f / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")], "", ["no tokenizer files"]),
     "tokenizer.json not JSON": (lambda f: (f / "tokenizer.json").write_text('{"model": '), "tokenizer.json", ["not valid JSON"]),
     "tokenizer_config.json not JSON": (lambda f: (f / "tokenizer_config.json").write_text("nope"), "tokenizer_config.json", ["not valid JSON"]),
