@@ -20,9 +20,11 @@ def train(recipe: Recipe | dict | str | Path, on_event=None, overrides: list[str
 
 def load(model: str, adapter: str | Path | None = None, dtype: str = "auto", trust_remote_code: bool = False):
     """(model, tokenizer) ready for generation, with the adapter applied when given."""
-    from mlxft.llm.adapters import load_adapter
+    from mlxft.llm.adapters import check_adapter, load_adapter
     from mlxft.llm.loading import load_model
 
+    if adapter is not None:
+        check_adapter(adapter)  # a broken adapter is named before the model's weights are read
     loaded = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
     if adapter is not None:
         load_adapter(loaded.model, adapter)

@@ -143,8 +143,8 @@ def _warn_if_it_will_not_fit(recipe) -> None:
         if config is None:
             return  # a Hub id or a GGUF: no config at hand without a download or an import
         plan = plan_memory(recipe, config)
-    except MlxftError:
-        return
+    except (MlxftError, TypeError, ValueError):
+        return  # a config too broken to plan from is named, field by field, when the run loads it
     if plan.verdict == "will-not-fit":
         print("warning: this run is estimated not to fit in memory:\n" + format_plan(plan), file=sys.stderr)
 
@@ -256,7 +256,11 @@ def _chat_json(args) -> int:
     from mlxft.api import load
     from mlxft.llm.chat_json import LineReader, json_line_writer, serve_chat
 
-    model, tok = load(args.model, adapter=args.adapter)
+    try:
+        model, tok = load(args.model, adapter=args.adapter)
+    except MlxftError as exc:  # the reader (the TUI's Chat screen) gets the error as a line too
+        json_line_writer(sys.stdout)({"error": exc.message, "hint": exc.hint, "fatal": True})
+        raise
     serve_chat(model, tok, has_adapter=args.adapter is not None, lines=LineReader(sys.stdin.fileno()), write=json_line_writer(sys.stdout),
                defaults=_sampling(args), system=args.system, info={"model": args.model, "adapter": args.adapter})
     return 0

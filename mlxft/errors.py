@@ -37,6 +37,15 @@ class RunError(MlxftError):
     """A training run that failed, was stopped, or cannot be resumed."""
 
 
+class BrokenFileError(ModelError):
+    """A model, adapter or checkpoint file that is missing, truncated or malformed: `path` names it, `reason` says how."""
+
+    def __init__(self, path, reason: str, hint: str | None = None):
+        super().__init__(f"{path}: {reason}", hint)
+        self.path = path
+        self.reason = reason
+
+
 class WriteError(MlxftError):
     """A file mlxft had to write could not be written: the disk is full, read-only, or not ours."""
 

@@ -140,7 +140,7 @@ class Recipe(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Compute dtype. auto: float32 on MLX's CPU backend (bf16 matmuls are slow there), bfloat16 on a GPU."
     )
-    trust_remote_code: bool = Field(False, description="Allow the tokenizer to run code from the model repository.")
+    trust_remote_code: bool = Field(False, description="Run Python code that ships with the model: the file config.json's `model_file` names (mlx-lm imports it to build the architecture) and the tokenizer/config classes an `auto_map` in tokenizer_config.json or config.json names (transformers runs them, and may fetch them from the Hub repo the entry names). Off: such a model is refused, saying why, and none of its code runs.")
     data: DataSection
     lora: LoraSection = Field(default_factory=LoraSection)
     quantize: QuantizeSection | None = Field(None, description="Quantize the base on load (QLoRA). lm-qlora defaults to 4 bits.")

@@ -19,13 +19,18 @@ LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "nu
          "num_key_value_heads": 2, "vocab_size": 400, "max_position_embeddings": 2048, "tie_word_embeddings": True}
 
 
+# A safetensors file with no tensors (its header is checked, its data never read), padded to a size.
+EMPTY_SAFETENSORS = (2).to_bytes(8, "little") + b"{}"
+
+
 def write_model(folder: Path, config: dict | None, weights: str | None = "model.safetensors") -> Path:
-    """A model folder as the listing sees it: config.json and a weights file (its bytes are never read)."""
+    """A model folder as the listing sees it: config.json, a weights file and a tokenizer file (only headers are read)."""
     folder.mkdir(parents=True)
     if config is not None:
         (folder / "config.json").write_text(json.dumps(config))
+        (folder / "tokenizer.json").write_text("{}")
     if weights:
-        (folder / weights).write_bytes(b"\0" * 4096)
+        (folder / weights).write_bytes(EMPTY_SAFETENSORS.ljust(4096, b"\0"))
     return folder
 
 
@@ -38,7 +43,8 @@ def write_hub_repo(cache: Path, repo_id: str, config: dict, kind: str = "models"
     (repo / "blobs").mkdir()
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
-    for name, data in (("config.json", json.dumps(config).encode()), ("model.safetensors", b"\0" * 8192)):
+    files = (("config.json", json.dumps(config).encode()), ("model.safetensors", EMPTY_SAFETENSORS.ljust(8192, b"\0")), ("tokenizer.json", b"{}"))
+    for name, data in files:
         blob = repo / "blobs" / f"blob-{name}"
         blob.write_bytes(data)
         (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))

@@ -134,6 +134,28 @@ async def test_bad_settings_and_a_missing_model_are_clear_errors(tmp_path):
         assert screen.child is None and not screen.generating
 
 
+async def test_a_model_that_does_not_load_gives_one_dialog_naming_the_broken_file(tiny_llama, tmp_path):
+    import shutil
+
+    broken = shutil.copytree(tiny_llama, tmp_path / "cut-model")
+    with open(broken / "model.safetensors", "r+b") as fh:
+        fh.truncate(1000)
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="chat")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        screen.query_one("#chat-model", Input).value = str(broken)
+        await send(pilot, "hi")
+        child = screen.child
+        deadline = time.monotonic() + 120
+        while not (isinstance(app.screen, ErrorDialog) and child.proc is not None and child.proc.returncode is not None):
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+        await pilot.pause()
+        dialogs = [s for s in app.screen_stack if isinstance(s, ErrorDialog)]
+        assert len(dialogs) == 1 and str(broken / "model.safetensors") in dialogs[0].message and "truncated" in dialogs[0].message
+        assert "Traceback" not in dialogs[0].message and screen.child is None and "did not load" in str(screen.query_one("#chat-state").render())
+
+
 def test_snapshot_of_a_streamed_exchange(snap_compare, tmp_path):
     """Replies fed as the child writes them (no model), so the picture is the same on every machine."""
 

@@ -11,7 +11,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlxft.errors import ModelError
+from mlxft.errors import BrokenFileError, ModelError
+from mlxft.llm.model_files import check_safetensors, load_safetensors_checked, read_json_file
 from mlxft.runs import atomic_write_text, publish_dir
 
 ADAPTER_WEIGHTS = "adapters.safetensors"  # the names mlx_lm.generate --adapter-path reads
@@ -175,43 +176,110 @@ def save_adapter(model: nn.Module, folder: str | Path, config: dict) -> Path:
     return folder
 
 
+CONFIG_HINT = "restore the adapter_config.json that was saved with these weights (mlxft train writes both into RUN/adapter)"
+WEIGHTS_HINT = "copy the adapter again from where it was trained, or train it again"
+
+
 def read_adapter_config(folder: str | Path) -> dict:
-    folder = Path(folder)
-    path = folder / ADAPTER_CONFIG
-    if not path.is_file():
-        # A run directory holds its adapter in adapter/.
-        if (folder / "adapter" / ADAPTER_CONFIG).is_file():
-            return read_adapter_config(folder / "adapter")
-        raise ModelError(f"{folder}: no {ADAPTER_CONFIG} here", hint="pass an adapter folder or a run directory from `mlxft train`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    """The adapter_config.json of an adapter folder or run directory, checked: every bad field is named at once."""
+    path = resolve_adapter_dir(folder) / ADAPTER_CONFIG
+    cfg = read_json_file(path, "the adapter's config", hint=CONFIG_HINT)
+    problems = adapter_config_problems(cfg)
+    if problems:
+        raise BrokenFileError(path, f"{len(problems)} problem(s) in the adapter's config:\n  " + "\n  ".join(problems),
+                              hint=CONFIG_HINT)
+    return cfg
+
+
+def adapter_config_problems(cfg: dict) -> list[str]:
+    """What is missing or of the wrong type in an adapter_config.json, as `field: problem` lines."""
+
+    def whole(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    problems = []
+    method = cfg.get("fine_tune_type", "lora")
+    if method not in ("lora", "dora", "full"):
+        problems.append(f"fine_tune_type: must be lora, dora or full, got {method!r}")
+    if not whole(cfg.get("num_layers")):
+        problems.append("num_layers: missing" if "num_layers" not in cfg else f"num_layers: must be a positive integer, got {cfg['num_layers']!r}")
+    if method == "full":
+        return problems
+    lp = cfg.get("lora_parameters")
+    if not isinstance(lp, dict):
+        problems.append("lora_parameters: missing (a LoRA or DoRA adapter needs its rank, scale and keys)" if lp is None
+                        else f"lora_parameters: must be an object with rank, scale and keys, got {lp!r}")
+        return problems
+    if not whole(lp.get("rank")):
+        problems.append("lora_parameters.rank: missing" if "rank" not in lp else f"lora_parameters.rank: must be a positive integer, got {lp['rank']!r}")
+    if not number(lp.get("scale")):
+        problems.append("lora_parameters.scale: missing" if "scale" not in lp else f"lora_parameters.scale: must be a number, got {lp['scale']!r}")
+    dropout = lp.get("dropout", 0.0)
+    if not (number(dropout) and 0 <= dropout < 1):
+        problems.append(f"lora_parameters.dropout: must be a number in [0, 1), got {dropout!r}")
+    keys = lp.get("keys")
+    if keys is not None and not (isinstance(keys, list) and keys and all(isinstance(k, str) and k for k in keys)):
+        problems.append(f"lora_parameters.keys: must be a list of module names (e.g. self_attn.q_proj), got {keys!r}")
+    return problems
 
 
 def resolve_adapter_dir(path: str | Path) -> Path:
+    """The folder holding adapter_config.json: `path` itself, or a run directory's (or checkpoint's) adapter/."""
     path = Path(path)
-    if (path / ADAPTER_CONFIG).is_file():
-        return path
-    if (path / "adapter" / ADAPTER_CONFIG).is_file():
-        return path / "adapter"
-    raise ModelError(f"{path}: no adapter found", hint="pass an adapter folder (adapter_config.json + adapters.safetensors) or a run directory")
+    for folder in (path, path / "adapter"):
+        if (folder / ADAPTER_CONFIG).is_file():
+            return folder
+    hint = "pass an adapter folder (adapter_config.json + adapters.safetensors), a run directory or one of its checkpoints"
+    if not path.exists():
+        raise ModelError(f"{path}: no such adapter folder", hint=hint)
+    if not path.is_dir():
+        raise ModelError(f"{path}: an adapter is a folder, not a file", hint=hint)
+    for folder in (path, path / "adapter"):
+        if (folder / ADAPTER_WEIGHTS).is_file():
+            raise BrokenFileError(folder / ADAPTER_CONFIG, f"the adapter's config is missing ({ADAPTER_WEIGHTS} is here without it)",
+                                  hint=f"copy the adapter_config.json saved with these weights into {folder}")
+    raise ModelError(f"{path}: no adapter found", hint=hint)
+
+
+def check_adapter(path: str | Path) -> tuple[Path, dict]:
+    """(adapter folder, checked config) once its config and its weights file's header are found sound; no model needed."""
+    folder = resolve_adapter_dir(path)
+    cfg = read_adapter_config(folder)
+    check_safetensors(folder / ADAPTER_WEIGHTS, "the adapter weights file", hint=WEIGHTS_HINT)
+    return folder, cfg
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> dict:
-    """Apply the adapter at `path` (an adapter folder or a run directory) to `model`; returns its config."""
-    folder = resolve_adapter_dir(path)
-    cfg = read_adapter_config(folder)
+    """Apply the adapter at `path` (an adapter folder or a run directory) to `model`; returns its config.
+
+    Every tensor is checked against the model before any is loaded: a wrong name or shape, and for LoRA/DoRA a
+    missing tensor (which would silently stay at its initial value), is named with both shapes.
+    """
+    folder, cfg = check_adapter(path)
     method = cfg.get("fine_tune_type", "lora")
-    weights = mx.load(str(folder / ADAPTER_WEIGHTS))
+    weights_path = folder / ADAPTER_WEIGHTS
+    weights = load_safetensors_checked(weights_path, "the adapter weights file", hint=WEIGHTS_HINT)
     if method != "full":
         lp = cfg["lora_parameters"]
         keys = lp.get("keys") or resolve_target_keys(model, ["q_proj", "v_proj"], cfg["num_layers"])
         apply_adapters(model, method, lp["rank"], lp["scale"], lp.get("dropout", 0.0), keys, cfg["num_layers"])
     params = dict(tree_flatten(model.parameters()))
-    problems = [k for k, v in weights.items() if k not in params or params[k].shape != v.shape]
+    expected = trainable_weights(model) if method != "full" else {}
+    problems = [f"{k}: not a parameter of this model ({len(model.layers)} layers)" for k in sorted(weights) if k not in params]
+    problems += [f"{k}: the adapter has shape {tuple(weights[k].shape)}, this model {tuple(params[k].shape)}"
+                 for k in sorted(weights) if k in params and params[k].shape != weights[k].shape]
+    problems += [f"{k}: missing from the adapter" for k in sorted(expected) if k not in weights]
     if problems:
-        raise ModelError(f"{folder}: {len(problems)} adapter tensors do not fit this model (e.g. {problems[0]})", hint="was the adapter trained on a different base model?")
+        shown = "\n  ".join(problems[:6]) + (f"\n  ... and {len(problems) - 6} more" if len(problems) > 6 else "")
+        base = cfg.get("mlxft", {}).get("base_model") if isinstance(cfg.get("mlxft"), dict) else None
+        raise ModelError(
+            f"{weights_path}: {len(problems)} adapter tensor(s) do not fit this model:\n  {shown}",
+            hint=f"was it trained on another base model (its adapter_config.json says base_model {base}), or saved incompletely?"
+            if base else "was it trained on another base model, or saved incompletely?",
+        )
     model.load_weights(list(weights.items()), strict=False)
     mx.eval(model.parameters())
     return cfg

@@ -154,10 +154,10 @@ def find_model(name: str, folder: str | Path | None = None) -> ModelEntry | None
 
 def config_at_hand(spec: str) -> dict | None:
     """A model's config.json when it needs no download or import: a local folder's, or the catalogue's; else None."""
-    import json
+    from mlxft.llm.model_files import MODEL_CONFIG_HINT, read_json_file
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        return json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
+        return read_json_file(path / "config.json", "the model's config", hint=MODEL_CONFIG_HINT) if (path / "config.json").exists() else None
     entry = find_model(spec)
     return entry.config() if entry is not None else None

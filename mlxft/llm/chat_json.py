@@ -11,6 +11,7 @@
        {"side": "base", "done": true, "text": ..., "tokens": n, "tokens_per_second": x, "cancelled": false}
        {"finished": true, "id": ..., "cancelled": false}                         after the last side
        {"error": ..., "hint": ...}                                                a bad request; the loop goes on
+       {"error": ..., "hint": ..., "fatal": true}                                 the model or adapter cannot be loaded; exit 1
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import tempfile
 from collections import Counter
 from typing import Any
 
-from mlxft.errors import ModelError
+from mlxft.errors import BrokenFileError, ModelError
 
 __all__ = ["import_gguf", "default_demo_gguf", "SUPPORTED_ARCHITECTURES", "SUPPORTED_PRETOKENIZERS"]
 
@@ -144,11 +144,14 @@ def import_gguf(
     try:
         weights, meta = mx.load(str(src), format="gguf", return_metadata=True)
     except Exception as exc:  # MLX raises RuntimeError/ValueError with terse messages
-        raise ModelError(
-            f"Could not read the GGUF file {src}: {exc}",
-            "The file may be truncated or use a tensor type MLX cannot read. Re-download it, or pick "
-            "a Q8_0, Q4_0, Q4_1 or F16 variant of the model.",
-        ) from exc
+        text = str(exc).replace("[load_gguf] ", "")
+        cut = "past the end" in text or "gguf_init failed" in text or src.stat().st_size < 32
+        raise BrokenFileError(
+            src,
+            f"the GGUF file is truncated or damaged ({text})" if cut else f"MLX cannot read this GGUF file ({text})",
+            "download the file again (compare its size with the source's)" if cut
+            else "pick a Q8_0, Q4_0, Q4_1 or F16 variant of the model, or convert the original with `mlx_lm.convert`",
+        ) from None
 
     arch = _meta_str(meta, "general.architecture")
     if arch not in _ARCHITECTURES:
@@ -183,7 +186,7 @@ def import_gguf(
     if quant is not None:
         config["quantization"] = quant
         config["quantization_config"] = quant
-    tokenizer, tok_config, special_map, chat_template = _build_tokenizer(meta, pre, config)
+    tokenizer, tok_config, special_map, chat_template = _build_tokenizer(meta, pre, config, src)
 
     _write_json(out / "config.json", config)
     _write_json(out / "generation_config.json", _generation_config(meta, config))
@@ -267,10 +270,21 @@ def _meta_str(meta: dict, key: str) -> str | None:
 def _meta_int(meta: dict, key: str) -> int | None:
     value = _meta(meta, key)
     if isinstance(value, list):  # per-layer values (e.g. head_count_kv); use them only if uniform
-        if not value or len(set(value)) != 1:
+        if not value or len(set(map(repr, value))) != 1:
             return None
         value = value[0]
-    return None if value is None else int(value)
+    # A damaged or odd file can hold any type here: anything but a whole number counts as missing.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+        return None
+    return int(value)
+
+
+def _meta_float(meta: dict, key: str, default: float, src: pathlib.Path) -> float:
+    value = _meta(meta, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ModelError(f"{src}: GGUF metadata key {key!r} should be a number, got {value!r}.",
+                         "The file may be damaged; download it again.")
+    return float(value)
 
 
 def _require(value: Any, key: str, src: pathlib.Path) -> Any:
@@ -291,8 +305,8 @@ def _build_config(meta: dict, weights: dict, arch: str, model_type: str, src: pa
     heads = _require(_meta_int(meta, key("attention.head_count")), key("attention.head_count"), src)
     kv_heads = _meta_int(meta, key("attention.head_count_kv")) or heads
     ffn = _require(_meta_int(meta, key("feed_forward_length")), key("feed_forward_length"), src)
-    eps = _meta(meta, key("attention.layer_norm_rms_epsilon"), 1e-5)
-    rope_theta = _meta(meta, key("rope.freq_base"), 10000.0)
+    eps = _meta_float(meta, key("attention.layer_norm_rms_epsilon"), 1e-5, src)
+    rope_theta = _meta_float(meta, key("rope.freq_base"), 10000.0, src)
     context = _meta_int(meta, key("context_length")) or 4096
     embed = weights.get("token_embd.weight")
     if embed is None:
@@ -529,11 +543,13 @@ def _save_safetensors(mx, path: pathlib.Path, tensors: dict) -> None:
 # -- tokenizer -----------------------------------------------------------------------------------
 
 
-def _build_tokenizer(meta: dict, pre: str, config: dict):
+def _build_tokenizer(meta: dict, pre: str, config: dict, src: pathlib.Path):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    tokens: list[str] = list(_meta(meta, "tokenizer.ggml.tokens", []))
-    merges_raw: list[str] = list(_meta(meta, "tokenizer.ggml.merges", []))
+    tokens, merges_raw = _meta(meta, "tokenizer.ggml.tokens", []), _meta(meta, "tokenizer.ggml.merges", [])
+    for key, value in (("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.merges", merges_raw)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ModelError(f"{src}: GGUF metadata key {key!r} should be a list of strings.", "The file may be damaged; download it again.")
     types = _meta(meta, "tokenizer.ggml.token_type") or [1] * len(tokens)
     vocab: dict[str, int] = {}
     for i, tok in enumerate(tokens):

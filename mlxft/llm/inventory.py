@@ -17,8 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlxft.errors import MlxftError, ModelError
+from mlxft.errors import BrokenFileError, MlxftError, ModelError
 from mlxft.llm.catalogue import ModelEntry, load_catalogue
+from mlxft.llm.model_files import check_model_weights, check_tokenizer_files, read_json_file
 from mlxft.train.memory import (
     FIT_MARKS,
     GB,
@@ -198,6 +199,8 @@ def describe_folder(path: Path, name: str, spec: str, source: str, disk_bytes: i
         architecture = config.get("model_type") or text.get("model_type")
         context = config.get("max_position_embeddings") or text.get("max_position_embeddings")
         problem = _architecture_problem(architecture)
+        if problem is None and "model_file" in config:
+            problem = f"config.json's model_file ({config['model_file']}) is the folder's own code: it loads only with trust_remote_code: true"
         try:
             parameters = count_parameters(config)
             # The estimate models causal LM blocks: for another kind of model it would be a made-up number.
@@ -220,28 +223,30 @@ def read_config(path: Path) -> tuple[dict | None, str | None]:
     if not config_path.is_file():
         return None, "no config.json: not a Hugging Face-layout model folder"
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"config.json cannot be read ({exc})"
-    except json.JSONDecodeError as exc:
-        return None, f"config.json is not valid JSON (line {exc.lineno}: {exc.msg})"
-    if not isinstance(config, dict):
-        return None, "config.json is not a JSON object"
-    return config, None
+        return read_json_file(config_path, "config.json"), None
+    except BrokenFileError as exc:  # the row already shows the folder: the reason is enough
+        return None, exc.reason
 
 
 def _weights_problem(path: Path) -> str | None:
-    # The same pattern loading accepts (mlxft loads safetensors only, never pickles).
+    # The same pattern and checks loading uses (mlxft loads safetensors only, never pickles); headers only.
     if glob.glob(str(path / "model*.safetensors")):
+        try:
+            check_model_weights(path)
+            check_tokenizer_files(path)
+        except ModelError as exc:
+            return exc.message.replace(f"{path}{os.sep}", "").replace(f"{path}: ", "")
         return None
     if glob.glob(str(path / "*.bin")) or glob.glob(str(path / "*.pt")):
         return "pickle weights only (.bin/.pt): convert them to safetensors first"
     return "no model*.safetensors weights"
 
 
-def _architecture_problem(model_type: str | None) -> str | None:
+def _architecture_problem(model_type) -> str | None:
     if not model_type:
         return "config.json has no model_type: not a causal LM mlx-lm can load"
+    if not isinstance(model_type, str):
+        return f"config.json's model_type must be a string, got {model_type!r}"
     known = mlx_lm_model_types()
     if known is not None and model_type not in known:
         return f"model_type '{model_type}' is not a causal LM architecture mlx-lm supports"

@@ -14,6 +14,14 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from mlxft.errors import ModelError
+from mlxft.llm.model_files import (
+    MODEL_CONFIG_HINT,
+    check_model_config,
+    check_model_weights,
+    check_tokenizer_files,
+    read_json_file,
+    tokenizer_code_reference,
+)
 
 # Only these are fetched from the Hub: safetensors weights, configs and tokenizer files. No pickles.
 HUB_PATTERNS = ["*.json", "model*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
@@ -100,9 +108,23 @@ def import_gguf_cached(path: Path) -> Path:
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     out = cache_root() / "gguf" / f"{path.stem}-{key}"
-    if (out / "config.json").is_file() and glob.glob(str(out / "model*.safetensors")):
-        return out
+    if _import_finished(out) and (out / "config.json").is_file() and glob.glob(str(out / "model*.safetensors")):
+        try:
+            check_model_weights(out)
+            return out
+        except ModelError:
+            pass  # a damaged cache (disk full, a copy cut short) is rebuilt from the GGUF
     return import_gguf(path, out)
+
+
+def _import_finished(folder: Path) -> bool:
+    """The import's marker says it completed (an import killed half-way is done again, not reused)."""
+    from mlxft.llm.gguf import MARKER
+
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
@@ -111,15 +133,44 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
     Token counts need no weights, so a model folder here needs only its tokenizer files, and a
     catalogue key or Hub id fetches only configs and tokenizer files.
     """
-    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
-
     path = Path(spec).expanduser()
     folder = path if path.is_dir() else resolve_model_path(spec, patterns=TOKENIZER_PATTERNS)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = read_json_file(folder / "config.json", "the model's config", hint=MODEL_CONFIG_HINT) if (folder / "config.json").exists() else {}
+    return _checked_tokenizer(folder, config, trust_remote_code)
+
+
+def _checked_tokenizer(folder: Path, config: dict, trust_remote_code: bool):
+    """mlx-lm's tokenizer for `folder`, its files checked first; any failure names the folder (or the code it refused)."""
+    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
+
+    check_tokenizer_files(folder)
+    eos = config.get("eos_token_id")
+    if not (eos is None or _is_int(eos) or (isinstance(eos, list) and all(_is_int(e) for e in eos))):
+        raise ModelError(f"{folder / 'config.json'}: eos_token_id: must be a token id or a list of them, got {eos!r}",
+                         hint=MODEL_CONFIG_HINT)
     try:
-        return mlx_load_tokenizer(folder, {"trust_remote_code": trust_remote_code}, eos_token_ids=config.get("eos_token_id"))
+        return mlx_load_tokenizer(folder, {"trust_remote_code": trust_remote_code}, eos_token_ids=eos)
     except Exception as exc:  # tokenizers raise many types; name the folder either way
-        raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc})", hint="the folder needs tokenizer.json or tokenizer.model") from None
+        code = None if trust_remote_code else tokenizer_code_reference(folder)
+        if code is not None:
+            raise ModelError(
+                f"{code}, the model's own tokenizer code, which transformers would import and run; "
+                "mlxft runs a model's own code only when trust_remote_code is on, and it is off",
+                hint="read that code first; if you trust it, set `trust_remote_code: true` in the recipe "
+                "(or call mlxft.load(..., trust_remote_code=True))",
+            ) from None
+        raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {_first_lines(exc)})",
+                         hint="copy the tokenizer files (tokenizer.json, tokenizer_config.json) from the model's original repository") from None
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _first_lines(exc: BaseException, n: int = 3) -> str:
+    """An exception's first lines: mlx-lm and transformers can list hundreds of parameter names."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[:n]) + (f"; ... ({len(lines) - n} more lines)" if len(lines) > n else "")
 
 
 @dataclass
@@ -194,20 +245,13 @@ def load_model(spec: str, *, dtype: str = "auto", quantize: tuple[int, int] | No
     - an already-quantized checkpoint stays quantized on a GPU; on CPU (where quantized matmuls
       are slow) it is dequantized unless `keep_quantized` is True.
     """
-    from mlx_lm.utils import load_model as mlx_load_model
-    from mlx_lm.utils import load_tokenizer
-
     path = resolve_model_path(spec)
-    try:
-        model, config = mlx_load_model(path, trust_remote_code=trust_remote_code)
-    except ValueError as exc:
-        raise ModelError(f"{path}: mlx-lm cannot build this model ({exc})", hint="check model_type in config.json is supported by mlx-lm") from None
-    except FileNotFoundError as exc:
-        raise ModelError(f"{path}: {exc}") from None
-    try:
-        tokenizer = load_tokenizer(path, {"trust_remote_code": trust_remote_code}, eos_token_ids=config.get("eos_token_id"))
-    except Exception as exc:  # tokenizers raise many types; name the folder either way
-        raise ModelError(f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc})", hint="the folder needs tokenizer.json or tokenizer.model") from None
+    # Every file is checked before mlx-lm reads any: a broken one is named, not met as a traceback deep in MLX.
+    checked = check_model_config(path, trust_remote_code=trust_remote_code)
+    check_model_weights(path)
+    check_tokenizer_files(path)
+    model, config = _build_model(path, custom_code="model_file" in checked, trust_remote_code=trust_remote_code)
+    tokenizer = _checked_tokenizer(path, config, trust_remote_code)
 
     target = compute_dtype(dtype)
     notes = []
@@ -227,6 +271,28 @@ def load_model(spec: str, *, dtype: str = "auto", quantize: tuple[int, int] | No
             notes.append("QLoRA on CPU: the base takes ~{:.0%} of float32 memory, but quantized matmuls are several times slower than float32".format(bits / 32 + 2 * 32 / group / 32))
     mx.eval(model.parameters())
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, path=path, notes=notes)
+
+
+def _build_model(path: Path, *, custom_code: bool, trust_remote_code: bool):
+    """mlx-lm's model and config for a checked folder; what still fails (weights that do not fit the config) is named."""
+    from mlx_lm.utils import load_model as mlx_load_model
+
+    try:
+        return mlx_load_model(path, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        text = str(exc)
+        if "parameters" in text or "shape" in text:  # load_weights(strict=True): names and shapes that do not match
+            raise ModelError(f"{path}: the weights do not fit the model config.json describes ({_first_lines(exc)})",
+                             hint="download the model again, or put back the config.json that came with these weights") from None
+        raise ModelError(f"{path}: mlx-lm cannot build this model ({_first_lines(exc)})", hint=MODEL_CONFIG_HINT) from None
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ModelError(f"{path}: mlx-lm cannot build this model from config.json ({type(exc).__name__}: {_first_lines(exc)})",
+                         hint=MODEL_CONFIG_HINT) from None
+    except Exception as exc:
+        if not custom_code:
+            raise
+        raise ModelError(f"{path}: the model's own code (config.json's model_file) failed: {type(exc).__name__}: {_first_lines(exc)}",
+                         hint="that code ships with the model, not with mlxft: ask its authors") from None
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

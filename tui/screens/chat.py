@@ -315,6 +315,9 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
             self.show_ready()
         elif "error" in reply:
             self.generating = False
+            if reply.get("fatal"):  # the model or adapter did not load and the child is exiting: this is its one error
+                self.stop_child()
+                self.set_state("stopped: the model did not load", "")
             self.app.show_error(reply["error"], reply.get("hint"))
 
     def current(self, side: str) -> Turn:
