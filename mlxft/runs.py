@@ -29,30 +29,13 @@ def safetensors_problem(path: Path) -> str | None:
 
     Reads the header only: cheap enough to check every file of a checkpoint before trusting it.
     """
+    from mlxft.errors import BrokenFileError
+    from mlxft.llm.model_files import check_safetensors
+
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return f"{path.name}: {size} bytes, too short for a safetensors header"
-            n = int.from_bytes(head, "little")
-            if n > size - 8 or n > 100_000_000:
-                return f"{path.name}: header says {n} bytes but the file has {size} (truncated?)"
-            header = json.loads(f.read(n))
-    except OSError as exc:
-        return f"{path.name}: cannot be read ({exc.strerror})"
-    except (ValueError, RecursionError):
-        return f"{path.name}: the header is not valid JSON (corrupt)"
-    if not isinstance(header, dict):
-        return f"{path.name}: the header is not a JSON object (corrupt)"
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets) and 0 <= offsets[0] <= offsets[1]):
-            return f"{path.name}: tensor {name!r} has no valid data_offsets (corrupt)"
-        if 8 + n + offsets[1] > size:
-            return f"{path.name}: tensor {name!r} ends at byte {8 + n + offsets[1]} but the file has {size} (truncated)"
+        check_safetensors(path, path.name)
+    except BrokenFileError as exc:
+        return exc.reason
     return None
 
 
@@ -355,6 +338,8 @@ class RunDir:
                 except (json.JSONDecodeError, RecursionError):
                     data = None
                 if not isinstance(data, dict):
+                    if not line.endswith("\n"):
+                        continue  # the last line, still being written or torn by a kill: the next writer ends it
                     if problems is not None:
                         problems.append(f"{self.metrics_path}:{n}: not a JSON object, skipped")
                     continue

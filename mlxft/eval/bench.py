@@ -83,6 +83,8 @@ def _read_row(
         row = json.loads(text)
     except json.JSONDecodeError as err:
         return None, [f"not JSON: {err.msg} at column {err.colno}"]
+    except RecursionError:
+        return None, ["nested too deeply to be a benchmark row"]
     if not isinstance(row, dict):
         return None, [f"expected a JSON object, got {type(row).__name__}"]
     problems: list[str] = []

@@ -285,9 +285,13 @@ def _parse_json_answer(answer: str) -> tuple[Any, str | None]:
         return json.loads(answer.strip()), None
     except json.JSONDecodeError as err:
         first_error = f"not JSON: {err.msg} at line {err.lineno} column {err.colno}"
+    except RecursionError:  # a model can answer with thousands of nested brackets
+        return None, "nested too deeply to be read as JSON"
     for fenced in _FENCE.finditer(answer):
         try:
             return json.loads(fenced.group(1).strip()), None
+        except RecursionError:
+            return None, "fenced block is nested too deeply to be read as JSON"
         except json.JSONDecodeError as err:
             return (
                 None,
@@ -313,7 +317,7 @@ def _grade_json(answer: str, expected: Any, spec: GraderSpec) -> Grade:
         if isinstance(expected, str):
             try:
                 expected = json.loads(expected)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 pass  # a plain string: the answer must be that JSON string
         if value != expected:
             return Grade(

@@ -16,6 +16,7 @@ from mlxft.errors import DataError
 from mlxft.events import LogMessage
 from mlxft.llm import adapters as A
 from mlxft.llm.loading import count_parameters, device_name, load_model
+from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.objective import make_loss
 from mlxft.recipe import Recipe
 from mlxft.recompute import enable_grad_checkpoint
@@ -129,7 +130,7 @@ class SFTJob:
         A.save_adapter(self.model, folder, self.adapter_cfg)
 
     def load(self, folder: Path) -> None:
-        weights = mx.load(str(Path(folder) / A.ADAPTER_WEIGHTS))
+        weights = load_safetensors_checked(Path(folder) / A.ADAPTER_WEIGHTS, "the checkpoint's adapter weights")
         self.model.load_weights(list(weights.items()), strict=False)
 
     # -- what the run reports and leaves ----------------------------------------------------------

@@ -17,7 +17,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from mlxft.errors import RunError, write_error
+from mlxft.errors import MlxftError, RunError, write_error
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, StepReport
 from mlxft.job import Batch, Phase
 from mlxft.runs import RunDir, atomic_write_text, checkpoint_problem, publish_dir
@@ -316,7 +316,7 @@ class Trainer:
                 try:
                     self.load_checkpoint(folder)
                     return folder
-                except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+                except (MlxftError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
                     problem = f"it does not load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             aside = folder.with_name(f"corrupt-{folder.name}")
             os.replace(folder, aside)  # out of the way, so this step can be checkpointed again; kept for a post-mortem
