@@ -15,6 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
+from mlxft.textsafe import escape_controls
 from tui.runner import error_from_stderr, mlxft_argv
 from tui.widgets.nav import NavBar
 
@@ -131,8 +132,8 @@ class Conversation:
             if i:
                 text.append("\n\n")
             text.append("you: ", style="bold cyan")
-            text.append(turn.prompt + "\n")
-            text.append(turn.reply)
+            text.append(escape_controls(turn.prompt, keep="\n\t") + "\n")  # model output can hold ESC sequences too
+            text.append(escape_controls(turn.reply, keep="\n\t"))
             if streaming and not turn.done and i == len(self.turns) - 1:
                 text.append("▌", style="bold")
             if turn.stats or turn.note:

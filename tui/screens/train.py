@@ -22,6 +22,7 @@ from mlxft.errors import MlxftError
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
 from mlxft.recipe import Recipe, load_recipe
 from mlxft.runs import RunDir, atomic_write_text, list_runs, summarize_run
+from mlxft.textsafe import escape_controls
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
 from tui.widgets.chart import LineChart, Series
 from tui.widgets.dialogs import ConfirmDialog
@@ -415,7 +416,8 @@ class TrainScreen(Screen):
             f"peak {e.peak_memory_gb:.2f} GB · epoch {e.epoch:.2f} · elapsed {format_duration(e.elapsed_s)}")
 
     def log_line(self, text: str) -> None:
-        self.query_one("#run-log", RichLog).write(text)
+        # Log lines quote data rows and errors: their control characters are shown, never sent to the terminal.
+        self.query_one("#run-log", RichLog).write(escape_controls(text, keep="\n"))  # markup is off in this log
 
     def _status(self) -> str:
         if self.run_path is None:
