@@ -150,21 +150,18 @@ def measure_train_lengths(recipe, *, allow_download: bool = False) -> DataLength
     per (model, data section, data files' sizes and times), so a form that changes only the batch size re-plans at once.
     """
     d = recipe.data
-    path = Path(d.path).expanduser()
-    if not path.exists():
-        from mlxft.data.readers import detect_source
-
-        hub = detect_source(d.path) == "hub" if not d.path.startswith((".", "/", "~")) else False
-        return DataLengths(d.path, problem="the data is a Hub dataset, not downloaded to plan" if hub else f"no data at {d.path}")
-    try:
-        key = (recipe.model, recipe.trust_remote_code, d.model_dump_json(), _stamp(path))
-    except OSError as exc:
-        return DataLengths(d.path, problem=f"cannot read {d.path} ({exc.strerror or exc})")
+    key = _key(recipe)
+    if isinstance(key, DataLengths):
+        return key
     if key in _CACHE:
         return _CACHE[key]
     try:
-        measured = _measure(recipe, _plan_tokenizer(recipe, allow_download))
-    except MlxftError as exc:  # e.g. bad rows (training would refuse them too) or no tokenizer at hand
+        tokenizer = _plan_tokenizer(recipe, allow_download)
+    except MlxftError as exc:  # not kept: the tokenizer may be downloaded or fixed without the data changing
+        return DataLengths(d.path, problem=f"no tokenizer at hand ({exc.message.splitlines()[0]})")
+    try:
+        measured = _measure(recipe, tokenizer)
+    except MlxftError as exc:  # e.g. bad rows: training would refuse them too
         measured = DataLengths(d.path, problem=exc.message.splitlines()[0].rstrip(":"))
     except OSError as exc:
         measured = DataLengths(d.path, problem=f"cannot read {d.path} ({exc.strerror or exc})")
@@ -172,6 +169,27 @@ def measure_train_lengths(recipe, *, allow_download: bool = False) -> DataLength
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = measured
     return measured
+
+
+def cached_train_lengths(recipe) -> DataLengths | None:
+    """What `measure_train_lengths` would return without tokenizing anything, or None when that needs tokenizing."""
+    key = _key(recipe)
+    return key if isinstance(key, DataLengths) else _CACHE.get(key)
+
+
+def _key(recipe) -> tuple | DataLengths:
+    """The cache key of a recipe's measurement, or the answer itself when there is nothing to measure."""
+    d = recipe.data
+    path = Path(d.path).expanduser()
+    if not path.exists():
+        from mlxft.data.readers import detect_source
+
+        hub = not d.path.startswith((".", "/", "~")) and detect_source(d.path) == "hub"
+        return DataLengths(d.path, problem="the data is a Hub dataset, not downloaded to plan" if hub else f"no data at {d.path}")
+    try:
+        return (recipe.model, recipe.trust_remote_code, d.model_dump_json(), _stamp(path))
+    except OSError as exc:
+        return DataLengths(d.path, problem=f"cannot read {d.path} ({exc.strerror or exc})")
 
 
 def _stamp(path: Path) -> tuple:
