@@ -38,7 +38,7 @@ from mlxft.train.loop import LoopHooks, Trainer, TrainData, enable_grad_checkpoi
 from mlxft.train.memory import GB, estimate_memory, plan_memory, recipe_settings
 from mlxft.train.objective import make_loss
 
-MB = 1 << 20
+MB = 10**6  # as GB: one unit everywhere mlxft prints memory
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"  # as tests/conftest.py finds them
 SMOLLM = ASSETS / "models" / "smollm2-135m-instruct-4bit"
 CHAT = ASSETS / "data" / "instructions" / "alpaca_en_demo_chat"
@@ -196,10 +196,10 @@ def calibrate(names: list[str] | None = None) -> list[tuple[str, str, int, int]]
 
 def main(argv: list[str]) -> None:
     names = list(TINY) if argv == ["--tiny"] else argv or None
-    print(f"| {'case':<26} | {'batch':<22} | {'estimate MB':>11} | {'measured MB':>11} | {'ratio':>5} |")
-    print(f"|{'-' * 28}|{'-' * 24}|{'-' * 12}:|{'-' * 12}:|{'-' * 6}:|")
+    print(f"| {'case':<26} | {'batch':<24} | {'estimate MB':>11} | {'measured MB':>11} | {'ratio':>5} |")
+    print(f"|{'-' * 28}|{'-' * 26}|{'-' * 12}:|{'-' * 12}:|{'-' * 6}:|")
     for name, batch, estimated, measured in calibrate(names):
-        print(f"| {name:<26} | {batch:<22} | {estimated / MB:>11.1f} | {measured / MB:>11.1f} | {estimated / measured:>5.2f} |", flush=True)
+        print(f"| {name:<26} | {batch:<24} | {estimated / MB:>11.1f} | {measured / MB:>11.1f} | {estimated / measured:>5.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | N
         return _frontier(shapes), what
     order = sorted(range(n), key=lambda i: (data.lengths[i], data.trained[i]), reverse=True)
     shapes = [batch_shape([data.lengths[i] for i in order[k:k + batch_size]], [data.trained[i] for i in order[k:k + batch_size]]) for k in range(0, n, batch_size)]
-    what = f"estimated from the {min(LONGEST_ROWS, data.rows):,} longest of {data.rows:,} rows by size and {max(0, n - LONGEST_ROWS):,} drawn at random"
+    drawn = min(SAMPLE_ROWS, data.rows - LONGEST_ROWS)
+    what = f"estimated from the {LONGEST_ROWS:,} longest of {data.rows:,} rows by size and {drawn:,} drawn at random"
     return _frontier(shapes), what
 
 
