@@ -18,7 +18,7 @@ from itertools import islice
 from pathlib import Path
 
 from mlxft.data.batches import PAD_MULTIPLE, TARGET_MULTIPLE, epoch_order
-from mlxft.errors import MlxftError
+from mlxft.errors import DataError, MlxftError
 
 EXACT_ROWS = 5000  # up to this many train rows, every one is encoded (~2-3 s of tokenizing on 2 CPU cores)
 LONGEST_ROWS = 256  # beyond it, the longest rows by size are encoded ...
@@ -245,7 +245,11 @@ def _measure(recipe, tokenizer) -> DataLengths:
         return DataLengths(d.path, rows=rows, problem=f"{unreadable} unreadable row(s) in the {d.train_split} split (`mlxft data validate {d.path}` lists them)")
     if not exact:
         picked = [r for _, _, r in sorted(longest, reverse=True)] + sample
-    encoded, _ = encode_records(picked, SampleEncoder(tokenizer, d), d.format, d.max_seq_length, d.overlong)
+    try:
+        encoded, _ = encode_records(picked, SampleEncoder(tokenizer, d), d.format, d.max_seq_length, d.overlong)
+    except DataError as exc:
+        bad = exc.message.splitlines()[0].rstrip(":")
+        return DataLengths(d.path, rows=rows, problem=f"{bad}, which training refuses; `mlxft data validate {d.path} --model {recipe.model}` names them")
     if not encoded:
         return DataLengths(d.path, rows=rows, problem=f"no usable samples in the {d.train_split} split")
     return DataLengths(d.path, tuple(len(e) for e in encoded), tuple(e.trained_tokens for e in encoded), rows, exact)

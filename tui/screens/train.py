@@ -220,7 +220,7 @@ class TrainScreen(Screen):
         self.app.call_from_thread(self._show_plan, recipe, data)
 
     def _show_plan(self, recipe: Recipe, data) -> None:
-        if recipe is not self._planned:
+        if recipe != self._planned:
             return  # the form changed while the data was measured: a newer plan is on its way
         line = self.query_one("#memory-line", Label)
         try:
