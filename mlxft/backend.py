@@ -27,8 +27,9 @@ class DoctorReport:
     blas_note: str
     matmul_gflops: float
     reference_blas_gflops: float | None
-    total_memory_gb: float
+    total_memory_gb: float  # GB = 10**9 bytes, as everywhere in mlxft
     available_memory_gb: float
+    judged_memory_gb: float  # what memory plans and `mlxft models` judge against: available, or $MLXFT_MEMORY_GB
     hub_token: str
     caches: dict = field(default_factory=dict)
     advice: list = field(default_factory=list)
@@ -102,7 +103,7 @@ def doctor(compare_reference: bool = True) -> DoctorReport:
     import mlx.core as mx
 
     from mlxft.llm.loading import device_name
-    from mlxft.train.memory import machine_memory
+    from mlxft.train.memory import GB, machine_memory, memory_to_judge
 
     try:
         from importlib.metadata import version
@@ -132,12 +133,15 @@ def doctor(compare_reference: bool = True) -> DoctorReport:
         os=f"{platform.system()} {platform.release()} ({platform.machine()})", cpu=cpu_name(), cores=os.cpu_count() or 1,
         python=platform.python_version(), mlx_version=mx.__version__, mlx_lm_version=mlx_lm_version, device=dev,
         blas=blas, blas_note=BLAS_STATE.reason, matmul_gflops=round(gflops, 1), reference_blas_gflops=round(ref, 1) if ref else None,
-        total_memory_gb=round(total / 1e9, 1), available_memory_gb=round(available / 1e9, 1), hub_token=hub_token_state(),
+        total_memory_gb=round(total / GB, 1), available_memory_gb=round(available / GB, 1),
+        judged_memory_gb=round(memory_to_judge()[1] / GB, 1), hub_token=hub_token_state(),
         caches=cache_folders(), advice=advice,
     )
 
 
 def format_doctor(r: DoctorReport) -> str:
+    from mlxft.train.memory import MEMORY_ENV
+
     speed = f"{r.matmul_gflops:.0f} GFLOP/s (float32 1024x1024 matmul)"
     if r.reference_blas_gflops:
         speed += f"; reference BLAS: {r.reference_blas_gflops:.1f} GFLOP/s -> {r.matmul_gflops / r.reference_blas_gflops:.0f}x faster"
@@ -145,7 +149,8 @@ def format_doctor(r: DoctorReport) -> str:
         ("OS", r.os), ("CPU", f"{r.cpu} ({r.cores} cores)"), ("Python", r.python),
         ("MLX", f"{r.mlx_version} on {r.device}"), ("mlx-lm", r.mlx_lm_version),
         ("BLAS", f"{r.blas}  [{r.blas_note}]"), ("matmul", speed),
-        ("memory", f"{r.total_memory_gb:.1f} GB total, {r.available_memory_gb:.1f} GB available"),
+        ("memory", f"{r.total_memory_gb:.1f} GB total, {r.available_memory_gb:.1f} GB available"
+         + (f"; plans judge against {r.judged_memory_gb:.1f} GB ({MEMORY_ENV})" if os.environ.get(MEMORY_ENV) else "")),
         ("HF token", r.hub_token),
     ] + [(f"cache ({k})", v) for k, v in r.caches.items()]
     width = max(len(k) for k, _ in rows)

@@ -124,11 +124,14 @@ def cmd_validate(args) -> int:
 
 def cmd_plan(args) -> int:
     from mlxft.recipe import load_recipe
-    from mlxft.train.memory import format_plan, plan_memory
+    from mlxft.train.batch_shapes import measure_train_lengths
+    from mlxft.train.memory import format_plan, memory_to_judge, plan_memory
 
     recipe = load_recipe(args.recipe, args.overrides)
+    available = memory_to_judge(args.memory_gb)[1]
     config = _config_without_weights(recipe.model)
-    plan = plan_memory(recipe, config)
+    # The plan may fetch the tokenizer, as it fetches config.json: the data's token lengths size the batch.
+    plan = plan_memory(recipe, config, available, measure_train_lengths(recipe, allow_download=True))
     print(format_plan(plan))
     return 2 if plan.verdict == "will-not-fit" else 0
 
@@ -136,6 +139,7 @@ def cmd_plan(args) -> int:
 def _warn_if_it_will_not_fit(recipe) -> None:
     """Before loading anything, say so when the memory plan predicts the run will not fit (`mlxft plan` refuses)."""
     from mlxft.llm.catalogue import config_at_hand
+    from mlxft.train.batch_shapes import measure_train_lengths
     from mlxft.train.memory import format_plan, plan_memory
 
     try:
@@ -143,6 +147,9 @@ def _warn_if_it_will_not_fit(recipe) -> None:
         if config is None:
             return  # a Hub id or a GGUF: no config at hand without a download or an import
         plan = plan_memory(recipe, config)
+        if plan.verdict == "will-not-fit":
+            # The data can only shrink the batch below max_seq_length, so it is tokenized only when the ceiling does not fit.
+            plan = plan_memory(recipe, config, plan.available, measure_train_lengths(recipe))
     except (MlxftError, TypeError, ValueError):
         return  # a config too broken to plan from is named, field by field, when the run loads it
     if plan.verdict == "will-not-fit":
@@ -466,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="estimate peak memory of a recipe before loading any weights")
     s.add_argument("recipe")
     s.add_argument("overrides", nargs="*")
+    s.add_argument("--memory-gb", type=float, help="judge against this much memory (GB) instead of this machine's (or set MLXFT_MEMORY_GB)")
     s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("models", help="the model catalogue, with the memory each needs and whether it fits here")

@@ -181,3 +181,18 @@ def test_a_config_that_cannot_be_sized_is_listed_with_the_reason(tmp_path, confi
     rows = list_models(16 * GB, folders=[("local", tmp_path / "models-local")], hf_cache=tmp_path / "none")
     odd = next(r for r in rows if r.name == "odd")
     assert odd.fit is None and odd.problem and not odd.usable
+
+
+def test_plan_models_and_doctor_judge_against_the_same_gigabytes(tmp_path):
+    """One unit (GB = 10**9 bytes) and one "available" across the commands that print memory."""
+    env = {**os.environ, "MLXFT_MEMORY_GB": "16"}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"kind: lm-lora\nmodel: smollm2-135m-instruct\ndata: {{path: {tmp_path}, max_seq_length: 256}}\ntrain: {{batch_size: 1}}\n")
+    plan = subprocess.run(MLXFT + ["plan", str(recipe)], capture_output=True, text=True, env=env, timeout=300)
+    models = subprocess.run(MLXFT + ["models", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    doctor = subprocess.run(MLXFT + ["doctor", "--json", "--quick"], capture_output=True, text=True, env=env, timeout=300)
+    assert "of 16.00 GB available" in plan.stdout, plan.stdout + plan.stderr
+    assert json.loads(models.stdout)["memory"]["available_bytes"] == 16 * 10**9
+    assert json.loads(doctor.stdout)["judged_memory_gb"] == 16.0
+    judged = subprocess.run(MLXFT + ["plan", str(recipe), "--memory-gb", "8"], capture_output=True, text=True, env=env, timeout=300)
+    assert "of 8.00 GB available" in judged.stdout  # the flag `mlxft models` takes, and the same meaning

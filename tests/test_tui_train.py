@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +57,18 @@ def step(n: int, loss: float, total: int = 40) -> StepReport:
                       tokens_per_second=100.0 + n, peak_memory_gb=1.5, elapsed_s=n * 2.0, eta_s=(total - n) * 2.0)
 
 
+async def memory_planned(app, pilot) -> None:
+    """Wait for the memory line's data measurement (a form change cancels the one before it)."""
+    from textual.worker import WorkerCancelled
+
+    for worker in list(app.workers):
+        try:
+            await worker.wait()
+        except WorkerCancelled:
+            pass
+    await pilot.pause()
+
+
 def screen_text(widget) -> str:
     return str(widget.render())
 
@@ -81,7 +96,29 @@ async def test_form_shows_each_problem_next_to_its_field(tmp_path):
         await pilot.pause()
         assert screen.check_recipe() is not None
         assert not [row for row in form.query("FieldRow") if row.has_class("-invalid")]
+        await memory_planned(app, pilot)
         assert "GB peak" in screen_text(screen.query_one("#memory-line"))
+
+
+async def test_memory_line_plans_from_the_data_with_the_numbers_mlxft_plan_prints(tmp_path, tiny_llama, chat_data, monkeypatch):
+    monkeypatch.setenv("MLXFT_MEMORY_GB", "16")
+    raw = lm_recipe(tiny_llama, chat_data, tmp_path / "runs")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    cli = subprocess.run([sys.executable, "-m", "mlxft.cli", "plan", str(tmp_path / "r.yaml")], capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    basis = lines[2].strip()
+    total, against = re.fullmatch(r"\s*total\s+([\d.]+ GB)\s+(of .*)", next(line for line in lines if line.strip().startswith("total "))).groups()
+    assert basis.startswith("planned from the data: batch 4 x ") and against == "of 16.00 GB available (" + against.split("(")[1]
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        screen.query_one(RecipeForm).set_values(raw)
+        await pilot.pause()
+        assert screen.check_recipe() is not None
+        await memory_planned(app, pilot)
+        line = screen_text(screen.query_one("#memory-line"))
+        assert f"~{total} peak {against}" in line and basis in line, (line, cli.stdout)
 
 
 async def test_every_recipe_in_the_repo_round_trips_through_the_form(tmp_path):

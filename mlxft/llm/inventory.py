@@ -20,18 +20,17 @@ from pathlib import Path
 from mlxft.errors import BrokenFileError, MlxftError, ModelError
 from mlxft.llm.catalogue import ModelEntry, load_catalogue
 from mlxft.llm.model_files import check_model_weights, check_tokenizer_files, read_json_file
-from mlxft.train.memory import (
+from mlxft.train.memory import (  # noqa: F401  (MEMORY_ENV and memory_to_judge: the models list judges with them)
     FIT_MARKS,
     GB,
+    MEMORY_ENV,
     ModelFit,
     count_parameters,
     estimate_fit,
     format_parameter_count,
-    machine_memory,
+    memory_to_judge,
     table_settings,
 )
-
-MEMORY_ENV = "MLXFT_MEMORY_GB"
 LOCAL_DIR = Path("models-local")  # `mlxft import` writes here by default, relative to where it runs
 
 SOURCES = {"catalogue": "the model catalogue", "local": "./models-local", "gguf": "GGUF import cache", "hf-cache": "Hugging Face cache"}
@@ -77,22 +76,6 @@ class ModelListing:
             "qlora_fits": FIT_MARKS[fit.qlora_verdict] if fit else None,
             "problem": self.problem,
         }
-
-
-def memory_to_judge(memory_gb: float | None = None) -> tuple[int, int]:
-    """(total, available) bytes verdicts are judged against: `memory_gb` or $MLXFT_MEMORY_GB when given (to see what
-    fits a machine you do not have, and for repeatable tests), else this machine's `machine_memory()`."""
-    if memory_gb is None and os.environ.get(MEMORY_ENV):
-        try:
-            memory_gb = float(os.environ[MEMORY_ENV])
-        except ValueError:
-            raise MlxftError(f"{MEMORY_ENV}={os.environ[MEMORY_ENV]!r} is not a number of GB", hint=f"set it like {MEMORY_ENV}=16, or unset it") from None
-    if memory_gb is None:
-        return machine_memory()
-    if memory_gb <= 0:
-        raise MlxftError(f"memory must be more than 0 GB, got {memory_gb:g}", hint="give the memory of the machine to judge against, e.g. 16")
-    size = int(memory_gb * GB)
-    return size, size
 
 
 def default_local_folders() -> list[tuple[str, Path]]:
@@ -291,12 +274,12 @@ def mlx_lm_model_types() -> frozenset[str] | None:
 
 
 def format_size(n: int | None, digits: int = 1) -> str:
-    """GB (2**30 bytes) from 1 GB up, else MB: a 20 MB adapter should not read as 0.0 GB."""
+    """GB (10**9 bytes, as everywhere in mlxft) from 1 GB up, else MB: a 20 MB adapter should not read as 0.0 GB."""
     if n is None:
         return "-"
     if n >= GB:
         return f"{n / GB:.{digits}f} GB"
-    return f"{n / (1 << 20):.0f} MB"
+    return f"{n / 1e6:.0f} MB"
 
 
 def format_local_table(listings: list[ModelListing]) -> str:

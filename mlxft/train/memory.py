@@ -2,7 +2,8 @@
 
 The estimate models mlx-lm's Llama/Qwen-style blocks and was calibrated on MLX's CPU backend against
 `mx.get_peak_memory()` for full training steps (forward, backward, AdamW update); see
-`benchmarks/memory_plan.py`. "GB" in the printed tables means 2**30 bytes, as Apple's memory sizes do.
+`benchmarks/memory_plan.py`. GB means 10**9 bytes, here and everywhere mlxft prints memory (peak_memory_gb,
+`mlxft doctor`, `mlxft models`, the TUI); `memory_to_judge()` is the one "available" number they all judge against.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from typing import Literal, get_args
 
 from mlxft.errors import MlxftError, ModelError
 from mlxft.recipe import LoraSection, TrainSection
+from mlxft.train.batch_shapes import DataLengths, candidate_batches, ceiling_batch
 
-GB = 1 << 30
+GB = 10**9  # one unit everywhere mlxft prints memory
+MEMORY_ENV = "MLXFT_MEMORY_GB"  # judge against this many GB instead of this machine's available memory
 OVERHEAD_BYTES = 512 << 20  # the runtime itself: interpreter, MLX, tokenizer, allocator slack
 TIGHT_FRACTION = 0.8  # above this share of available memory the run may swap or be killed
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LOGIT_COPIES = 4  # CPU: logits, max-shifted logits, softmax and the scattered target gradient, float32 (measured)
 LOGIT_COPIES_GPU = 3  # GPU: fused cross-entropy keeps the logits and makes their gradient (not measured: no GPU here)
+UPDATE_COPIES = 2.05  # full fine-tuning: the compiled AdamW step's new state, in copies of the weights (measured)
+UPDATE_VOCAB_COPIES = 1.6  # and its extra working copies of the vocabulary matrices (measured, tied and untied)
 MARGIN = 1.05  # on activations and logits: the measured peak varies ~3% from run to run
 
 Verdict = Literal["fits", "tight", "will-not-fit"]
@@ -167,6 +172,7 @@ def estimate_memory(
     lora_layers: int | str = "all",
     batch_size: int = 4,
     seq_len: int = 2048,
+    trained_tokens: int | None = None,
     compute_dtype: str = "float32",
     grad_checkpoint: bool = False,
     gpu: bool = False,
@@ -175,6 +181,8 @@ def estimate_memory(
 
     method is 'lora', 'dora' or 'full'; quant_bits None or 4/8 (the base is quantized, embeddings included,
     as mlx-lm does); targets a list of module names or 'all-linear'; lora_layers the last N blocks or 'all'.
+    The batch is batch_size x seq_len positions (padded), of which trained_tokens get loss (None: all of them);
+    mlxft applies the LM head to trained positions only (objective.SPLIT_HEAD_TYPES), so they size the logits.
     gpu says MLX runs on a GPU backend (Metal, CUDA), whose fused attention keeps no batch x heads x seq x seq
     scores for the backward pass and whose fused cross-entropy makes fewer copies of the logits; MLX's CPU
     backend composes both from plain ops (this is what the calibration measured).
@@ -243,22 +251,23 @@ def estimate_memory(
         activations += adapted * sum(math.prod(s.target_dims(n)) for n in names) * b
 
     copies = (LOGIT_COPIES_GPU if gpu else LOGIT_COPIES) + (2 if s.logit_softcap else 0)  # tanh soft-capping keeps two more
-    logits = tokens * s.vocab * 4 * copies
+    trained = tokens if trained_tokens is None else min(int(trained_tokens), tokens)
+    logits = (trained if _head_on_trained_rows(config) else tokens) * s.vocab * 4 * copies
     activations, logits = activations * MARGIN, logits * MARGIN
 
     if full:
         # Full fine-tuning peaks at one of two moments (measured). Early in the backward pass all activations
-        # are alive but only the vocabulary matrices have gradients; at the optimizer step every gradient is,
-        # with the step's temporaries of the vocabulary matrices (a tied one sums two gradient paths: 4 copies;
-        # untied, 3 of each) and about half the activations, still waiting for their weight gradients.
+        # are alive but only the vocabulary matrices have gradients. At the optimizer step every gradient is, and
+        # the compiled update builds the new weights and Adam states before the old ones are let go (held by the
+        # model and the optimizer until it returns), plus working copies of the largest (vocabulary) matrices.
         vocab_matrices = s.vocab * s.hidden * b * (1 if s.tied else 2)
-        temporaries = vocab_matrices * (4 if s.tied else 3)
+        update = UPDATE_COPIES * parameters * b + UPDATE_VOCAB_COPIES * vocab_matrices
         early = activations + logits + vocab_matrices
-        late = gradients + temporaries + (activations + logits) / 2
+        late = gradients + update
         if early >= late:
             gradients = vocab_matrices
         else:
-            gradients, activations, logits = gradients + temporaries, activations / 2, logits / 2
+            gradients, activations, logits = gradients + update, 0, 0
 
     return MemoryEstimate(
         weights=int(weights),
@@ -271,6 +280,12 @@ def estimate_memory(
         parameters=int(parameters),
         trainable_parameters=int(trainable_parameters),
     )
+
+
+def _head_on_trained_rows(config: dict) -> bool:
+    from mlxft.train.objective import SPLIT_HEAD_TYPES  # the loss decides which rows reach the LM head
+
+    return str(config.get("model_type", "")) in SPLIT_HEAD_TYPES
 
 
 def _role(name: str) -> str:
@@ -352,10 +367,29 @@ def _vm_stat_available(total: int) -> int:
     return min(total, reclaimable * page) if reclaimable else total
 
 
+def memory_to_judge(memory_gb: float | None = None) -> tuple[int, int]:
+    """(total, available) bytes every plan and verdict is judged against: `memory_gb` or $MLXFT_MEMORY_GB when given
+    (to see what fits a machine you do not have, and for repeatable tests), else this machine's `machine_memory()`."""
+    if memory_gb is None and os.environ.get(MEMORY_ENV):
+        try:
+            memory_gb = float(os.environ[MEMORY_ENV])
+        except ValueError:
+            raise MlxftError(f"{MEMORY_ENV}={os.environ[MEMORY_ENV]!r} is not a number of GB", hint=f"set it like {MEMORY_ENV}=16, or unset it") from None
+    if memory_gb is None:
+        return machine_memory()
+    if not memory_gb > 0 or math.isinf(memory_gb):
+        raise MlxftError(f"memory must be more than 0 GB, got {memory_gb:g}", hint="give the memory of the machine to judge against in GB, e.g. 16")
+    size = int(memory_gb * GB)
+    return size, size
+
+
 def _metal_working_set() -> int | None:
-    # Never import mlx.core just to ask: importing it is slow and loads the BLAS; only ask when it is loaded.
-    mx = sys.modules.get("mlx.core")
-    if mx is None or sys.platform != "darwin":
+    if sys.platform != "darwin":
+        return None
+    try:
+        # Asked whether or not mlx is loaded yet, so every command reports the same "available".
+        import mlx.core as mx
+    except ImportError:
         return None
     try:
         if not mx.metal.is_available():
@@ -395,7 +429,8 @@ class Suggestion:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """The estimate for a recipe against this machine, a verdict, and (unless it fits) cheaper variants."""
+    """The estimate for a recipe against this machine, a verdict, what the batch size was planned from, and
+    (unless it fits) cheaper variants."""
 
     model: str
     settings: dict
@@ -403,6 +438,7 @@ class MemoryPlan:
     available: int
     verdict: Verdict
     suggestions: tuple[Suggestion, ...] = field(default_factory=tuple)
+    basis: str = ""  # "planned from the data: ..." or "planned from max_seq_length=N: why"
 
 
 def judge(total: int, available: int) -> Verdict:
@@ -412,42 +448,82 @@ def judge(total: int, available: int) -> Verdict:
     return "tight" if total <= available else "will-not-fit"
 
 
-def recipe_settings(recipe) -> dict:
-    """The estimate_memory keywords a Recipe implies ('auto' dtype resolved for this machine's default device)."""
+def recipe_settings(recipe, config: dict | None = None) -> dict:
+    """The estimate_memory keywords a Recipe implies, at its largest batch (batch_size x max_seq_length, all trained).
+
+    'auto' dtype is resolved for this machine's default device. Given the model's config.json, a checkpoint saved
+    quantized is planned as `load_model` treats it: kept quantized on a GPU or under QLoRA, else dequantized.
+    """
     gpu = _default_device_is_gpu()
     dtype = recipe.dtype if recipe.dtype != "auto" else default_compute_dtype()
+    bits, group = (recipe.quantize.bits, recipe.quantize.group_size) if recipe.quantize else (None, 64)
+    saved = (config or {}).get("quantization") or (config or {}).get("quantization_config")
+    if isinstance(saved, dict) and saved.get("bits") and recipe.method != "full" and (recipe.quantize or gpu):
+        bits, group = int(saved["bits"]), int(saved.get("group_size", 64))
     return dict(
         method=recipe.method,
-        quant_bits=recipe.quantize.bits if recipe.quantize else None,
-        group_size=recipe.quantize.group_size if recipe.quantize else 64,
+        quant_bits=bits,
+        group_size=group,
         rank=recipe.lora.rank,
         targets=recipe.lora.targets,
         lora_layers=recipe.lora.layers,
-        batch_size=recipe.train.batch_size,
-        seq_len=recipe.data.max_seq_length,
+        **ceiling_batch(recipe.train.batch_size, recipe.data.max_seq_length).settings(),
         compute_dtype=dtype,
         grad_checkpoint=recipe.train.grad_checkpoint,
         gpu=gpu,
     )
 
 
-def plan_memory(recipe, config: dict, available: int | None = None) -> MemoryPlan:
-    """Estimate a Recipe's peak memory for a config.json dict, judge it against `available` (default: this machine)."""
+def plan_memory(recipe, config: dict, available: int | None = None, data: DataLengths | None = None) -> MemoryPlan:
+    """Estimate a Recipe's peak memory for a config.json dict and judge it against `available` (default:
+    `memory_to_judge()`, the same number every command and screen uses).
+
+    With `data` (from `measure_train_lengths`) the batch is the longest the run will train on; without it, or when
+    the data could not be measured, batch_size x max_seq_length. `plan.basis` says which.
+    """
     if available is None:
-        available = machine_memory()[1]
-    settings = recipe_settings(recipe)
+        available = memory_to_judge()[1]
+    size = _batch_sizer(recipe, config, data)
+    settings, basis = size(recipe_settings(recipe, config), recipe.train.batch_size, recipe.data.max_seq_length)
     estimate = estimate_memory(config, **settings)
     verdict = judge(estimate.total, available)
     suggestions: tuple[Suggestion, ...] = ()
     if verdict != "fits":
-        suggestions = tuple(_suggest(recipe, config, settings, available))
-    return MemoryPlan(recipe.model, settings, estimate, available, verdict, suggestions)
+        suggestions = tuple(_suggest(recipe, config, settings, available, size, data))
+    return MemoryPlan(recipe.model, settings, estimate, available, verdict, suggestions, basis)
 
 
-def _suggest(recipe, config: dict, settings: dict, available: int) -> list[Suggestion]:
-    """Each cheaper change alone (smallest total first); then, if none fits alone, the fewest changes that fit together."""
+def _batch_sizer(recipe, config: dict, data: DataLengths | None):
+    """size(settings, batch_size, max_seq_length) -> (settings at the batch that needs most memory, the plan's basis)."""
+
+    def size(settings: dict, batch_size: int, max_len: int) -> tuple[dict, str]:
+        if data is None or data.problem or not data.samples:
+            why = data.problem if data is not None and data.problem else "no data measured"
+            top = ceiling_batch(batch_size, max_len)
+            return {**settings, **top.settings()}, (
+                f"planned from max_seq_length={max_len} ({why}): batch {top.batch} x {top.length} tokens, all {top.trained:,} positions trained"
+            )
+        measured = data.capped(max_len, recipe.data.overlong)
+        micro = None
+        if data.exact:
+            from mlxft.train.lm import total_steps_for  # how many steps the run takes decides which batches it sees
+
+            micro = total_steps_for(recipe, measured.samples) * recipe.train.grad_accumulation
+        shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching)
+        best = max(shapes, key=lambda s: estimate_memory(config, **{**settings, **s.settings()}).total)
+        return {**settings, **best.settings()}, f"planned from the data: batch {best.batch} x {best.length} tokens ({best.trained:,} trained), {which}"
+
+    return size
+
+
+def _suggest(recipe, config: dict, settings: dict, available: int, size, data: DataLengths | None) -> list[Suggestion]:
+    """Each cheaper change alone (smallest total first); then, if none fits alone, the fewest changes that fit together.
+
+    `size` re-plans the batch for a changed batch_size or max_seq_length, from the data when it was measured.
+    """
     layers = _shape(config).layers
-    # (group, change, overrides, settings delta); changes in one group are alternatives, never combined.
+    # (group, change, overrides, delta); a delta sets estimate keywords, or the recipe's batch_size / max_seq_length.
+    # Changes in one group are alternatives, never combined.
     options: list[tuple[str, str, tuple[str, ...], dict]] = []
     if settings["method"] == "full":
         options.append(("base", "LoRA instead of full fine-tuning", ("kind=lm-lora",), dict(method="lora")))
@@ -456,7 +532,7 @@ def _suggest(recipe, config: dict, settings: dict, available: int) -> list[Sugge
         overrides = ("kind=lm-qlora",) if recipe.kind == "lm-lora" else ("quantize.bits=4",)
         group = settings["group_size"] if settings["quant_bits"] else 64
         options.append(("base", "QLoRA: quantize the base to 4 bits", overrides, dict(quant_bits=4, group_size=group)))
-    batch = settings["batch_size"]
+    batch = recipe.train.batch_size
     if batch > 1:
         half = batch // 2
         accumulate = max(1, round(batch * recipe.train.grad_accumulation / half))
@@ -466,22 +542,31 @@ def _suggest(recipe, config: dict, settings: dict, available: int) -> list[Sugge
         ))
     if not settings["grad_checkpoint"]:
         options.append(("checkpoint", "gradient checkpointing (~30% slower)", ("train.grad_checkpoint=true",), dict(grad_checkpoint=True)))
-    if settings["seq_len"] > 256:
-        half_len = settings["seq_len"] // 2
-        options.append((
-            "length", f"max_seq_length {half_len} (longer samples are truncated or dropped)",
-            (f"data.max_seq_length={half_len}",), dict(seq_len=half_len),
-        ))
+    measured = data is not None and not data.problem and data.samples
+    longest = max(data.lengths) if measured else recipe.data.max_seq_length
+    if longest > 256:
+        half_len = longest // 2
+        fate = "truncated" if recipe.data.overlong == "truncate" else "dropped"
+        if measured and data.exact:
+            longer = sum(n > half_len for n in data.lengths)
+            what = f"{longer:,} of {data.samples:,} samples are longer and get {fate}"
+        else:
+            what = f"longer samples get {fate}"
+        options.append(("length", f"max_seq_length {half_len} ({what})", (f"data.max_seq_length={half_len}",), dict(max_seq_length=half_len)))
     adapted = layers if settings["lora_layers"] == "all" else min(int(settings["lora_layers"]), layers)
     if settings["method"] != "full" and adapted > 4:
         options.append(("layers", f"LoRA on the last {adapted // 2} of {layers} layers", (f"lora.layers={adapted // 2}",), dict(lora_layers=adapted // 2)))
 
     def estimate(delta: dict) -> MemoryEstimate:
-        return estimate_memory(config, **{**settings, **delta})
+        knobs = {k: delta.pop(k) for k in ("batch_size", "max_seq_length") if k in delta}
+        changed = {**settings, **delta}
+        if knobs:
+            changed, _ = size(changed, knobs.get("batch_size", batch), knobs.get("max_seq_length", recipe.data.max_seq_length))
+        return estimate_memory(config, **changed)
 
     singles = []
     for _, change, overrides, delta in options:
-        e = estimate(delta)
+        e = estimate(dict(delta))
         singles.append(Suggestion(change, overrides, e, judge(e.total, available)))
     singles.sort(key=lambda s: s.estimate.total)
     if not singles or any(s.verdict == "fits" for s in singles):
@@ -491,12 +576,12 @@ def _suggest(recipe, config: dict, settings: dict, available: int) -> list[Sugge
     chosen: list[tuple[str, str, tuple[str, ...], dict]] = []
     delta: dict = {}
     remaining = list(options)
-    while remaining and judge(estimate(delta).total, available) != "fits":
+    while remaining and judge(estimate(dict(delta)).total, available) != "fits":
         best = min(remaining, key=lambda o: estimate({**delta, **o[3]}).total)
         chosen.append(best)
         delta = {**delta, **best[3]}
         remaining = [o for o in remaining if o[0] != best[0]]
-    combined = estimate(delta)
+    combined = estimate(dict(delta))
     changes = "; ".join(c[1].split(" (")[0] for c in chosen)
     overrides = tuple(o for c in chosen for o in c[2])
     return singles + [Suggestion(f"together: {changes}", overrides, combined, judge(combined.total, available))]
@@ -528,8 +613,18 @@ def _describe(settings: dict) -> str:
         method += f", rank {settings['rank']} on {named}, layers: {settings['lora_layers']}"
     checkpoint = "on" if settings["grad_checkpoint"] else "off"
     backend = "MLX GPU" if settings.get("gpu") else "MLX CPU"
-    return (f"{method}\n  {settings['compute_dtype']}, batch {settings['batch_size']} x {settings['seq_len']} tokens, "
-            f"gradient checkpointing {checkpoint}, {backend}")
+    return f"{method}\n  {settings['compute_dtype']}, gradient checkpointing {checkpoint}, {backend}"
+
+
+def _against(plan: MemoryPlan) -> str:
+    """"of Y GB available (Z%)": what the plan's total is judged against, in the words every face prints it with."""
+    share = plan.estimate.total / plan.available if plan.available else math.inf
+    return f"of {_gb(plan.available)} available ({share:.0%})"
+
+
+def format_plan_line(plan: MemoryPlan) -> str:
+    """The plan in one line (the Train screen's memory line): the same numbers as `format_plan`, and its basis."""
+    return f"memory: ~{_gb(plan.estimate.total)} peak {_against(plan)}, {plan.verdict}; {plan.basis}  (details: mlxft plan)"
 
 
 def format_plan(plan: MemoryPlan) -> str:
@@ -542,13 +637,14 @@ def format_plan(plan: MemoryPlan) -> str:
         ("gradients", e.gradients, ""),
         ("optimizer", e.optimizer, "AdamW: 2 states per trainable parameter"),
         ("activations", e.activations, "kept for the backward pass"),
-        ("logits", e.logits, "batch x seq x vocab, float32, with cross-entropy's copies"),
+        ("logits", e.logits, "trained positions x vocab, float32, with cross-entropy's copies"),
         ("overhead", e.overhead, "runtime, fixed"),
     ]
     lines = [f"Memory plan for {plan.model}: {_describe(s)}"]
+    if plan.basis:
+        lines.append(f"  {plan.basis}")
     lines += [f"  {name:<12}{_gb(value):>11}   {note}".rstrip() for name, value, note in rows]
-    share = e.total / plan.available if plan.available else math.inf
-    lines.append(f"  {'total':<12}{_gb(e.total):>11}   of {_gb(plan.available)} available ({share:.0%})")
+    lines.append(f"  {'total':<12}{_gb(plan.estimate.total):>11}   {_against(plan)}")
     lines.append(f"Verdict: {plan.verdict}")
     if plan.suggestions:
         lines.append("To use less memory, override one of these (re-estimated totals):")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import yaml
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -37,16 +37,16 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def memory_line(recipe: Recipe) -> str:
-    """The memory plan for the form's recipe when the model's config is at hand (catalogue or folder)."""
+def memory_line(recipe: Recipe, data=None) -> str:
+    """The memory plan for the form's recipe when the model's config is at hand (catalogue or folder), in the words
+    and numbers `mlxft plan` prints; `data` is the train split's measured lengths (None: not measured yet)."""
     from mlxft.llm.catalogue import config_at_hand
-    from mlxft.train.memory import plan_memory
+    from mlxft.train.memory import format_plan_line, plan_memory
 
     config = config_at_hand(recipe.model)
     if config is None:
         return "memory: estimated when the run starts (no config.json at hand for this model)"
-    plan = plan_memory(recipe, config)
-    return f"memory: ~{plan.estimate.total / 1e9:.1f} GB peak of {plan.available / 1e9:.1f} GB available: {plan.verdict}  (details: mlxft plan)"
+    return format_plan_line(plan_memory(recipe, config, data=data))
 
 
 class TrainScreen(Screen):
@@ -112,6 +112,7 @@ class TrainScreen(Screen):
         self.finished: RunFinished | RunFailed | None = None
         self._replaying = False
         self._check_timer = None
+        self._planned: Recipe | None = None  # the recipe the memory line is (being) planned for
         self._reported_exit: set[int] = set()
         self._last_step: StepReport | None = None
         self._summaries: dict[Path, tuple] = {}  # run folder -> (metrics size and mtime, RunSummary)
@@ -195,11 +196,39 @@ class TrainScreen(Screen):
         if recipe is None:
             line.update(f"{form.problem_count} problem(s): see the fields marked in red")
         else:
-            try:
-                line.update(memory_line(recipe))
-            except MlxftError as exc:
-                line.update(f"memory: {exc.message}")
+            self.show_memory_plan(recipe)
         return recipe
+
+    def show_memory_plan(self, recipe: Recipe) -> None:
+        """The plan at once when the data is measured already; else measure it in a worker and show it when done."""
+        from mlxft.train.batch_shapes import cached_train_lengths
+
+        self._planned = recipe
+        data = cached_train_lengths(recipe)
+        if data is None:
+            import mlxft.llm.loading  # noqa: F401  (imported here, on the main thread: it loads mlx)
+
+            self.query_one("#memory-line", Label).update(f"memory: measuring the token lengths of {recipe.data.path} to plan the batch …")
+            self.measure_data(recipe)
+        else:
+            self._show_plan(recipe, data)
+
+    @work(thread=True, exclusive=True, group="memory-plan")
+    def measure_data(self, recipe: Recipe) -> None:
+        # Reading and tokenizing only (pure Python and Rust): no MLX on this thread.
+        from mlxft.train.batch_shapes import measure_train_lengths
+
+        data = measure_train_lengths(recipe)
+        self.app.call_from_thread(self._show_plan, recipe, data)
+
+    def _show_plan(self, recipe: Recipe, data) -> None:
+        if recipe != self._planned:
+            return  # the form changed while the data was measured: a newer plan is on its way
+        line = self.query_one("#memory-line", Label)
+        try:
+            line.update(memory_line(recipe, data))
+        except MlxftError as exc:
+            line.update(f"memory: {exc.message}")
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
