@@ -28,15 +28,17 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models import llama
 
-from mlxft.data.batches import epoch_order
+from mlxft.data.batches import collate, epoch_order
 from mlxft.data.encode import Encoded
 from mlxft.llm import adapters as A
 from mlxft.llm.loading import quantize_model
 from mlxft.recipe import TrainSection, recipe_from_dict
 from mlxft.train.batch_shapes import DataLengths, batch_shape, candidate_batches, measure_train_lengths
-from mlxft.train.loop import LoopHooks, Trainer, TrainData, enable_grad_checkpoint
+from mlxft.job import Batch
+from mlxft.recompute import enable_grad_checkpoint
+from mlxft.train.loop import LoopHooks, Trainer
 from mlxft.train.memory import GB, estimate_memory, plan_memory, recipe_settings
-from mlxft.train.objective import make_loss
+from mlxft.llm.objective import make_loss
 
 MB = 10**6  # as GB: one unit everywhere mlxft prints memory
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"  # as tests/conftest.py finds them
@@ -95,11 +97,27 @@ REAL = {
 }
 
 
+class OneBatchJob:
+    """The SFT step on one fixed batch: just enough of a job for the Trainer to run its compiled step."""
+
+    artifact, unit, higher_is_better, phases, uniform_loss, has_validation = "adapter", "tok", set(), None, None, False
+
+    def __init__(self, model, samples: list[Encoded], model_type: str):
+        self.model, self.samples, self.train_size = model, samples, len(samples)
+        self.loss = make_loss(model, model_type)
+
+    def train_order(self, epoch, batch_size, seed):
+        return [list(range(len(self.samples)))]
+
+    def train_batch(self, indices):
+        b = collate([self.samples[i] for i in indices])
+        return Batch((mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights)), float(b.trained_tokens), b.trained_tokens)
+
+
 def peak_of_steps(model, samples: list[Encoded], train_cfg, model_type: str = "llama") -> int:
     """Peak bytes MLX allocates during mlxft's second training step on `samples` (one batch)."""
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(model, make_loss(model, model_type), TrainData(samples, []), train_cfg, seed=0, batching="bucket",
-                          total_steps=3, run_dir=Path(run_dir), hooks=LoopHooks())
+        trainer = Trainer(OneBatchJob(model, samples, model_type), train_cfg, seed=0, total_steps=3, run_dir=Path(run_dir), hooks=LoopHooks())
         trainer.train_step()  # compiles the step and allocates the optimizer state
         mx.reset_peak_memory()
         trainer.train_step()
@@ -153,7 +171,7 @@ def measure_tiny(config: dict, s: dict) -> tuple[int, int, str]:
 
 def measure_real(fields: dict) -> tuple[int, int, str]:
     """(estimated, measured) bytes and the batch, for one real case, planned the way `mlxft plan` plans it."""
-    from mlxft.train.lm import load_splits, prepare_model
+    from mlxft.llm.sft import load_splits, prepare_model
 
     recipe = recipe_from_dict({"kind": "lm-lora", "model": str(SMOLLM), "dtype": "float32", **fields, "train": {"epochs": 1, **fields["train"]}})
     config = json.loads((SMOLLM / "config.json").read_text())

@@ -129,9 +129,17 @@ def cmd_plan(args) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     available = memory_to_judge(args.memory_gb)[1]
+    folder = Path(recipe.model).expanduser()
+    if folder.is_dir():
+        from mlxft.llm.model_files import check_model_config
+
+        check_model_config(folder, trust_remote_code=recipe.trust_remote_code)  # names a broken field before the arithmetic meets it
     config = _config_without_weights(recipe.model)
     # The plan may fetch the tokenizer, as it fetches config.json: the data's token lengths size the batch.
-    plan = plan_memory(recipe, config, available, measure_train_lengths(recipe, allow_download=True))
+    try:
+        plan = plan_memory(recipe, config, available, measure_train_lengths(recipe, allow_download=True))
+    except (TypeError, ValueError) as exc:
+        raise MlxftError(f"{recipe.model}: its config has a size that is not a number ({exc})", hint="fix config.json, or use a catalogue key (`mlxft models`)") from None
     print(format_plan(plan))
     return 2 if plan.verdict == "will-not-fit" else 0
 

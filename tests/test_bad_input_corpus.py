@@ -82,6 +82,11 @@ def _make(case: str, tmp: Path, tiny_llama: Path, chat_data: Path) -> list[str]:
         del cfg["model_type"], cfg["hidden_size"]
         (model / "config.json").write_text(json.dumps(cfg))
         return ["generate", "--model", str(model), "--prompt", "hi", "--max-tokens", "2"]
+    if case == "config.json with a word for a size":
+        cfg = json.loads((model / "config.json").read_text())
+        cfg["hidden_size"] = "two"
+        (model / "config.json").write_text(json.dumps(cfg))
+        return ["plan", str(_recipe(tmp, model, chat_data))]
     if case == "adapter config without lora_parameters":
         adapter = tmp / "adapter"
         adapter.mkdir()
@@ -96,7 +101,7 @@ CASES = [
     "run name with slashes", "run name escaping", "absolute run name", "batch_size written 2.5e0",
     "deeply nested data row", "50 MB data row", "fractions with a word", "review over its own eval log",
     "malformed metrics line", "resume of a folder that is not a run",
-    "truncated model weights", "config.json without model_type", "adapter config without lora_parameters",
+    "truncated model weights", "config.json without model_type", "config.json with a word for a size", "adapter config without lora_parameters",
 ]
 # Inputs that are bad in part: the command reports the bad part and goes on, so it may exit 0.
 PARTLY_BAD = {"malformed metrics line"}

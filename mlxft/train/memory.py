@@ -283,7 +283,7 @@ def estimate_memory(
 
 
 def _head_on_trained_rows(config: dict) -> bool:
-    from mlxft.train.objective import SPLIT_HEAD_TYPES  # the loss decides which rows reach the LM head
+    from mlxft.llm.objective import SPLIT_HEAD_TYPES  # the loss decides which rows reach the LM head
 
     return str(config.get("model_type", "")) in SPLIT_HEAD_TYPES
 
@@ -506,9 +506,9 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None):
         measured = data.capped(max_len, recipe.data.overlong)
         micro = None
         if data.exact:
-            from mlxft.train.lm import total_steps_for  # how many steps the run takes decides which batches it sees
+            from mlxft.train.loop import total_steps_for  # how many steps the run takes decides which batches it sees
 
-            micro = total_steps_for(recipe, measured.samples) * recipe.train.grad_accumulation
+            micro = total_steps_for(recipe.train, measured.samples) * recipe.train.grad_accumulation
         shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching)
         best = max(shapes, key=lambda s: estimate_memory(config, **{**settings, **s.settings()}).total)
         return {**settings, **best.settings()}, f"planned from the data: batch {best.batch} x {best.length} tokens ({best.trained:,} trained), {which}"
