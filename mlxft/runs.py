@@ -186,6 +186,15 @@ class RunDir:
             raise write_error(exc, root, "create the run directory") from None
         raise RunError(f"{root}: every name {base}, {base}-2 ... {base}-99999 is taken", hint="choose another name or output_dir")
 
+    @classmethod
+    def containing(cls, path: str | Path) -> "RunDir | None":
+        """The run a path belongs to: the run directory itself, or one of its artifact folders (RUN/adapter, RUN/best)."""
+        path = Path(path)
+        for candidate in (path, path.parent):
+            if (candidate / "recipe.yaml").is_file() and (candidate / "metrics.jsonl").is_file():
+                return cls(candidate)
+        return None
+
     recipe_path = property(lambda self: self.path / "recipe.yaml")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")

@@ -369,3 +369,16 @@ def test_a_read_only_output_dir_is_one_message(tiny_llama, chat_data, tmp_path, 
     assert main(["train", str(recipe)]) == 1
     err = capsys.readouterr().err
     assert "read-only file system" in err and str(small_disk) in err and "Traceback" not in err, err
+
+
+def test_the_run_an_adapter_belongs_to_is_found_by_rundir(tmp_path):
+    from mlxft.eval.compare import _training_examples
+
+    run = RunDir.create(tmp_path, "r")
+    run.recipe_path.write_text(yaml.safe_dump({"kind": "lm-lora", "model": "m", "data": {"path": "d"}}))
+    MetricsWriter(run.metrics_path).write(RunStarted(run_dir=str(run.path), model="m", method="lora", total_steps=10, trainable_parameters=1,
+                                                      total_parameters=2, train_samples=7, valid_samples=1, compute_dtype="float32", device="cpu"))
+    (run.path / "adapter").mkdir()
+    assert RunDir.containing(run.path / "adapter").path == run.path and RunDir.containing(run.path).path == run.path
+    assert _training_examples(run.path / "adapter") == 7 and _training_examples(run.path) == 7
+    assert RunDir.containing(tmp_path) is None and _training_examples(tmp_path) is None

@@ -202,12 +202,12 @@ def decide_verdict(target: GroupScore, rest: GroupScore, targets: list[str]) -> 
 
 def _training_examples(adapter: Path) -> int | None:
     """How many training samples made the adapter, when it comes from an mlxft run directory."""
-    for metrics in (adapter / "metrics.jsonl", adapter.parent / "metrics.jsonl"):
-        if metrics.is_file():
-            for line in metrics.read_text(encoding="utf-8").splitlines():
-                if '"RunStarted"' in line:
-                    return json.loads(line).get("train_samples")
-    return None
+    from mlxft.events import RunStarted
+    from mlxft.runs import RunDir
+
+    run = RunDir.containing(adapter)
+    started = next((e for e in run.events() if isinstance(e, RunStarted)), None) if run else None
+    return started.train_samples if started else None
 
 
 def generate_answers(model, tokenizer, texts: list[str], *, max_tokens: int, batch_size: int, on_batch=lambda done: None) -> list[str]:
