@@ -656,7 +656,10 @@ def _unexpected(exc: Exception, args) -> MlxftError:
     from mlxft.errors import write_error
 
     if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
-        return write_error(exc, exc.filename, "write or read it") if exc.errno in (28, 27, 30, 13, 1) else MlxftError(f"{exc.filename}: {exc.strerror}")
+        import errno
+
+        refused = (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+        return write_error(exc, exc.filename, "write or read it") if exc.errno in refused else MlxftError(f"{exc.filename}: {exc.strerror}")
     if isinstance(exc, MemoryError):
         return MlxftError("out of memory", hint="try a smaller input, batch or model; `mlxft plan RECIPE` estimates what a training needs")
     if isinstance(exc, RecursionError):

@@ -58,6 +58,8 @@ def checkpoint_problem(folder: Path) -> str | None:
         if problem:
             return str(w.relative_to(folder).parent / problem) if w.parent != folder else problem
     for j in folder.rglob("*.json"):
+        if j == state:
+            continue
         try:
             json.loads(j.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
@@ -236,8 +238,7 @@ class RunDir:
                 if time.monotonic() > deadline:
                     holder = _read_holder(fd)
                     os.close(fd)
-                    raise RunError(f"{self.path} is already being trained by {_describe_holder(holder)}",
-                                   hint=f"one process writes a run at a time: wait for it to finish, or `mlxft stop {self.path}`") from None
+                    raise self._locked_error(holder) from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": time.time(), "host": socket.gethostname()}).encode(), 0)
@@ -247,8 +248,11 @@ class RunDir:
         """Raise the "already being trained by pid N since ..." error when a live process holds the run."""
         holder = self.lock_holder()
         if holder is not None:
-            raise RunError(f"{self.path} is already being trained by {_describe_holder(holder)}",
-                           hint=f"one process writes a run at a time: wait for it to finish, or `mlxft stop {self.path}`")
+            raise self._locked_error(holder)
+
+    def _locked_error(self, holder: dict | None) -> RunError:
+        return RunError(f"{self.path} is already being trained by {_describe_holder(holder)}",
+                        hint=f"one process writes a run at a time: wait for it to finish, or `mlxft stop {self.path}`")
 
     def lock_holder(self) -> dict | None:
         """Who holds the run's lock now ({pid, since, host}), or None when no live process does."""
@@ -358,8 +362,12 @@ class RunDir:
 
     def events(self, problems: list[str] | None = None) -> list:
         """Every event recorded so far, as event objects (lines that do not make an event are skipped and named)."""
+        return self.events_from(self.raw_events(problems), problems)
+
+    def events_from(self, raw_events: list[dict], problems: list[str] | None = None) -> list:
+        """The event objects of lines already read by `raw_events`."""
         out = []
-        for data in self.raw_events(problems):
+        for data in raw_events:
             try:
                 event = event_from_dict(data)
             except ValueError as exc:
@@ -463,12 +471,7 @@ def summarize_run(run: RunDir) -> RunSummary:
             s.model, s.method, s.total_steps = r.model, r.method, r.train.steps or 0
         except Exception as exc:  # a broken recipe.yaml must not hide the run: list it, say why
             problems.append(f"{run.recipe_path}: {getattr(exc, 'message', exc)}".splitlines()[0])
-    for data in raw_events:
-        try:
-            e = event_from_dict(data)
-        except ValueError as exc:
-            problems.append(f"{run.metrics_path}:{data['_line']}: {exc}, skipped")
-            continue
+    for e in run.events_from(raw_events, problems):
         if isinstance(e, RunStarted):
             s.status, s.model, s.method, s.total_steps, s.pid, s.error = "running", e.model, e.method, e.total_steps, e.pid, None
             s.step = max(s.step, e.resumed_from_step)

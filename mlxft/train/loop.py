@@ -257,7 +257,6 @@ class Trainer:
         loss = sum(l.item() * w for l, _, w in parts) / denom
         metrics = {k: sum(m[k].item() * w for _, m, w in parts) / denom for k in parts[0][1]}
         if not math.isfinite(loss):
-            self._drop_checkpoints_after(self.state.healthy_step)
             raise DivergedError(
                 f"the training loss became {loss} at step {self.state.step + 1}",
                 hint="lower train.learning_rate, keep train.max_grad_norm set, or use dtype=float32, and start a new run",
@@ -371,7 +370,6 @@ class Trainer:
             self.guard.observe(val, st, "validation loss", self.phases[st.phase].learning_rate)
         except DivergedError:
             self.hooks.emit(self._eval_report(metrics, False, weight, t0))
-            self._drop_checkpoints_after(st.healthy_step)
             raise
         st.best_val_loss = val if st.best_val_loss is None else min(st.best_val_loss, val)
         is_best = self._is_better(metrics[self.best_metric])
@@ -391,6 +389,13 @@ class Trainer:
 
     def fit(self) -> str:
         """Train until total_steps, a stop request, or early stopping. Returns the status."""
+        try:
+            return self._fit()
+        except DivergedError:
+            self._drop_checkpoints_after(self.state.healthy_step)  # what was saved since the last healthy loss is broken
+            raise
+
+    def _fit(self) -> str:
         cfg, st, emit = self.cfg, self.state, self.hooks.emit
         self.model.train()
         if st.step == 0 and self._validates:
@@ -425,11 +430,7 @@ class Trainer:
                     )
                 )
                 if not self._validates:
-                    try:
-                        self.guard.observe(window.loss, st, "training loss", self.phases[st.phase].learning_rate)
-                    except DivergedError:
-                        self._drop_checkpoints_after(st.healthy_step)
-                        raise
+                    self.guard.observe(window.loss, st, "training loss", self.phases[st.phase].learning_rate)
                 window = _Window()
                 t_window = time.perf_counter()
             if self._validates and (st.step % cfg.eval_every == 0 or last):
