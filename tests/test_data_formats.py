@@ -284,7 +284,8 @@ def test_a_column_mapping_reads_differently_named_columns():
         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, "chat", "messages[1].content", "must be a string"),
         ({"conversations": [{"from": "alien", "value": "q"}]}, "sharegpt", "conversations[0].role", "'alien'"),
         ({"prompt": "p", "chosen": "same", "rejected": "same"}, "preference", "rejected", "nothing to prefer"),
-        ({"chosen": "a", "rejected": "b"}, "preference", "prompt", "whole conversations"),
+        ({"chosen": "a", "rejected": "b"}, "preference", "prompt", "share no beginning"),
+        ({"chosen": "a", "rejected": [{"role": "assistant", "content": "b"}]}, "preference", "prompt", "both be whole texts or both whole conversations"),
         ({"text": "t", "label": 1.5}, "classification", "label", "class name or an integer"),
         ({"text": "t", "label": ""}, "classification", "label", "empty"),
         ({"image": "nope.png", "label": "cat"}, "image-classification", "image", "no such image file"),
@@ -346,3 +347,61 @@ def test_the_encoder_trains_on_alpaca_and_sharegpt_rows_like_their_canonical_for
     assert share.ids.tolist() == chat.ids.tolist()
     with pytest.raises(DataError, match="f:1: preference data is not trained"):
         enc.encode(Record("f", 1, {"prompt": "p", "chosen": "a", "rejected": "b"}), "auto")
+
+
+# -- preference layouts people publish -------------------------------------------------------------------
+_U = [{"role": "user", "content": "What is 2+2?"}]
+_GOOD, _BAD = [{"role": "assistant", "content": "4."}], [{"role": "assistant", "content": "5."}]
+_CONV = {"prompt": _U, "chosen": _GOOD, "rejected": _BAD}
+
+
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        # TRL, explicit prompt, conversational (what `mlxft data build` writes for chat data)
+        ({"prompt": _U, "chosen": _GOOD, "rejected": _BAD}, _CONV),
+        # TRL, implicit prompt, conversational
+        ({"chosen": _U + _GOOD, "rejected": _U + _BAD}, _CONV),
+        # TRL, implicit prompt, plain text: the shared beginning, cut at a word boundary
+        ({"chosen": "The sky is blue today.", "rejected": "The sky is bluish grey."},
+         {"prompt": "The sky is ", "chosen": "blue today.", "rejected": "bluish grey."}),
+        # Anthropic HH transcripts
+        ({"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.", "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 5."}, _CONV),
+        # ShareGPT / LLaMA-Factory
+        ({"conversations": [{"from": "human", "value": "What is 2+2?"}], "chosen": {"from": "gpt", "value": "4."},
+          "rejected": {"from": "gpt", "value": "5."}}, _CONV),
+        # OpenAI preference fine-tuning
+        ({"input": {"messages": _U}, "preferred_output": _GOOD, "non_preferred_output": _BAD}, _CONV),
+    ],
+    ids=["trl-explicit-conversational", "trl-implicit-conversational", "trl-implicit-text", "hh", "sharegpt", "openai"],
+)
+def test_every_published_preference_layout_is_detected_and_normalised(row, expected):
+    assert formats.detect_format([row]) == "preference"
+    assert formats.normalize(row, "preference") == expected
+
+
+def test_hh_transcripts_with_several_turns_keep_the_earlier_ones_in_the_prompt():
+    chosen = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: 2+2?\n\nAssistant: 4."
+    rejected = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: 2+2?\n\nAssistant: 22."
+    row = formats.normalize({"chosen": chosen, "rejected": rejected}, "preference")
+    assert [t["role"] for t in row["prompt"]] == ["user", "assistant", "user"]
+    assert row["chosen"] == [{"role": "assistant", "content": "4."}] and row["rejected"] == [{"role": "assistant", "content": "22."}]
+
+
+@pytest.mark.parametrize(
+    "row, field, reason",
+    [
+        ({"prompt": _U + _GOOD, "chosen": _GOOD, "rejected": _BAD}, "prompt[1].role", "end on a user turn"),
+        ({"prompt": _U, "chosen": [{"role": "user", "content": "x"}], "rejected": _BAD}, "chosen[0].role", "start with the assistant's answer"),
+        ({"prompt": "plain", "chosen": _GOOD, "rejected": _BAD}, "chosen", "both as strings or both as turns"),
+        ({"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "human", "value": "a"}, "rejected": {"from": "gpt", "value": "b"}},
+         "chosen[0].role", "start with the assistant's answer"),
+        ({"input": {"messages": _U}, "preferred_output": _GOOD, "non_preferred_output": _GOOD}, "non_preferred_output", "nothing to prefer"),
+        ({"input": "q", "preferred_output": _GOOD, "non_preferred_output": _BAD}, "input", "OpenAI's preference layout"),
+        ({"chosen": "The sky", "rejected": "The sky"}, "rejected", "nothing to prefer"),
+    ],
+)
+def test_bad_preference_rows_name_the_field(row, field, reason):
+    with pytest.raises(formats.RowProblem) as err:
+        formats.normalize(Record("/data/f.jsonl", 1, row), "preference")
+    assert err.value.field == field and reason in err.value.reason, err.value

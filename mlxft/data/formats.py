@@ -13,9 +13,14 @@ Formats and what `normalize` returns for a row:
                         user, gpt/assistant/model -> assistant, system -> system,
                         observation/tool/function -> tool, function_call -> assistant
   preference            {prompt, chosen, rejected}     -> {"prompt", "chosen", "rejected"}; each
-                        a string or a list of turns. Without a prompt column, chosen and
-                        rejected must be whole conversations: their shared opening turns become
-                        the prompt and the rest the two answers.
+                        a string or a list of turns. The layouts people publish are all read:
+                        TRL's explicit prompt; TRL's implicit prompt (no prompt column: chosen
+                        and rejected are whole conversations whose shared opening turns become
+                        the prompt); Anthropic HH transcripts (chosen and rejected are strings of
+                        "\n\nHuman: ... \n\nAssistant: ..." turns, read as conversations);
+                        ShareGPT / LLaMA-Factory ({conversations, chosen, rejected}, the answers
+                        single {from, value} turns); OpenAI's ({input: {messages},
+                        preferred_output, non_preferred_output}, the outputs lists of turns).
   classification        {text, label}                  -> {"text", "label"}
   image-classification  {image, label}                 -> {"image", "label"}; the image is a path
                         (relative paths are resolved against the data file's folder), an
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +53,8 @@ from mlxft.errors import DataError
 FORMATS = ("text", "completion", "instruction", "chat", "sharegpt", "preference", "classification", "image-classification")
 # What each format trains as in the language-model encoder; the others need their own objective.
 LM_FORM = {"text": "text", "completion": "completion", "instruction": "completion", "chat": "chat", "sharegpt": "chat"}
-COLUMNS = ("text", "prompt", "completion", "instruction", "input", "output", "system", "history", "messages", "conversations", "chosen", "rejected", "label", "image")
+COLUMNS = ("text", "prompt", "completion", "instruction", "input", "output", "system", "history", "messages", "conversations", "chosen", "rejected",
+           "preferred_output", "non_preferred_output", "label", "image")
 # The columns whose presence makes a row look like each format, most specific first.
 SIGNATURES = {
     "preference": ("chosen", "rejected"),
@@ -58,6 +65,8 @@ SIGNATURES = {
     "image-classification": ("image", "label"),
     "classification": ("text", "label"),
 }
+OPENAI_PREFERENCE = ("preferred_output", "non_preferred_output")  # OpenAI's preference fine-tuning rows
+HH_MARKERS = ("\n\nHuman:", "\n\nAssistant:")  # Anthropic HH transcripts
 ROLE_NAMES = {
     "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "model": "assistant",
     "chatgpt": "assistant", "bot": "assistant", "function_call": "assistant", "tool": "tool", "observation": "tool", "function": "tool",
@@ -105,6 +114,11 @@ def column_names(mapping: dict | None) -> dict[str, str]:
 def row_formats(data: dict, cols: dict[str, str]) -> list[str]:
     """Every format whose columns this row has; `text` only when nothing more specific matches."""
     found = [fmt for fmt, keys in SIGNATURES.items() if all(cols[k] in data for k in keys)]
+    if "preference" not in found and all(cols[k] in data for k in OPENAI_PREFERENCE):
+        found.insert(0, "preference")
+    if "preference" in found:
+        # A preference row's conversation (ShareGPT / LLaMA-Factory) or input (OpenAI) is its prompt.
+        found = [f for f in found if f not in ("chat", "sharegpt", "completion", "instruction")]
     if not found and cols["text"] in data:
         found = ["text"]
     return found
@@ -175,8 +189,10 @@ def _label(data: dict, col: str):
     return value
 
 
-def check_turns(value, col: str, *, need_assistant: bool = True) -> list[dict]:
-    """A list of {role, content} (or ShareGPT {from, value}) turns, checked and renamed to role/content."""
+def check_turns(value, col: str, *, need_assistant: bool = True, after: str | None = None) -> list[dict]:
+    """A list of {role, content} (or ShareGPT {from, value}) turns, checked and renamed to role/content.
+
+    `after` is the role of the turn these continue (an answer continues its prompt's last turn)."""
     if not isinstance(value, list) or not value:
         raise RowProblem(col, f"must be a non-empty list of turns, got {_type_name(value) if not isinstance(value, list) else 'an empty list'}")
     turns = []
@@ -196,22 +212,24 @@ def check_turns(value, col: str, *, need_assistant: bool = True) -> list[dict]:
         if role in ("user", "assistant") and not content.strip():
             raise RowProblem(f"{at}.content", f"the {role} turn is empty")
         turns.append({"role": role, "content": content})
-    _check_order(turns, col, need_assistant)
+    _check_order(turns, col, need_assistant, after)
     return turns
 
 
-def _check_order(turns: list[dict], col: str, need_assistant: bool) -> None:
+def _check_order(turns: list[dict], col: str, need_assistant: bool, after: str | None = None) -> None:
     allowed_after = {None: ("user",), "system": ("user",), "user": ("assistant",), "assistant": ("user", "tool"), "tool": ("tool", "assistant")}
-    prev = None
+    prev = after
     for i, t in enumerate(turns):
         role = t["role"]
-        if role == "system" and i == 0:
+        if role == "system" and i == 0 and after is None:
             prev = "system"
             continue
         if role == "system":
             raise RowProblem(f"{col}[{i}].role", "a system turn may only open the conversation")
         if role not in allowed_after[prev]:
-            if role == prev:
+            if i == 0 and after is not None:
+                reason = f"must start with the assistant's answer to the prompt's {after} turn, not a {role} turn"
+            elif role == prev:
                 reason = f"two {role} turns in a row ({col}[{i - 1}] and {col}[{i}]); merge them or add the missing turn between"
             elif prev in (None, "system"):
                 reason = f"the conversation must start with a user turn{' after the system turn' if prev else ''}, not {role}"
@@ -326,23 +344,83 @@ def _instruction(data: dict, cols: dict[str, str]) -> dict:
     return {"messages": check_turns(turns, cols["history"])}
 
 
-def _answer(data: dict, col: str):
+def _answer(data: dict, col: str, after: str | None):
+    """An answer: a string, or the turns that continue a conversational prompt (which ends on `after`)."""
     value = _present(data, col)
     if isinstance(value, list):
-        return check_turns(value, col, need_assistant=False)
+        if after is None:
+            raise RowProblem(col, "is a list of turns, but the prompt is a plain string: give both as strings or both as turns")
+        return check_turns(value, col, need_assistant=True, after=after)
     return _string(data, col)
+
+
+def _single_turn(value, col: str) -> list[dict] | str:
+    """A ShareGPT-style answer: one {from, value} / {role, content} turn (or a list of turns, or a string)."""
+    if isinstance(value, dict):
+        return check_turns([value], col, need_assistant=True, after="user")
+    if isinstance(value, list):
+        return check_turns(value, col, need_assistant=True, after="user")
+    if not isinstance(value, str):
+        raise RowProblem(col, f"must be a string, a turn or a list of turns, got {_type_name(value)}")
+    if not value.strip():
+        raise RowProblem(col, "is empty")
+    return value
+
+
+def _hh_turns(text: str, col: str) -> list[dict]:
+    """An Anthropic HH transcript ("\n\nHuman: ...\n\nAssistant: ...") as turns."""
+    turns = []
+    marks = list(re.finditer(r"\n\n(Human|Assistant):", text))
+    if not marks or text[: marks[0].start()].strip():
+        raise RowProblem(col, "does not start with a '\\n\\nHuman:' turn (Anthropic HH layout)")
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        role = "user" if m.group(1) == "Human" else "assistant"
+        content = text[m.end(): end].strip()
+        if turns and turns[-1]["role"] == role:  # a stray marker inside a turn: keep the text, not a new turn
+            turns[-1]["content"] += text[m.start(): end]
+            continue
+        turns.append({"role": role, "content": content})
+    if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        raise RowProblem(col, "ends with an empty Assistant turn")
+    return check_turns(turns, col, need_assistant=False)
+
+
+def _is_hh(value) -> bool:
+    return isinstance(value, str) and value.lstrip(" ").startswith(HH_MARKERS[0]) and HH_MARKERS[1] in value
 
 
 def _preference(data: dict, cols: dict[str, str]) -> dict:
     pcol, ccol, rcol = cols["prompt"], cols["chosen"], cols["rejected"]
+    if all(cols[k] in data for k in OPENAI_PREFERENCE) and not (ccol in data and rcol in data):
+        return _openai_preference(data, cols)
+    conv = next((cols[k] for k in ("conversations", "messages") if data.get(cols[k]) is not None), None)
+    if conv is not None and data.get(pcol) is None:
+        # ShareGPT / LLaMA-Factory: the conversation so far is the prompt, chosen and rejected one turn each.
+        prompt = check_turns(data[conv], conv, need_assistant=False)
+        if prompt[-1]["role"] == "assistant":
+            raise RowProblem(f"{conv}[{len(prompt) - 1}].role", "the prompt conversation must end on a user turn: chosen and rejected are the assistant's answers to it")
+        chosen, rejected = _single_turn(_present(data, ccol), ccol), _single_turn(_present(data, rcol), rcol)
+        if isinstance(chosen, str):
+            chosen = [{"role": "assistant", "content": chosen}]
+        if isinstance(rejected, str):
+            rejected = [{"role": "assistant", "content": rejected}]
+        return _pair(prompt, chosen, rejected, rcol)
+    if data.get(pcol) is None and _is_hh(data.get(ccol)) and _is_hh(data.get(rcol)):
+        data = {**data, ccol: _hh_turns(data[ccol], ccol), rcol: _hh_turns(data[rcol], rcol)}
     if data.get(pcol) is not None:
         prompt = data[pcol]
         prompt = check_turns(prompt, pcol, need_assistant=False) if isinstance(prompt, list) else _string(data, pcol)
-        chosen, rejected = _answer(data, ccol), _answer(data, rcol)
+        after = prompt[-1]["role"] if isinstance(prompt, list) else None
+        if after == "assistant":
+            raise RowProblem(f"{pcol}[{len(prompt) - 1}].role", "the prompt must end on a user turn: chosen and rejected answer it")
+        chosen, rejected = _answer(data, ccol, after), _answer(data, rcol, after)
     else:
         chosen, rejected = _present(data, ccol), _present(data, rcol)
+        if isinstance(chosen, str) and isinstance(rejected, str):
+            return _implicit_text_prompt(chosen, rejected, pcol, ccol, rcol)
         if not (isinstance(chosen, list) and isinstance(rejected, list)):
-            raise RowProblem(pcol, "is missing; without a prompt column, chosen and rejected must be whole conversations (lists of turns)")
+            raise RowProblem(pcol, "is missing; without a prompt column, chosen and rejected must both be whole texts or both whole conversations (lists of turns)")
         chosen, rejected = check_turns(chosen, ccol), check_turns(rejected, rcol)
         shared = 0
         while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
@@ -356,9 +434,45 @@ def _preference(data: dict, cols: dict[str, str]) -> dict:
         for col, part in ((ccol, chosen), (rcol, rejected)):
             if not part or part[0]["role"] != "assistant":
                 raise RowProblem(col, "must continue the shared prompt with an assistant turn")
+    return _pair(prompt, chosen, rejected, rcol)
+
+
+def _implicit_text_prompt(chosen: str, rejected: str, pcol: str, ccol: str, rcol: str) -> dict:
+    """TRL's implicit prompt for plain texts: their shared beginning, cut back to a word boundary."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    while n and not chosen[n - 1].isspace():
+        n -= 1  # never split a word between the prompt and the answers
+    if not chosen[:n].strip():
+        raise RowProblem(pcol, "is missing and chosen and rejected share no beginning to take it from")
+    for col, rest in ((ccol, chosen[n:]), (rcol, rejected[n:])):
+        if not rest.strip():
+            raise RowProblem(col, "adds nothing after the prompt chosen and rejected share")
+    return _pair(chosen[:n], chosen[n:], rejected[n:], rcol)
+
+
+def _pair(prompt, chosen, rejected, rcol: str) -> dict:
+    for col, part in (("chosen", chosen), (rcol, rejected)):
+        if isinstance(part, list) and isinstance(prompt, list) and part and part[0]["role"] != "assistant":
+            raise RowProblem(col, f"must be the assistant's answer to the prompt, but starts with a {part[0]['role']} turn")
     if chosen == rejected:
         raise RowProblem(rcol, "is the same as chosen, so there is nothing to prefer")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _openai_preference(data: dict, cols: dict[str, str]) -> dict:
+    icol, ccol, rcol = cols["input"], "preferred_output", "non_preferred_output"
+    ccol, rcol = cols[ccol], cols[rcol]
+    given = _present(data, icol)
+    if not isinstance(given, dict) or "messages" not in given:
+        raise RowProblem(icol, f"must be an object with 'messages' (OpenAI's preference layout), got {_type_name(given)}")
+    prompt = check_turns(given["messages"], f"{icol}.messages", need_assistant=False)
+    if prompt[-1]["role"] == "assistant":
+        raise RowProblem(f"{icol}.messages[{len(prompt) - 1}].role", "the input must end on a user turn: the outputs answer it")
+    chosen = check_turns(_present(data, ccol), ccol, need_assistant=True, after="user")
+    rejected = check_turns(_present(data, rcol), rcol, need_assistant=True, after="user")
+    return _pair(prompt, chosen, rejected, rcol)
 
 
 def example_text(canonical: dict) -> str:
