@@ -12,6 +12,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from mlxft.errors import RecipeError
 
 LM_KINDS = ("lm-lora", "lm-qlora", "lm-dora", "lm-full")
+PREFERENCE_KINDS = ("lm-dpo", "lm-orpo")
+KINDS = (*LM_KINDS, *PREFERENCE_KINDS)
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -61,8 +63,9 @@ class _Strict(BaseModel):
 
 class DataSection(_Strict):
     path: str = Field(description="A folder with train/valid/test .jsonl files, one .jsonl file, or a saved `datasets` folder.")
-    format: Literal["auto", "text", "completion", "chat"] = Field(
-        "auto", description="text: {text}; completion: {prompt, completion}; chat: {messages: [{role, content}]}."
+    format: Literal["auto", "text", "completion", "chat", "preference"] = Field(
+        "auto", description="text: {text}; completion: {prompt, completion}; chat: {messages: [{role, content}]}; "
+        "preference (lm-dpo, lm-orpo): {prompt, chosen, rejected} and the other published layouts."
     )
     mask_prompt: bool = Field(True, description="Train only on completions / assistant turns; prompt tokens get no loss.")
     max_seq_length: Annotated[Count, Field(gt=8)] = Field(2048, description="Token budget of one sample.")
@@ -74,6 +77,8 @@ class DataSection(_Strict):
     completion_key: str = Field("completion", description="Column holding the completion (completion format).")
     text_key: str = Field("text", description="Column holding the text (text format).")
     messages_key: str = Field("messages", description="Column holding the chat turns (chat format).")
+    chosen_key: str = Field("chosen", description="Column holding the preferred answer (preference format).")
+    rejected_key: str = Field("rejected", description="Column holding the rejected answer (preference format).")
     train_split: str = "train"
     valid_split: str = "valid"
     test_split: str = "test"
@@ -97,6 +102,19 @@ class LoraSection(_Strict):
 class QuantizeSection(_Strict):
     bits: Literal[4, 8] = 4
     group_size: Literal[32, 64, 128] = 64
+
+
+class PreferenceSection(_Strict):
+    """Preference tuning (lm-dpo, lm-orpo)."""
+
+    beta: Annotated[float, Field(gt=0)] = Field(0.1, description="DPO: how far the policy may move from the reference (TRL's beta). ORPO: the weight of the odds-ratio term.")
+    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description="lm-dpo: sigmoid (the DPO paper) or ipo (squared, on length-averaged log-probs).")
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = Field(0.0, description="lm-dpo sigmoid: the share of pairs assumed mislabelled (conservative DPO, cDPO).")
+    reference: Literal["precompute", "live"] = Field(
+        "precompute", description="lm-dpo: precompute: the reference log-probs of every pair are computed once by the starting model (base, "
+        "plus init_adapter) and cached in the run directory; live: computed each step with the adapter switched off (the base is the reference).",
+    )
+    adapter: Literal["lora", "dora", "full"] = Field("lora", description="What is trained: LoRA or DoRA adapters (lora section), or every weight. With init_adapter, that adapter's kind.")
 
 
 class TrainSection(_Strict):
@@ -132,7 +150,9 @@ class TrainSection(_Strict):
 
 
 class Recipe(_Strict):
-    kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full"] = Field(description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM.")
+    kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full", "lm-dpo", "lm-orpo"] = Field(
+        description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM; lm-dpo / lm-orpo: preference tuning (DPO, ORPO) on preference pairs."
+    )
     model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file.")
     name: Annotated[str | None, AfterValidator(_run_name)] = Field(None, description="Run name: one folder name (no '/'); the run directory is output_dir/name.")
     output_dir: str = Field("runs", description="Where run directories are created.")
@@ -145,21 +165,44 @@ class Recipe(_Strict):
     lora: LoraSection = Field(default_factory=LoraSection)
     quantize: QuantizeSection | None = Field(None, description="Quantize the base on load (QLoRA). lm-qlora defaults to 4 bits.")
     train: TrainSection = Field(default_factory=TrainSection)
+    preference: PreferenceSection = Field(default_factory=PreferenceSection)
+    init_adapter: str | None = Field(
+        None, description="Start from a trained adapter (a run directory or an adapter folder), e.g. DPO on top of an SFT run; its rank, targets and kind are used."
+    )
 
     @model_validator(mode="after")
     def _kind_rules(self):
         if self.kind == "lm-qlora" and self.quantize is None:
             self.__dict__["quantize"] = QuantizeSection()
-        if self.kind == "lm-full" and self.quantize is not None:
+        if self.method == "full" and self.quantize is not None:
             raise ValueError("full fine-tuning cannot train a quantized base; remove `quantize` or use lm-qlora")
+        if self.kind not in PREFERENCE_KINDS:
+            if self.data.format == "preference":
+                raise ValueError(f"data.format preference trains with kind lm-dpo or lm-orpo, not {self.kind}")
+            if "preference" in self.model_fields_set:
+                raise ValueError(f"the preference section is read by lm-dpo and lm-orpo only, and kind is {self.kind}; remove it")
+        elif self.data.format not in ("auto", "preference"):
+            raise ValueError(f"{self.kind} trains on preference pairs: set data.format to preference (or auto), not {self.data.format}")
+        if self.kind == "lm-dpo" and self.preference.reference == "live" and (self.method == "full" or self.init_adapter):
+            why = "full fine-tuning has no adapter to switch off" if self.method == "full" else "with init_adapter the reference is the starting adapter, not the base"
+            raise ValueError(f"preference.reference live needs the base as the reference, and {why}; use preference.reference: precompute")
         return self
 
     @property
     def method(self) -> str:
+        if self.kind in PREFERENCE_KINDS:
+            return self.preference.adapter
         return {"lm-lora": "lora", "lm-qlora": "lora", "lm-dora": "dora", "lm-full": "full"}[self.kind]
 
+    def to_dict(self) -> dict:
+        """The recipe as plain data that validates back to the same recipe (sections other kinds refuse left out)."""
+        data = self.model_dump(mode="json")
+        if self.kind not in PREFERENCE_KINDS:
+            data.pop("preference")
+        return data
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def _location(loc: tuple) -> str:
@@ -276,3 +319,7 @@ def _resolve_relative_paths(recipe: Recipe, base: Path) -> None:
     data_path = Path(recipe.data.path).expanduser()
     if not data_path.is_absolute() and not data_path.exists() and (base / data_path).exists():
         recipe.data.path = str((base / data_path).resolve())
+    if recipe.init_adapter:
+        init = Path(recipe.init_adapter).expanduser()
+        if not init.is_absolute() and not init.exists() and (base / init).exists():
+            recipe.init_adapter = str((base / init).resolve())

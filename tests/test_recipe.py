@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlxft.errors import RecipeError
 from mlxft.recipe import load_recipe, parse_overrides, recipe_from_dict
@@ -109,3 +110,10 @@ def test_a_folder_as_recipe_says_it_is_a_folder(tmp_path):
     with pytest.raises(RecipeError) as err:
         load_recipe(tmp_path)
     assert "is a folder" in err.value.problems[0][1]
+
+
+@pytest.mark.parametrize("kind", ["lm-lora", "lm-full", "lm-dpo", "lm-orpo"])
+def test_a_saved_recipe_validates_back_to_itself(kind):
+    r = recipe_from_dict({"kind": kind, "model": "m", "data": {"path": "d"}})
+    again = recipe_from_dict(yaml.safe_load(r.to_yaml()))
+    assert again == r and recipe_from_dict(r.to_dict()) == r

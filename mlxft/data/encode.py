@@ -109,16 +109,20 @@ class SampleEncoder:
         mask = [any(a <= start < b for a, b in spans) for start, _ in offsets]
         return ids, mask
 
-    def _chat(self, record: Record, messages: list[dict]) -> tuple[list[int], list[bool]]:
+    def answer_turns(self, record: Record, messages: list[dict], first: int) -> tuple[list[int], list[bool]]:
+        """The conversation rendered whole, with loss on the assistant turns from messages[first] on only (a preference answer)."""
+        return self._chat(record, messages, first=first, mask=True)
+
+    def _chat(self, record: Record, messages: list[dict], first: int = 0, mask: bool | None = None) -> tuple[list[int], list[bool]]:
         if not self.has_template:
             raise DataError(f"{record.where}: chat data needs a tokenizer with a chat template, and this model has none", hint="use the text or prompt/completion format for base models")
         full = self._template(messages, False)
-        if not self.cfg.mask_prompt:
+        if not (self.cfg.mask_prompt if mask is None else mask):
             return self._encode_spans(full, [(0, len(full))])
         spans = []
         last = len(messages) - 1
         for i, m in enumerate(messages):
-            if m["role"] != "assistant":
+            if m["role"] != "assistant" or i < first:
                 continue
             prefix = self._template(messages[:i], True) if i else ""
             upto = full if i == last else self._template(messages[: i + 1], False)  # the usual final turn: one render fewer

@@ -12,7 +12,7 @@ from mlx.utils import tree_flatten
 from mlxft.data.batches import collate, epoch_order, eval_order
 from mlxft.data.encode import Encoded, SampleEncoder, encode_records
 from mlxft.data.sources import read_split
-from mlxft.errors import DataError
+from mlxft.errors import DataError, ModelError
 from mlxft.events import LogMessage
 from mlxft.llm import adapters as A
 from mlxft.llm.loading import count_parameters, device_name, load_model
@@ -24,13 +24,18 @@ from mlxft.runs import atomic_write_text
 from mlxft.job import Batch
 
 
+def read_train_valid(d, what: str = "") -> tuple[list, list]:
+    """The records of the train split (a DataError when there is none) and of the valid split (maybe empty)."""
+    train_records = read_split(d.path, d.train_split)
+    if not train_records:
+        raise DataError(f"{d.path}: no '{d.train_split}' split found (or it is empty)", hint=f"put train.jsonl (and valid.jsonl){what} in the data folder")
+    return train_records, read_split(d.path, d.valid_split) or []
+
+
 def load_splits(recipe: Recipe, tokenizer, emit=lambda e: None) -> tuple[list[Encoded], list[Encoded]]:
     """Encode the train and valid splits with the recipe's format and length policy."""
     d = recipe.data
-    train_records = read_split(d.path, d.train_split)
-    if not train_records:
-        raise DataError(f"{d.path}: no '{d.train_split}' split found (or it is empty)", hint="put train.jsonl (and valid.jsonl) in the data folder")
-    valid_records = read_split(d.path, d.valid_split) or []
+    train_records, valid_records = read_train_valid(d)
     encoder = SampleEncoder(tokenizer, d)
     train, tstats = encode_records(train_records, encoder, d.format, d.max_seq_length, d.overlong)
     valid, vstats = encode_records(valid_records, encoder, d.format, d.max_seq_length, d.overlong)
@@ -52,6 +57,8 @@ def prepare_model(recipe: Recipe, emit=lambda e: None):
     for note in loaded.notes:
         emit(LogMessage("info", note))
     model = loaded.model
+    if recipe.init_adapter:
+        return loaded, _start_from_adapter(model, recipe, emit)
     num_layers = A.adapter_layer_count(model, recipe.lora.layers)
     if recipe.method == "full":
         model.freeze()
@@ -69,6 +76,27 @@ def prepare_model(recipe: Recipe, emit=lambda e: None):
     return loaded, cfg
 
 
+def _start_from_adapter(model, recipe: Recipe, emit) -> dict:
+    """Apply `init_adapter` to the model as the starting point of training; its config (rank, targets, kind) is the run's."""
+    cfg = A.load_adapter(model, recipe.init_adapter)
+    method, n = cfg.get("fine_tune_type", "lora"), cfg["num_layers"]
+    if method == "full":
+        model.freeze()
+        for block in model.layers[-n:]:
+            block.unfreeze()
+        if n == len(model.layers):
+            model.unfreeze()
+    if recipe.quantize and method == "full":
+        raise ModelError(f"{recipe.init_adapter}: a fully fine-tuned model cannot be trained on a quantized base", hint="remove `quantize`")
+    lp = cfg.get("lora_parameters") or {}
+    what = f"{method} r{lp['rank']} on {len(lp.get('keys') or [])} module(s) of the last {n} blocks" if method != "full" else f"full, the last {n} blocks"
+    emit(LogMessage("info", f"starting from the adapter in {recipe.init_adapter} ({what}); the recipe's lora section is not used"))
+    out = dict(cfg)
+    out["mlxft"] = {**(cfg.get("mlxft") if isinstance(cfg.get("mlxft"), dict) else {}), "base_model": recipe.model, "init_adapter": str(recipe.init_adapter)}
+    mx.eval(model.parameters())
+    return out
+
+
 class SFTJob:
     """Supervised fine-tuning of a causal LM: loss on trained tokens only, batches bucketed by length."""
 
@@ -82,14 +110,17 @@ class SFTJob:
         self.loaded, self.adapter_cfg = prepare_model(recipe, emit)
         self.model = self.loaded.model
         tokenizer = self.loaded.tokenizer
-        self.train, self.valid = load_splits(recipe, tokenizer, emit)
+        self._load_data(recipe, tokenizer, emit)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._lengths = [len(s) for s in self.train]
         if recipe.train.grad_checkpoint:
             enable_grad_checkpoint(self.model.layers[0])
         self._loss = make_loss(self.model, self.loaded.model_type)
         vocab = self.loaded.config.get("vocab_size")  # the divergence guard's "uniform guessing" level, ln V
         self.uniform_loss = math.log(vocab) if isinstance(vocab, int) and vocab > 1 else None
+
+    def _load_data(self, recipe: Recipe, tokenizer, emit) -> None:
+        self.train, self.valid = load_splits(recipe, tokenizer, emit)
+        self._lengths = [len(s) for s in self.train]
 
     # -- what the Trainer asks ------------------------------------------------------------------
     @property
@@ -138,7 +169,7 @@ class SFTJob:
         """The RunStarted fields only the job knows."""
         trainable, params = count_parameters(self.model)
         dtype = next((v.dtype for _, v in tree_flatten(self.model.parameters()) if mx.issubdtype(v.dtype, mx.floating)), mx.float32)
-        return {"model": self.recipe.model, "method": self.recipe.method, "trainable_parameters": trainable, "total_parameters": params,
+        return {"model": self.recipe.model, "method": self.adapter_cfg.get("fine_tune_type", self.recipe.method), "trainable_parameters": trainable, "total_parameters": params,
                 "train_samples": len(self.train), "valid_samples": len(self.valid), "compute_dtype": str(dtype).replace("mlx.core.", ""), "device": device_name()}
 
     def write_readme(self, run_dir: Path) -> None:

@@ -159,7 +159,7 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
     recv, send = ctx.Pipe(duplex=False)
     stop = ctx.Event()
     proc = ctx.Process(
-        target=_child_main, args=(recipe.model_dump(mode="json"), str(run.path), resume, send, stop),
+        target=_child_main, args=(recipe.to_dict(), str(run.path), resume, send, stop),
         name=f"mlxft-train-{run.path.name}",
     )
     interrupts = 0

@@ -12,11 +12,12 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlxft.events import LogMessage, RunFinished, RunStarted
+from mlxft.llm.preference import PreferenceJob
 from mlxft.llm.sft import SFTJob
 from mlxft.recipe import Recipe
 from mlxft.train.loop import DivergedError, LoopHooks, Trainer
 
-JOBS = {"lm-lora": SFTJob, "lm-qlora": SFTJob, "lm-dora": SFTJob, "lm-full": SFTJob}
+JOBS = {"lm-lora": SFTJob, "lm-qlora": SFTJob, "lm-dora": SFTJob, "lm-full": SFTJob, "lm-dpo": PreferenceJob, "lm-orpo": PreferenceJob}
 
 
 def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = False) -> RunFinished:
@@ -26,6 +27,8 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
 
     # -- setup --------------------------------------------------------------------------------
     job = JOBS[recipe.kind](recipe, emit)
+    if hasattr(job, "prepare"):
+        job.prepare(run_dir, emit)  # before a resume loads its checkpoint: the job's one-off work on the starting model
     trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run_dir, hooks=hooks)
     if resume:
         resumed_from = trainer.resume_latest()

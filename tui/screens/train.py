@@ -254,7 +254,7 @@ class TrainScreen(Screen):
                 return
             recipe = None
             self.app.show_error(exc.message, "the form shows the file as it is; fix the fields marked in red")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if recipe is None else recipe.model_dump(mode="json")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if recipe is None else recipe.to_dict()
         self.query_one(RecipeForm).set_values(data if isinstance(data, dict) else {})
         self.notify(f"loaded {path}")
 
