@@ -21,6 +21,7 @@ class RunStarted:
     resumed_from_step: int = 0
     pid: int = 0  # the training process, so another terminal (or the TUI) can watch or stop it
     unit: str = "tok"  # what throughput counts: tokens, images, pairs
+    charted: list = field(default_factory=list)  # the job's training metrics worth a line on the loss chart (e.g. rewards/margins)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def event_to_dict(event) -> dict:
     return {"event": type(event).__name__, "time": time.time(), **asdict(event)}
 
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,)}
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,), "list": (list,)}
 
 
 def _accepts(annotation: str, value) -> bool:

@@ -15,6 +15,7 @@ A job is any object with these members (duck-typed; see `mlxft/llm/sft.py` for t
     train_size: int                  # samples in the training split
     has_validation: bool
     phases: list[Phase] | None       # None: one phase over the whole run, at train.learning_rate
+    charted: tuple[str, ...]         # optional: training metrics the UI draws beside the loss (e.g. rewards/margins)
 
     def train_order(self, epoch: int, batch_size: int, seed: int) -> list[list[int]]: ...
         # the batches of one epoch as sample indices; a pure function of its arguments (exact resume)

@@ -29,6 +29,7 @@ class ProgressPrinter:
         self.last_val: float | None = None
         self.last_step: StepReport | None = None
         self.unit = "tok"
+        self.charted: tuple = ()  # the job's headline metrics: the only ones the per-step lines show (metrics.jsonl has all)
         self._bar_shown = False
 
     def _line(self, text: str) -> None:
@@ -43,18 +44,21 @@ class ProgressPrinter:
     def _bar(self, e: StepReport) -> None:
         width = shutil.get_terminal_size((100, 20)).columns
         val = f" val {self.last_val:.3f}" if self.last_val is not None else ""
-        tail = f" {e.step}/{e.total_steps} loss {e.loss:.3f}{val}{_metrics_text(e.metrics, 3)} | {e.tokens_per_second:,.0f} {self.unit}/s | {e.peak_memory_gb:.2f} GB | ETA {_fmt_time(e.eta_s)}"
+        tail = f" {e.step}/{e.total_steps} loss {e.loss:.3f}{val}{_metrics_text(self._headline(e.metrics), 3)} | {e.tokens_per_second:,.0f} {self.unit}/s | {e.peak_memory_gb:.2f} GB | ETA {_fmt_time(e.eta_s)}"
         room = max(10, width - len(tail) - 4)
         filled = int(room * e.step / max(e.total_steps, 1))
         self.out.write("\r\033[K[" + "#" * filled + "-" * (room - filled) + "]" + tail[: width - room - 3])
         self.out.flush()
         self._bar_shown = True
 
+    def _headline(self, metrics: dict) -> dict:
+        return {k: metrics[k] for k in self.charted if k in metrics} if self.charted else metrics
+
     def __call__(self, e) -> None:
         if e is None:
             self._line("stopping after the current step and saving a checkpoint (Ctrl-C again to kill it)...")
         elif isinstance(e, RunStarted):
-            self.unit = e.unit
+            self.unit, self.charted = e.unit, tuple(e.charted)
             what = f"resuming at step {e.resumed_from_step}" if e.resumed_from_step else "training"
             self._line(
                 f"{what}: {e.method} on {e.model} [{e.device}, {e.compute_dtype}] "
@@ -68,7 +72,7 @@ class ProgressPrinter:
                 self._bar(e)
             else:
                 self._line(
-                    f"step {e.step}/{e.total_steps} epoch {e.epoch:.2f} loss {e.loss:.4f}{_metrics_text(e.metrics, 4)} lr {e.learning_rate:.2e} "
+                    f"step {e.step}/{e.total_steps} epoch {e.epoch:.2f} loss {e.loss:.4f}{_metrics_text(self._headline(e.metrics), 4)} lr {e.learning_rate:.2e} "
                     f"{e.tokens_per_second:,.0f} {self.unit}/s peak {e.peak_memory_gb:.2f} GB eta {_fmt_time(e.eta_s)}"
                 )
         elif isinstance(e, EvalReport):

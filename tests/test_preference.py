@@ -274,3 +274,27 @@ def test_dpo_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_llama, pai
         assert got[step]["loss"] == pytest.approx(e["loss"], rel=1e-6, abs=1e-7), f"step {step}"
         for k, v in e["metrics"].items():
             assert got[step]["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), f"step {step} {k}"
+
+
+def test_data_validate_measures_preference_pairs_as_training_sees_them(tiny_llama, pairs):
+    from mlxft.data.validate import validate_data
+
+    loaded = load_model(str(tiny_llama))
+    report = validate_data(pairs, tokenizer=loaded.tokenizer, max_seq_length=30)
+    train = report.splits["train"]
+    assert report.format == "preference" and train.over_max_length > 0 and train.truncated == train.over_max_length
+    report = validate_data(pairs, tokenizer=loaded.tokenizer, max_seq_length=30, overlong="drop")
+    assert report.splits["train"].dropped_overlong == train.over_max_length
+
+
+def test_plan_sizes_a_dpo_batch_as_both_answers_of_every_pair(tiny_llama, pairs, tmp_path):
+    import json as _json
+
+    from mlxft.train.batch_shapes import measure_train_lengths
+    from mlxft.train.memory import plan_memory
+
+    recipe = recipe_from_dict(dpo_recipe(tiny_llama, pairs, tmp_path))
+    config = _json.loads((Path(tiny_llama) / "config.json").read_text())
+    plan = plan_memory(recipe, config, available=10**12, data=measure_train_lengths(recipe))
+    assert plan.settings["batch_size"] == 2 * recipe.train.batch_size
+    assert "4 pairs (8 sequences)" in plan.basis and "planned from the data" in plan.basis

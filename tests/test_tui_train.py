@@ -204,6 +204,32 @@ async def test_scripted_run_events_drive_chart_progress_and_log(tmp_path):
         assert "completed at step 40" in "\n".join(str(line.text) for line in screen.query_one("#run-log").lines)
 
 
+async def test_a_jobs_charted_metrics_get_lines_and_the_stats_line_shows_them_alone(tmp_path):
+    runs = tmp_path / "runs"
+    dpo = {"kind": "lm-dpo", "model": "smollm2-135m-instruct", "data": {"path": "data"}, "train": {"steps": 40}}
+    from dataclasses import replace
+
+    first = replace(started(runs / "dpo"), unit="pair", charted=["rewards/margins", "rewards/accuracies"])
+    metrics = [{"rewards/margins": 0.1 * n, "rewards/accuracies": 0.5 + 0.05 * n, "logps/chosen": -50.0 + n, "logps/rejected": -52.0} for n in range(1, 5)]
+    steps = [replace(step(n, 0.69 - 0.05 * n), metrics=m) for n, m in zip(range(1, 5), metrics)]
+    run = write_run(runs, "dpo", [first, *steps], recipe=dpo)
+    sft = write_run(runs, "sft", [started(runs / "sft"), step(1, 3.0)])
+    app = MlxftApp(runs_dir=runs, start="train")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        screen.open_run(run)
+        await pilot.pause()
+        chart = screen.query_one(LineChart)
+        assert chart.point_count("rewards/margins") == 4 and chart.point_count("rewards/accuracies") == 4
+        assert chart.series["rewards/margins"].points[-1] == (4.0, pytest.approx(0.4))
+        stats = screen_text(screen.query_one("#run-stats"))
+        assert "rewards/margins 0.400" in stats and "pair/s" in stats and "logps/chosen" not in stats
+        screen.open_run(sft)  # another job: the DPO lines go
+        await pilot.pause()
+        assert set(chart.series) == {"train loss", "val loss"}
+
+
 async def test_runs_list_shows_headless_runs_with_their_status(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "done", [started(runs / "done"), step(40, 1.25), RunFinished(step=40, status="completed", adapter_path="a", best_val_loss=1.5, final_train_loss=1.25, seconds=9)])

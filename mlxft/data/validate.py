@@ -208,12 +208,28 @@ class _Encoder:
         from mlxft.data.encode import SampleEncoder
         from mlxft.recipe import DataSection
 
+        from mlxft.data.pairs import PairEncoder
+
         self.encoder = SampleEncoder(tokenizer, DataSection(path="-", mask_prompt=mask_prompt))
+        self.pairs = PairEncoder(tokenizer, DataSection(path="-", format="preference"))
         self.max_len, self.overlong = max_len, overlong
 
     def measure(self, record: Record, canonical: dict, split: SplitReport, lengths: array) -> None:
         from mlxft.data.encode import EncodeStats, apply_length_policy
 
+        if "chosen" in canonical:  # a preference pair: its longer answer with the prompt, as the DPO/ORPO trainer sees it
+            from mlxft.data.pairs import PairStats
+
+            pair = self.pairs.encode(record)
+            longest = max(len(pair[0]), len(pair[1]))
+            lengths.append(longest)
+            split.over_max_length += longest > self.max_len
+            stats = PairStats()
+            if self.pairs.fit(pair, record.where, self.max_len, self.overlong, stats) is None:
+                split.dropped_overlong += 1
+                split.dropped_where += stats.dropped_where
+            split.truncated += stats.prompt_truncated
+            return
         row = {"text": canonical["text"]} if "label" in canonical else canonical  # a classifier reads the text
         fmt = "chat" if "messages" in row else "completion" if "completion" in row else "text"
         enc = self.encoder.encode(Record(record.source, record.line, row), fmt)
@@ -270,7 +286,7 @@ def validate_data(
             report.format = formats.detect_format(head, mapping)
         except DataError as exc:
             report.errors.append(f"{exc.message} ({exc.hint})")
-    encoder = _Encoder(tokenizer, max_seq_length, overlong, mask_prompt) if tokenizer is not None and report.format in {*formats.LM_FORM, "classification"} else None
+    encoder = _Encoder(tokenizer, max_seq_length, overlong, mask_prompt) if tokenizer is not None and report.format in {*formats.LM_FORM, "classification", "preference"} else None
     train_keys: dict[int, int] = {}
     locations = _Locations()
     for name in names:

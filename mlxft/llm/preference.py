@@ -118,6 +118,7 @@ class PreferenceJob(SFTJob):
     """DPO or ORPO on preference pairs; the model, adapters, saving and reports are SFT's."""
 
     unit = "pair"
+    charted = ("rewards/margins", "rewards/accuracies")
     higher_is_better = {"rewards/accuracies", "rewards/margins", "rewards/chosen", "logps/chosen"}
 
     def _load_data(self, recipe: Recipe, tokenizer, emit) -> None:

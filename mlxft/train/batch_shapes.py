@@ -217,7 +217,9 @@ def _plan_tokenizer(recipe, allow_download: bool):
 
 def _measure(recipe, tokenizer) -> DataLengths:
     from mlxft.data.encode import SampleEncoder, encode_records
+    from mlxft.data.pairs import PairEncoder, encode_pairs
     from mlxft.data.readers import Record, canonical_split, find_splits, iter_rows
+    from mlxft.recipe import PREFERENCE_KINDS
 
     d = recipe.data
     if canonical_split(d.train_split) not in find_splits(d.path):
@@ -246,6 +248,13 @@ def _measure(recipe, tokenizer) -> DataLengths:
     if not exact:
         picked = [r for _, _, r in sorted(longest, reverse=True)] + sample
     try:
+        if recipe.kind in PREFERENCE_KINDS:
+            # A pair counts as one sample as long as its longer answer, trained on both answers' tokens.
+            pairs, _ = encode_pairs(picked, PairEncoder(tokenizer, d), d.max_seq_length, d.overlong)
+            lengths, trained = tuple(len(p) for p in pairs), tuple(p.chosen.trained_tokens + p.rejected.trained_tokens for p in pairs)
+            if not pairs:
+                return DataLengths(d.path, rows=rows, problem=f"no usable pairs in the {d.train_split} split")
+            return DataLengths(d.path, lengths, trained, rows, exact)
         encoded, _ = encode_records(picked, SampleEncoder(tokenizer, d), d.format, d.max_seq_length, d.overlong)
     except DataError as exc:
         bad = exc.message.splitlines()[0].rstrip(":")

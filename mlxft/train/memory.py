@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from mlxft.errors import MlxftError, ModelError
-from mlxft.recipe import LoraSection, TrainSection
+from mlxft.recipe import PREFERENCE_KINDS, LoraSection, TrainSection
 from mlxft.train.batch_shapes import DataLengths, candidate_batches, ceiling_batch
 
 GB = 10**9  # one unit everywhere mlxft prints memory
@@ -502,12 +502,16 @@ def plan_memory(recipe, config: dict, available: int | None = None, data: DataLe
 def _batch_sizer(recipe, config: dict, data: DataLengths | None):
     """size(settings, batch_size, max_seq_length) -> (settings at the batch that needs most memory, the plan's basis)."""
 
+    # Preference kinds run both answers of every pair in one batch: B pairs are 2B sequences, the longer answer's length.
+    per = 2 if recipe.kind in PREFERENCE_KINDS else 1
+    unit = lambda b: f"{b} pairs ({per * b} sequences)" if per == 2 else f"{b}"  # noqa: E731
+
     def size(settings: dict, batch_size: int, max_len: int) -> tuple[dict, str]:
         if data is None or data.problem or not data.samples:
             why = data.problem if data is not None and data.problem else "no data measured"
-            top = ceiling_batch(batch_size, max_len)
+            top = ceiling_batch(batch_size * per, max_len)
             return {**settings, **top.settings()}, (
-                f"planned from max_seq_length={max_len} ({why}): batch {top.batch} x {top.length} tokens, all {top.trained:,} positions trained"
+                f"planned from max_seq_length={max_len} ({why}): batch {unit(batch_size)} x {top.length} tokens, all {top.trained:,} positions trained"
             )
         measured = data.capped(max_len, recipe.data.overlong)
         micro = None
@@ -516,8 +520,11 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None):
 
             micro = total_steps_for(recipe.train, measured.samples) * recipe.train.grad_accumulation
         shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching)
-        best = max(shapes, key=lambda s: estimate_memory(config, **{**settings, **s.settings()}).total)
-        return {**settings, **best.settings()}, f"planned from the data: batch {best.batch} x {best.length} tokens ({best.trained:,} trained), {which}"
+        def shaped(s) -> dict:
+            return {**settings, **s.settings(), "batch_size": s.batch * per}
+
+        best = max(shapes, key=lambda s: estimate_memory(config, **shaped(s)).total)
+        return shaped(best), f"planned from the data: batch {unit(best.batch)} x {best.length} tokens ({best.trained:,} trained), {which}"
 
     return size
 

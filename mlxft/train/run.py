@@ -33,7 +33,8 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
     if resume:
         resumed_from = trainer.resume_latest()
         emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
-    emit(RunStarted(run_dir=str(run_dir), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit, **job.describe()))
+    emit(RunStarted(run_dir=str(run_dir), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit,
+                    charted=list(getattr(job, "charted", ())), **job.describe()))
 
     # -- train --------------------------------------------------------------------------------
     try:

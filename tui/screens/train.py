@@ -25,6 +25,8 @@ from mlxft.runs import RunDir, atomic_write_text, list_runs, summarize_run
 from mlxft.textsafe import escape_controls
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
 from tui.widgets.chart import LineChart, Series
+
+CHART_STYLES = ("green", "yellow")  # the lines of a job's charted metrics, beside train (cyan) and val (magenta) loss
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.nav import NavBar
 from tui.widgets.recipe_form import RecipeForm
@@ -118,6 +120,7 @@ class TrainScreen(Screen):
         self._summaries: dict[Path, tuple] = {}  # run folder -> (metrics size and mtime, RunSummary)
         self._lr: list[float] = []
         self._tps: list[float] = []
+        self._charted: tuple[str, ...] = ()  # the job's metrics drawn on the chart, from RunStarted
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -350,8 +353,10 @@ class TrainScreen(Screen):
         self.finished = None
         self.total_steps = 0
         chart = self.query_one(LineChart)
+        chart.drop_series_except(("train loss", "val loss"))
         chart.clear()
         chart.x_max = None
+        self._charted = ()
         self._lr, self._tps = [], []
         self._unit = "tok"  # what throughput counts, from RunStarted
         self._last_step = None
@@ -392,6 +397,9 @@ class TrainScreen(Screen):
             self.total_steps = e.total_steps
             self._unit = e.unit
             chart.x_max = e.total_steps
+            self._charted = tuple(str(m) for m in e.charted)[: len(CHART_STYLES)]
+            for name, style in zip(self._charted, CHART_STYLES):
+                chart.ensure_series(name, style)  # the job's own metrics, e.g. DPO's reward margin and accuracy
             chart.truncate_after(e.resumed_from_step)  # steps after the checkpoint are trained again
             self.finished = None
             what = f"resumed at step {e.resumed_from_step}" if e.resumed_from_step else "started"
@@ -401,6 +409,9 @@ class TrainScreen(Screen):
             self._update_buttons()
         elif isinstance(e, StepReport):
             chart.add_point("train loss", e.step, e.loss)
+            for name in self._charted:
+                if isinstance(e.metrics.get(name), (int, float)):
+                    chart.add_point(name, e.step, e.metrics[name])
             self._lr.append(e.learning_rate)
             self._tps.append(e.tokens_per_second)
             self._last_step = e  # drawn once per batch of events (show_latest_step), not per line
@@ -441,7 +452,7 @@ class TrainScreen(Screen):
         self.query_one("#tps-label", Label).update(f"{unit}/s {e.tokens_per_second:,.0f}")
         self.query_one("#progress", ProgressBar).update(total=max(e.total_steps, 1), progress=e.step)
         self.query_one("#run-stats", Label).update(
-            f"step {e.step}/{e.total_steps} · loss {e.loss:.4f}{''.join(f' · {k} {v:.3f}' for k, v in e.metrics.items())} · ETA {format_duration(e.eta_s)} · {e.tokens_per_second:,.0f} {unit}/s · "
+            f"step {e.step}/{e.total_steps} · loss {e.loss:.4f}{''.join(f' · {k} {v:.3f}' for k, v in e.metrics.items() if not self._charted or k in self._charted)} · ETA {format_duration(e.eta_s)} · {e.tokens_per_second:,.0f} {unit}/s · "
             f"peak {e.peak_memory_gb:.2f} GB · epoch {e.epoch:.2f} · elapsed {format_duration(e.elapsed_s)}")
 
     def log_line(self, text: str) -> None:

@@ -55,6 +55,17 @@ class LineChart(Widget):
         self.series[name].points.append((float(x), float(y)))
         self.refresh()
 
+    def ensure_series(self, name: str, style: str) -> None:
+        """Add a series (e.g. a job's metric) unless the chart has it."""
+        if name not in self.series:
+            self.series[name] = Series(name, style)
+            self.refresh()
+
+    def drop_series_except(self, names) -> None:
+        """Forget every series not named (another run's metrics)."""
+        self.series = {k: v for k, v in self.series.items() if k in names}
+        self.refresh()
+
     def truncate_after(self, x: float) -> None:
         for s in self.series.values():
             s.points = [p for p in s.points if p[0] <= x]
