@@ -19,7 +19,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from mlxft.errors import MlxftError, RunError, write_error
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, StepReport
-from mlxft.job import Batch, Phase
+from mlxft.job import Batch, Phase, total_steps_for
 from mlxft.runs import RunDir, atomic_write_text, checkpoint_problem, publish_dir
 
 
@@ -137,10 +137,6 @@ class LoopHooks:
 
     emit: Callable = lambda event: None
     should_stop: Callable[[], bool] = lambda: False
-
-
-def steps_per_epoch(n_samples: int, batch_size: int, accumulation: int) -> int:
-    return max(1, math.ceil(math.ceil(n_samples / batch_size) / accumulation))
 
 
 class Trainer:
@@ -492,13 +488,6 @@ class _Window:
     @property
     def metrics(self) -> dict[str, float]:
         return {k: v / max(self.weight, 1e-12) for k, v in self._metrics.items()}
-
-
-def total_steps_for(cfg, n_train: int) -> int:
-    """train.steps, or train.epochs over the training split."""
-    if cfg.steps is not None:
-        return cfg.steps
-    return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_train, cfg.batch_size, cfg.grad_accumulation)))
 
 
 def _remove_checkpoint(folder: Path) -> None:

@@ -41,7 +41,7 @@ def memory_line(recipe: Recipe, data=None) -> str:
     """The memory plan for the form's recipe when the model's config is at hand (catalogue or folder), in the words
     and numbers `mlxft plan` prints; `data` is the train split's measured lengths (None: not measured yet)."""
     from mlxft.llm.catalogue import config_at_hand
-    from mlxft.train.memory import format_plan_line, plan_memory
+    from mlxft.llm.memory import format_plan_line, plan_memory
 
     config = config_at_hand(recipe.model)
     if config is None:
@@ -201,7 +201,7 @@ class TrainScreen(Screen):
 
     def show_memory_plan(self, recipe: Recipe) -> None:
         """The plan at once when the data is measured already; else measure it in a worker and show it when done."""
-        from mlxft.train.batch_shapes import cached_train_lengths
+        from mlxft.llm.batch_shapes import cached_train_lengths
 
         self._planned = recipe
         data = cached_train_lengths(recipe)
@@ -216,7 +216,7 @@ class TrainScreen(Screen):
     @work(thread=True, exclusive=True, group="memory-plan")
     def measure_data(self, recipe: Recipe) -> None:
         # Reading and tokenizing only (pure Python and Rust): no MLX on this thread.
-        from mlxft.train.batch_shapes import measure_train_lengths
+        from mlxft.llm.batch_shapes import measure_train_lengths
 
         data = measure_train_lengths(recipe)
         self.app.call_from_thread(self._show_plan, recipe, data)
