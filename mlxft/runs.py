@@ -1,8 +1,7 @@
-"""The run directory: resolved recipe, metrics.jsonl, checkpoints and the adapter; atomic writes."""
+"""The run directory: its layout (recipe, metrics.jsonl, checkpoints, best, the result, eval), its lock, its status."""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -10,17 +9,17 @@ import re
 import shutil
 import socket
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlxft.atomic import atomic_write_text
 from mlxft.errors import RunError, write_error
 from mlxft.events import event_from_dict, event_to_dict
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 LOCK_NAME = ".lock"
-# Names mlxft gives half-written things: atomic files, mkdtemp folders, a best/ copy, a checkpoint being pruned.
-TEMP_RE = re.compile(r"^\.(.+\.tmp-\d+|(step-\d{6,}|best|adapter)\.[a-z0-9_]{8}|adapter-from-best|deleting-step-\d{6,})$")
+# Names mlxft gives half-written things: atomic files and temp folders (mlxft.atomic), a best/ copy, a checkpoint being pruned.
+TEMP_RE = re.compile(r"^\.(.+\.tmp-\d+(\.safetensors)?|(step-\d{6,}|best|adapter)\.[a-z0-9_]{8}|adapter-from-best|deleting-step-\d{6,})$")
 OLD_RE = re.compile(r"^\.(.+)\.old-\d+$")  # publish_dir's previous copy, kept until the new one is in place
 
 
@@ -82,74 +81,6 @@ def _describe_holder(holder: dict | None) -> str:
     host = holder.get("host")
     where = f" on {host}" if host and host != socket.gethostname() else ""
     return f"pid {holder.get('pid')}{where} since {since}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-@contextmanager
-def atomic_open(path: Path, mode: str = "w"):
-    """A file to stream into that appears at `path` only once it is complete (temp file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (so a write to one would destroy the other)."""
-    try:
-        return a.exists() and b.exists() and a.samefile(b)
-    except OSError:
-        return a.resolve() == b.resolve()
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Atomically put a fully written folder at `final` (replacing an older one)."""
-    for f in tmp.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class RunDir:

@@ -7,8 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mlxft.atomic import atomic_open, atomic_write_text
 from mlxft.errors import MlxftError
-from mlxft.runs import atomic_open, atomic_write_text
 from mlxft.textsafe import escape_lines
 
 VERDICT_KEYS = ("ship", "investigate", "look at the training data", "stop")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from mlxft.atomic import atomic_write_text, publish_dir, temp_dir_for
 from mlxft.errors import BrokenFileError, ModelError
 from mlxft.llm.model_files import check_safetensors, load_safetensors_checked, read_json_file
-from mlxft.runs import atomic_write_text, publish_dir
 
 ADAPTER_WEIGHTS = "adapters.safetensors"  # the names mlx_lm.generate --adapter-path reads
 ADAPTER_CONFIG = "adapter_config.json"
@@ -168,7 +167,7 @@ def save_adapter(model: nn.Module, folder: str | Path, config: dict) -> Path:
     """Write adapters.safetensors + adapter_config.json into `folder` atomically (a complete folder or the old one)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temp_dir_for(folder)
     weights = trainable_weights(model)
     mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), weights, metadata={"format": "mlx"})
     atomic_write_text(tmp / ADAPTER_CONFIG, json.dumps(config, indent=2))

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from mlxft.atomic import atomic_write_text
 from mlxft.data.batches import collate, epoch_order, eval_order
 from mlxft.data.encode import Encoded, SampleEncoder, encode_records
 from mlxft.data.sources import read_split
@@ -20,7 +21,6 @@ from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.objective import make_loss
 from mlxft.recipe import Recipe
 from mlxft.recompute import enable_grad_checkpoint
-from mlxft.runs import atomic_write_text
 from mlxft.job import Batch
 
 

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from mlxft.atomic import atomic_write_text, publish_dir, temp_dir_for
 from mlxft.errors import MlxftError, RunError, write_error
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, StepReport
 from mlxft.job import Batch, Phase, total_steps_for
-from mlxft.runs import RunDir, atomic_write_text, checkpoint_problem, publish_dir
+from mlxft.runs import RunDir, checkpoint_problem
 
 
 def build_schedule(lr: float, total_steps: int, warmup: int, kind: str, min_ratio: float):
@@ -290,7 +290,7 @@ class Trainer:
         tmp = None
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            tmp = temp_dir_for(folder)
             self.job.save(tmp / self.job.artifact)
             opt_state = dict(tree_flatten(self.optimizer.state))
             mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)

@@ -18,10 +18,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, RichLog, Sparkline, TabbedContent, TabPane
 
+from mlxft.atomic import atomic_write_text
 from mlxft.errors import MlxftError
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
 from mlxft.recipe import Recipe, load_recipe
-from mlxft.runs import RunDir, atomic_write_text, list_runs, summarize_run
+from mlxft.runs import RunDir, list_runs, summarize_run
 from mlxft.textsafe import escape_controls
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
 from tui.widgets.chart import LineChart, Series
