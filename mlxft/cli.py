@@ -300,6 +300,7 @@ def cmd_quickstart(args) -> int:
 # -- evaluation ---------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
     from mlxft.eval.compare import compare, format_terminal, write_reports
+    from mlxft.runs import RunDir
     from mlxft.textsafe import escape_lines
 
     def progress(done: int, total: int, phase: str) -> None:
@@ -312,8 +313,8 @@ def cmd_eval(args) -> int:
         args.model, args.adapter, args.bench, targets=args.target, default_grader=args.grader, max_tokens=args.max_tokens,
         batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split, on_progress=progress,
     )
-    adapter = Path(args.adapter)
-    out = Path(args.out) if args.out else (adapter / "eval" if (adapter / "recipe.yaml").is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
+    run = RunDir(args.adapter)
+    out = Path(args.out) if args.out else (run.eval_dir if run.recipe_path.is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
     paths = write_reports(result, out, focus_class=args.focus_class)
     if args.progress_json:
         print(json.dumps({"finished": True, "out": str(out), "verdict": result.verdict, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)

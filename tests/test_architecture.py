@@ -1,4 +1,4 @@
-"""DESIGN.md's arrows point one way: inside the engine `train -> llm -> data`, never back."""
+"""DESIGN.md's arrows point one way (inside the engine `train -> llm -> data`, never back), and the run directory has one author."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import ast
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mlxft"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "mlxft"
 
 # Modules of the key's package may import nothing from the packages it lists.
 FORBIDDEN = {
@@ -71,3 +72,20 @@ def test_the_check_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
         "mlxft/data/x.py:5: mlxft.data imports mlxft.train (mlxft.data must not import mlxft.train)",
         "mlxft/data/x.py:6: mlxft.data imports mlxft.llm.memory (mlxft.data must not import mlxft.llm)",
     ]
+
+
+# The names inside a run directory; `mlxft/runs.py` (RunDir) spells them, everyone else asks it.
+RUN_LAYOUT = {"recipe.yaml", "metrics.jsonl", "README.md", "model.json", "STOP", ".lock", "checkpoints", "best", "adapter", "eval",
+              "state.json", "optimizer.safetensors"}
+
+
+def test_only_rundir_spells_out_the_run_layout():
+    spelled = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tui").rglob("*.py")]):
+        if path == PACKAGE / "runs.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) and node.right.value in RUN_LAYOUT:
+                spelled.append((str(path.relative_to(ROOT)), node.lineno, node.right.value))
+    assert not spelled, "the run layout spelled out by hand (ask RunDir, or use mlxft.runs' names):\n" + "\n".join(
+        f"{file}:{line}: ... / {name!r}" for file, line, name in sorted(spelled))

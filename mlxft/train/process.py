@@ -36,7 +36,7 @@ class Run:
 
     @property
     def adapter_path(self) -> Path:
-        return self.path / "adapter"
+        return RunDir(self.path).adapter_dir
 
     @property
     def ok(self) -> bool:

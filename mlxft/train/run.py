@@ -14,6 +14,7 @@ import mlx.core as mx
 from mlxft.events import LogMessage, RunFinished, RunStarted
 from mlxft.llm.sft import SFTJob
 from mlxft.recipe import Recipe
+from mlxft.runs import RunDir
 from mlxft.train.loop import DivergedError, LoopHooks, Trainer
 
 JOBS = {"lm-lora": SFTJob, "lm-qlora": SFTJob, "lm-dora": SFTJob, "lm-full": SFTJob}
@@ -26,18 +27,19 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
 
     # -- setup --------------------------------------------------------------------------------
     job = JOBS[recipe.kind](recipe, emit)
-    trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run_dir, hooks=hooks)
+    run = RunDir(run_dir)
+    trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run, hooks=hooks)
     if resume:
         resumed_from = trainer.resume_latest()
         emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
-    emit(RunStarted(run_dir=str(run_dir), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit, **job.describe()))
+    emit(RunStarted(run_dir=str(run.path), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit, **job.describe()))
 
     # -- train --------------------------------------------------------------------------------
     try:
         status = trainer.fit()
     except DivergedError as exc:
         st = trainer.state
-        if (run_dir / "best").is_dir() and st.best_step:
+        if run.best_dir.is_dir() and st.best_step:
             exc.hint += f"; best/ holds the weights from before it diverged (validation {trainer.best_metric} {st.best_value:.4f} at step {st.best_step})"
         raise  # nothing is saved from a diverged model
 
@@ -45,7 +47,7 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
     final, note = trainer.save_result()
     if note:
         emit(LogMessage("info", note))
-    job.write_readme(run_dir)
+    job.write_readme(run)
     return RunFinished(
         step=trainer.state.step, status=status, adapter_path=str(final), best_val_loss=trainer.state.best_val_loss,
         final_train_loss=trainer.state.last_train_loss, seconds=time.perf_counter() - t0,

@@ -511,7 +511,7 @@ class TrainScreen(Screen):
     def attach_typed_path(self) -> None:
         raw = self.query_one("#attach-path", Input).value.strip()
         path = Path(raw).expanduser()
-        if not (path / "recipe.yaml").is_file():
+        if not RunDir(path).recipe_path.is_file():
             self.app.show_error(f"{path} is not an mlxft run folder (no recipe.yaml)", hint="give the folder `mlxft train` printed, e.g. runs/my-run")
             return
         self.open_run(path)
