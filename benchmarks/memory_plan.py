@@ -28,17 +28,18 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models import llama
 
+from mlxft.backend import GB
 from mlxft.data.batches import collate, epoch_order
 from mlxft.data.encode import Encoded
-from mlxft.llm import adapters as A
-from mlxft.llm.loading import quantize_model
-from mlxft.recipe import TrainSection, recipe_from_dict
-from mlxft.train.batch_shapes import DataLengths, batch_shape, candidate_batches, measure_train_lengths
 from mlxft.job import Batch
+from mlxft.llm import adapters as A
+from mlxft.llm.batch_shapes import DataLengths, batch_shape, candidate_batches, measure_train_lengths
+from mlxft.llm.loading import quantize_model
+from mlxft.llm.memory import estimate_memory, plan_memory, recipe_settings
+from mlxft.llm.objective import make_loss
+from mlxft.recipe import TrainSection, recipe_from_dict
 from mlxft.recompute import enable_grad_checkpoint
 from mlxft.train.loop import LoopHooks, Trainer
-from mlxft.train.memory import GB, estimate_memory, plan_memory, recipe_settings
-from mlxft.llm.objective import make_loss
 
 MB = 10**6  # as GB: one unit everywhere mlxft prints memory
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"  # as tests/conftest.py finds them

@@ -1,10 +1,16 @@
-"""Facts about this machine for `mlxft doctor`: OS, chip, MLX device, which BLAS and how fast, memory, Hub token, caches."""
+"""Facts about this machine: OS, chip, MLX device, which BLAS and how fast, memory, Hub token, caches (`mlxft doctor`).
+
+GB means 10**9 bytes, here and everywhere mlxft prints memory (peak_memory_gb, `mlxft doctor`, `mlxft models`,
+memory plans, the TUI); `memory_to_judge()` is the one "available" number they all judge against.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlxft._blas import STATE as BLAS_STATE
+from mlxft.errors import MlxftError
+
+GB = 10**9  # one unit everywhere mlxft prints memory
+MEMORY_ENV = "MLXFT_MEMORY_GB"  # judge against this many GB instead of this machine's available memory
 
 
 @dataclass
@@ -103,7 +113,6 @@ def doctor(compare_reference: bool = True) -> DoctorReport:
     import mlx.core as mx
 
     from mlxft.llm.loading import device_name
-    from mlxft.train.memory import GB, machine_memory, memory_to_judge
 
     try:
         from importlib.metadata import version
@@ -140,8 +149,6 @@ def doctor(compare_reference: bool = True) -> DoctorReport:
 
 
 def format_doctor(r: DoctorReport) -> str:
-    from mlxft.train.memory import MEMORY_ENV
-
     speed = f"{r.matmul_gflops:.0f} GFLOP/s (float32 1024x1024 matmul)"
     if r.reference_blas_gflops:
         speed += f"; reference BLAS: {r.reference_blas_gflops:.1f} GFLOP/s -> {r.matmul_gflops / r.reference_blas_gflops:.0f}x faster"
@@ -157,3 +164,121 @@ def format_doctor(r: DoctorReport) -> str:
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"advice: {a}" for a in r.advice]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory
+
+
+def machine_memory() -> tuple[int, int]:
+    """(total, available) bytes of memory; on Apple Silicon, available is capped at what Metal may wire."""
+    total, available = _system_memory()
+    limit = _metal_working_set()
+    if limit:
+        available = min(available, limit)
+    return total, available
+
+
+def _system_memory() -> tuple[int, int]:
+    if sys.platform.startswith("linux"):
+        try:
+            info = {}
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    info[key] = int(rest.split()[0]) * 1024
+            total = info["MemTotal"]
+            available = info.get("MemAvailable", info.get("MemFree", total))
+            return total, min(available, _cgroup_room(total))
+        except (OSError, KeyError, ValueError, IndexError):
+            pass
+    if sys.platform == "darwin":
+        try:
+            total = int(subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5, check=True).stdout)
+            return total, _vm_stat_available(total)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = page * os.sysconf("SC_PHYS_PAGES")
+    try:
+        available = page * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        available = total
+    return total, available
+
+
+def _cgroup_room(total: int) -> int:
+    # In a container the cgroup limit, not the host's free memory, decides when the kernel kills us.
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return total
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            used = int(f.read().strip())
+        with open("/sys/fs/cgroup/memory.stat", encoding="ascii") as f:
+            stat = dict(line.split() for line in f if line.count(" ") == 1)
+        # Inactive file cache counts as used but is given back on demand.
+        return max(0, int(limit) - used + int(stat.get("inactive_file", 0)))
+    except (OSError, ValueError):
+        return total
+
+
+def _vm_stat_available(total: int) -> int:
+    out = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=5, check=True).stdout
+    page = int(m.group(1)) if (m := re.search(r"page size of (\d+) bytes", out)) else 16384
+    pages = {}
+    for line in out.splitlines()[1:]:
+        key, _, value = line.partition(":")
+        if value.strip().rstrip(".").isdigit():
+            pages[key.strip()] = int(value.strip().rstrip("."))
+    # Free, inactive, speculative and purgeable pages can all be handed to a new allocation.
+    reclaimable = sum(pages.get(k, 0) for k in ("Pages free", "Pages inactive", "Pages speculative", "Pages purgeable"))
+    return min(total, reclaimable * page) if reclaimable else total
+
+
+def memory_to_judge(memory_gb: float | None = None) -> tuple[int, int]:
+    """(total, available) bytes every plan and verdict is judged against: `memory_gb` or $MLXFT_MEMORY_GB when given
+    (to see what fits a machine you do not have, and for repeatable tests), else this machine's `machine_memory()`."""
+    if memory_gb is None and os.environ.get(MEMORY_ENV):
+        try:
+            memory_gb = float(os.environ[MEMORY_ENV])
+        except ValueError:
+            raise MlxftError(f"{MEMORY_ENV}={os.environ[MEMORY_ENV]!r} is not a number of GB", hint=f"set it like {MEMORY_ENV}=16, or unset it") from None
+    if memory_gb is None:
+        return machine_memory()
+    if not memory_gb > 0 or math.isinf(memory_gb):
+        raise MlxftError(f"memory must be more than 0 GB, got {memory_gb:g}", hint="give the memory of the machine to judge against in GB, e.g. 16")
+    size = int(memory_gb * GB)
+    return size, size
+
+
+def _metal_working_set() -> int | None:
+    if sys.platform != "darwin":
+        return None
+    try:
+        # Asked whether or not mlx is loaded yet, so every command reports the same "available".
+        import mlx.core as mx
+    except ImportError:
+        return None
+    try:
+        if not mx.metal.is_available():
+            return None
+        info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
+        return int(info["max_recommended_working_set_size"]) or None
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError):
+        return None
+
+
+def default_device_is_gpu() -> bool:
+    """Whether MLX's default device here is a GPU (Metal, CUDA); without mlx installed, whether this is Apple Silicon."""
+    try:
+        import mlx.core as mx  # mlxft is imported already (we are in it), so the fast BLAS is in place
+    except ImportError:
+        return sys.platform == "darwin" and platform.machine() == "arm64"
+    return mx.default_device() != mx.cpu
+
+
+def default_compute_dtype() -> str:
+    """What a recipe's dtype 'auto' means here: float32 on MLX's CPU backend, bfloat16 on a GPU."""
+    return "bfloat16" if default_device_is_gpu() else "float32"

@@ -124,8 +124,9 @@ def cmd_validate(args) -> int:
 
 def cmd_plan(args) -> int:
     from mlxft.recipe import load_recipe
-    from mlxft.train.batch_shapes import measure_train_lengths
-    from mlxft.train.memory import format_plan, memory_to_judge, plan_memory
+    from mlxft.backend import memory_to_judge
+    from mlxft.llm.batch_shapes import measure_train_lengths
+    from mlxft.llm.memory import format_plan, plan_memory
 
     recipe = load_recipe(args.recipe, args.overrides)
     available = memory_to_judge(args.memory_gb)[1]
@@ -147,8 +148,8 @@ def cmd_plan(args) -> int:
 def _warn_if_it_will_not_fit(recipe) -> None:
     """Before loading anything, say so when the memory plan predicts the run will not fit (`mlxft plan` refuses)."""
     from mlxft.llm.catalogue import config_at_hand
-    from mlxft.train.batch_shapes import measure_train_lengths
-    from mlxft.train.memory import format_plan, plan_memory
+    from mlxft.llm.batch_shapes import measure_train_lengths
+    from mlxft.llm.memory import format_plan, plan_memory
 
     try:
         config = config_at_hand(recipe.model)
@@ -185,9 +186,10 @@ def _config_without_weights(spec: str) -> dict:
 
 
 def cmd_models(args) -> int:
+    from mlxft.backend import memory_to_judge
     from mlxft.llm.catalogue import load_catalogue
-    from mlxft.llm.inventory import format_local_table, list_models, memory_to_judge
-    from mlxft.train.memory import format_models_table, table_settings
+    from mlxft.llm.inventory import format_local_table, list_models
+    from mlxft.llm.memory import format_models_table, table_settings
 
     total, available = memory_to_judge(args.memory_gb)
     if args.json:
@@ -298,6 +300,7 @@ def cmd_quickstart(args) -> int:
 # -- evaluation ---------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
     from mlxft.eval.compare import compare, format_terminal, write_reports
+    from mlxft.runs import RunDir
     from mlxft.textsafe import escape_lines
 
     def progress(done: int, total: int, phase: str) -> None:
@@ -310,8 +313,8 @@ def cmd_eval(args) -> int:
         args.model, args.adapter, args.bench, targets=args.target, default_grader=args.grader, max_tokens=args.max_tokens,
         batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split, on_progress=progress,
     )
-    adapter = Path(args.adapter)
-    out = Path(args.out) if args.out else (adapter / "eval" if (adapter / "recipe.yaml").is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
+    run = RunDir(args.adapter)
+    out = Path(args.out) if args.out else (run.eval_dir if run.recipe_path.is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
     paths = write_reports(result, out, focus_class=args.focus_class)
     if args.progress_json:
         print(json.dumps({"finished": True, "out": str(out), "verdict": result.verdict, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)

@@ -1,4 +1,4 @@
-"""What varies between kinds of training: the Job the one Trainer runs, its batches and its phases.
+"""What varies between kinds of training: the Job the one Trainer runs, its batches, its phases and how many steps.
 
 A job builds the model and its trainable parts, cuts its data into batches, says what the loss is
 and what validation reports, and saves its result. The Trainer (`mlxft/train/loop.py`) owns everything that
@@ -35,6 +35,7 @@ A job is any object with these members (duck-typed; see `mlxft/llm/sft.py` for t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,3 +57,15 @@ class Phase:
     steps: int
     learning_rate: float
     setup: Callable[[], None] = lambda: None  # freeze / unfreeze the model for this phase
+
+
+def steps_per_epoch(n_samples: int, batch_size: int, accumulation: int) -> int:
+    """Optimizer steps in one pass over n_samples: batches of batch_size, accumulation micro-batches per step."""
+    return max(1, math.ceil(math.ceil(n_samples / batch_size) / accumulation))
+
+
+def total_steps_for(cfg, n_train: int) -> int:
+    """train.steps, or train.epochs over the training split."""
+    if cfg.steps is not None:
+        return cfg.steps
+    return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_train, cfg.batch_size, cfg.grad_accumulation)))

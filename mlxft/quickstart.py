@@ -61,7 +61,7 @@ def write_demo_data(folder: Path, seed: int = 0) -> Path:
     n_valid = n_test = max(8, len(rows) // 10)
     splits = {"valid": rows[:n_valid], "test": rows[n_valid : n_valid + n_test], "train": rows[n_valid + n_test :]}
     folder.mkdir(parents=True, exist_ok=True)
-    from mlxft.runs import atomic_write_text
+    from mlxft.atomic import atomic_write_text
 
     for name, part in splits.items():
         atomic_write_text(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in part))

@@ -1,8 +1,7 @@
-"""The run directory: resolved recipe, metrics.jsonl, checkpoints and the adapter; atomic writes."""
+"""The run directory: its layout (recipe, metrics.jsonl, checkpoints, best, the result, eval), its lock, its status."""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -10,17 +9,23 @@ import re
 import shutil
 import socket
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlxft.atomic import atomic_write_text
 from mlxft.errors import RunError, write_error
 from mlxft.events import event_from_dict, event_to_dict
 
+# The layout of a run directory, which RunDir (and nothing else) spells out:
+#   recipe.yaml  metrics.jsonl  README.md  model.json  STOP  .lock
+#   checkpoints/step-NNNNNN/{<artifact>/, optimizer.safetensors, state.json}   best/   <artifact>/ (adapter/)   eval/
+ADAPTER_DIR = "adapter"  # an LM job's artifact: the adapter folder in a run directory and in each checkpoint
+CHECKPOINT_STATE = "state.json"  # the loop state, written last: a checkpoint is complete once it is there
+CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 LOCK_NAME = ".lock"
-# Names mlxft gives half-written things: atomic files, mkdtemp folders, a best/ copy, a checkpoint being pruned.
-TEMP_RE = re.compile(r"^\.(.+\.tmp-\d+|(step-\d{6,}|best|adapter)\.[a-z0-9_]{8}|adapter-from-best|deleting-step-\d{6,})$")
+# Names mlxft gives half-written things: atomic files and temp folders (mlxft.atomic), a best/ copy, a checkpoint being pruned.
+TEMP_RE = re.compile(r"^\.(.+\.tmp-\d+(\.safetensors)?|(step-\d{6,}|best|adapter)\.[a-z0-9_]{8}|adapter-from-best|deleting-step-\d{6,})$")
 OLD_RE = re.compile(r"^\.(.+)\.old-\d+$")  # publish_dir's previous copy, kept until the new one is in place
 
 
@@ -41,7 +46,7 @@ def safetensors_problem(path: Path) -> str | None:
 
 def checkpoint_problem(folder: Path) -> str | None:
     """Why a checkpoint folder cannot be resumed from (missing or torn files), or None when it looks whole."""
-    state = folder / "state.json"
+    state = folder / CHECKPOINT_STATE
     try:
         data = json.loads(state.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -84,74 +89,6 @@ def _describe_holder(holder: dict | None) -> str:
     return f"pid {holder.get('pid')}{where} since {since}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-@contextmanager
-def atomic_open(path: Path, mode: str = "w"):
-    """A file to stream into that appears at `path` only once it is complete (temp file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (so a write to one would destroy the other)."""
-    try:
-        return a.exists() and b.exists() and a.samefile(b)
-    except OSError:
-        return a.resolve() == b.resolve()
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Atomically put a fully written folder at `final` (replacing an older one)."""
-    for f in tmp.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 class RunDir:
     """One training run on disk. Everything the TUI or CLI shows can be rebuilt from here."""
 
@@ -182,8 +119,9 @@ class RunDir:
                     path.mkdir()
                 except FileExistsError:
                     continue
-                (path / "checkpoints").mkdir()
-                return cls(path)
+                run = cls(path)
+                run.checkpoints_dir.mkdir()
+                return run
         except OSError as exc:
             raise write_error(exc, root, "create the run directory") from None
         raise RunError(f"{root}: every name {base}, {base}-2 ... {base}-99999 is taken", hint="choose another name or output_dir")
@@ -192,17 +130,28 @@ class RunDir:
     def containing(cls, path: str | Path) -> "RunDir | None":
         """The run a path belongs to: the run directory itself, or one of its artifact folders (RUN/adapter, RUN/best)."""
         path = Path(path)
-        for candidate in (path, path.parent):
-            if (candidate / "recipe.yaml").is_file() and (candidate / "metrics.jsonl").is_file():
-                return cls(candidate)
+        for candidate in (cls(path), cls(path.parent)):
+            if candidate.recipe_path.is_file() and candidate.metrics_path.is_file():
+                return candidate
         return None
 
-    recipe_path = property(lambda self: self.path / "recipe.yaml")
+    recipe_path = property(lambda self: self.path / "recipe.yaml")  # the resolved recipe
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    readme_path = property(lambda self: self.path / "README.md")  # how to use, load and resume the result
+    model_json_path = property(lambda self: self.path / "model.json")  # the base model: its name and the folder it loaded from
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
-    adapter_dir = property(lambda self: self.path / "adapter")
-    best_dir = property(lambda self: self.path / "best")
+    adapter_dir = property(lambda self: self.path / ADAPTER_DIR)
+    best_dir = property(lambda self: self.path / "best")  # the best evaluation's weights, under train.keep_best
+    eval_dir = property(lambda self: self.path / "eval")  # where `mlxft eval` of the run's adapter writes by default
     stop_path = property(lambda self: self.path / "STOP")
+
+    def result_dir(self, artifact: str) -> Path:
+        """Where a job saves its result: RUN/<artifact> (an LM job's artifact is ADAPTER_DIR)."""
+        return self.path / artifact
+
+    def best_copy_dir(self, artifact: str) -> Path:
+        """The temp copy of best/ that becomes RUN/<artifact> (a leftover is cleaned by `remove_leftovers`)."""
+        return self.path / f".{artifact}-from-best"
 
     def request_stop(self) -> None:
         """Ask the run's training process to save a checkpoint and stop after its current step.
@@ -291,7 +240,7 @@ class RunDir:
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                     removed.append(str(p.relative_to(self.path)))
                     continue
-                if TEMP_RE.match(p.name) or (folder == self.checkpoints_dir and CHECKPOINT_RE.match(p.name) and not (p / "state.json").is_file()):
+                if TEMP_RE.match(p.name) or (folder == self.checkpoints_dir and CHECKPOINT_RE.match(p.name) and not (p / CHECKPOINT_STATE).is_file()):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                     removed.append(str(p.relative_to(self.path)))
         return removed
@@ -299,13 +248,26 @@ class RunDir:
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:06d}"
 
+    def set_aside(self, checkpoint: Path) -> Path:
+        """Move a checkpoint that cannot be used out of the way (as corrupt-step-N, kept for a post-mortem); returns where."""
+        aside = checkpoint.with_name(f"corrupt-{checkpoint.name}")
+        os.replace(checkpoint, aside)
+        return aside
+
+    @staticmethod
+    def remove_checkpoint(checkpoint: Path) -> None:
+        """Rename first, then delete: a kill midway leaves a `.deleting-` folder (cleaned on the next start), never a half step-N."""
+        doomed = checkpoint.with_name(f".deleting-{checkpoint.name}")
+        os.replace(checkpoint, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints (state.json is written last), oldest first."""
         found = []
         if self.checkpoints_dir.is_dir():
             for p in self.checkpoints_dir.iterdir():
                 m = CHECKPOINT_RE.match(p.name)
-                if m and (p / "state.json").is_file():
+                if m and (p / CHECKPOINT_STATE).is_file():
                     found.append((int(m.group(1)), p))
         return sorted(found)
 
@@ -511,7 +473,7 @@ def list_runs(root: str | Path, cache: dict | None = None) -> list[RunSummary]:
     if not root.is_dir():
         return []
     runs = []
-    for path in (p for p in root.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file()):
+    for path in (p for p in root.iterdir() if p.is_dir() and RunDir(p).recipe_path.is_file()):
         metrics = RunDir(path).metrics_path
         stamp = (metrics.stat().st_size, metrics.stat().st_mtime_ns) if metrics.is_file() else None
         cached = cache.get(path) if cache is not None else None

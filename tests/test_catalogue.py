@@ -10,7 +10,7 @@ import pytest
 import mlxft  # noqa: F401  (before mlx.core: loads the fast BLAS)
 from mlxft.errors import MlxftError, ModelError
 from mlxft.llm.catalogue import ModelEntry, catalogue_folder, find_model, load_catalogue
-from mlxft.train.memory import count_parameters
+from mlxft.llm.memory import count_parameters
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 ENTRIES = load_catalogue(MODELS)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mlxft.backend import GB, memory_to_judge
 from mlxft.llm.catalogue import load_catalogue
-from mlxft.llm.inventory import list_models, memory_to_judge, mlx_lm_model_types
-from mlxft.train.memory import GB, estimate_fit, format_models_table, table_settings
+from mlxft.llm.inventory import list_models, mlx_lm_model_types
+from mlxft.llm.memory import estimate_fit, format_models_table, table_settings
 
 MLXFT = [sys.executable, "-m", "mlxft"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import mlxft  # noqa: F401  (before mlx.core: loads the fast BLAS)
+from mlxft.backend import GB, machine_memory, memory_to_judge
 from mlxft.errors import MlxftError, ModelError
+from mlxft.llm.batch_shapes import BatchShape, DataLengths, candidate_batches, measure_train_lengths, padded_length
 from mlxft.llm.catalogue import find_model, load_catalogue
-from mlxft.recipe import recipe_from_dict
-from mlxft.train.memory import (
-    GB,
+from mlxft.llm.memory import (
     UPDATE_COPIES,
     UPDATE_VOCAB_COPIES,
     MemoryEstimate,
@@ -24,12 +24,10 @@ from mlxft.train.memory import (
     format_models_table,
     format_plan,
     judge,
-    machine_memory,
-    memory_to_judge,
     plan_memory,
     recipe_settings,
 )
-from mlxft.train.batch_shapes import BatchShape, DataLengths, candidate_batches, measure_train_lengths, padded_length
+from mlxft.recipe import recipe_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN_7B = find_model("qwen2.5-7b-instruct").config()
@@ -162,7 +160,7 @@ def test_bad_settings_and_configs_are_user_errors():
 def test_machine_memory_is_plausible_and_does_not_import_mlx():
     total, available = machine_memory()
     assert 0 < available <= total
-    code = "import sys, mlxft; from mlxft.train.memory import machine_memory; machine_memory(); print('mlx.core' in sys.modules)"
+    code = "import sys, mlxft; from mlxft.backend import machine_memory; machine_memory(); print('mlx.core' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
@@ -278,7 +276,7 @@ def test_a_bad_row_is_named_as_the_reason_the_plan_falls_back(tiny_llama, tmp_pa
 
 
 def test_a_large_split_is_sampled_longest_rows_first(tiny_llama, tmp_path, monkeypatch):
-    import mlxft.train.batch_shapes as shapes
+    import mlxft.llm.batch_shapes as shapes
 
     monkeypatch.setattr(shapes, "EXACT_ROWS", 40)
     monkeypatch.setattr(shapes, "LONGEST_ROWS", 8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -16,6 +17,7 @@ import yaml
 
 from conftest import lm_recipe
 from mlxft.api import train
+from mlxft.atomic import atomic_open, atomic_save_safetensors, atomic_write_bytes, atomic_write_text
 from mlxft.cli import main
 from mlxft.errors import RunError, write_error
 from mlxft.events import RunFailed, RunStarted, StepReport, event_to_dict
@@ -259,6 +261,93 @@ def test_an_unwritable_output_dir_is_one_message(tiny_llama, chat_data, tmp_path
     assert main(["train", str(recipe)]) == 1
     err = capsys.readouterr().err
     assert "create the run directory" in err and str(blocker) in err and "Traceback" not in err
+
+
+# -- atomic writes (mlxft.atomic: every file mlxft writes whole) -------------------------------------
+def _write_text(path, payload):
+    atomic_write_text(path, payload)
+
+
+def _write_bytes(path, payload):
+    atomic_write_bytes(path, payload.encode())
+
+
+def _write_stream(path, payload):
+    with atomic_open(path) as f:
+        for i in range(0, len(payload), 100):
+            f.write(payload[i:i + 100])
+
+
+def _write_safetensors(path, payload):
+    import mlx.core as mx
+
+    atomic_save_safetensors(path, {"w": mx.array(list(payload.encode()), dtype=mx.uint8)}, metadata={"format": "mlx"})
+
+
+ATOMIC_WRITERS = [_write_text, _write_bytes, _write_stream, _write_safetensors]
+
+
+def _left_behind(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != "old.bin")
+
+
+@pytest.mark.parametrize("write", ATOMIC_WRITERS, ids=lambda w: w.__name__.removeprefix("_write_"))
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch, write):
+    target = tmp_path / "old.bin"
+    target.write_bytes(b"the old contents")
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)  # the data is in the temp file; making it durable fails
+    with pytest.raises(OSError, match="No space left"):
+        write(target, "x" * 5000)
+    assert target.read_bytes() == b"the old contents" and _left_behind(tmp_path) == []
+    monkeypatch.undo()
+    write(target, "new")
+    assert target.read_bytes() != b"the old contents" and _left_behind(tmp_path) == []
+
+
+def test_a_stream_that_fails_midway_keeps_the_old_file(tmp_path):
+    target = tmp_path / "old.bin"
+    target.write_bytes(b"the old contents")
+    with pytest.raises(ValueError), atomic_open(target) as f:
+        f.write("half of it")
+        raise ValueError("the writer failed")
+    assert target.read_bytes() == b"the old contents" and _left_behind(tmp_path) == []
+
+
+def test_a_short_write_at_the_file_size_limit_keeps_every_old_file(tmp_path):
+    # A real short write (the kernel refuses past RLIMIT_FSIZE), in a child so the limit dies with it.
+    code = f"""
+import resource, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import mlxft, test_run_safety as t
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+for write in t.ATOMIC_WRITERS:
+    target = Path({str(tmp_path)!r}) / write.__name__ / "old.bin"
+    target.parent.mkdir()
+    target.write_bytes(b"the old contents")
+    try:
+        write(target, "x" * 20000)
+    except (OSError, RuntimeError) as exc:
+        print(write.__name__, "refused:", type(exc).__name__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for write in ATOMIC_WRITERS:
+        assert f"{write.__name__} refused" in proc.stdout, proc.stdout + proc.stderr
+        folder = tmp_path / write.__name__
+        assert (folder / "old.bin").read_bytes() == b"the old contents" and _left_behind(folder) == []
+
+
+@pytest.mark.parametrize("write", ATOMIC_WRITERS, ids=lambda w: w.__name__.removeprefix("_write_"))
+def test_atomic_writes_give_files_the_permissions_open_would(tmp_path, write):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write(tmp_path / "new.bin", "data")
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 # -- divergence, stops ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def models_env(tmp_path, monkeypatch):
     for key, value in make_local_models(tmp_path).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLXFT_MEMORY_GB", "16")
-    monkeypatch.setattr("mlxft.train.memory._default_device_is_gpu", lambda: False)  # the CPU table, on a Mac too
+    monkeypatch.setattr("mlxft.llm.memory.default_device_is_gpu", lambda: False)  # the CPU table, on a Mac too
     monkeypatch.chdir(tmp_path)  # ./models-local
     return tmp_path
 

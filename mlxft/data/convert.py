@@ -9,11 +9,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlxft.atomic import fsync_dir
 from mlxft.data import formats
 from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
 from mlxft.data.readers import RowError, detect_source, find_splits, iter_rows
 from mlxft.errors import DataError
-from mlxft.runs import fsync_dir
 
 
 @dataclass

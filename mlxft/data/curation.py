@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mlxft.atomic import atomic_write_text
 from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
 from mlxft.data.readers import RowError, iter_jsonl_rows
 from mlxft.data.split import split_rows
 from mlxft.errors import DataError
-from mlxft.runs import atomic_write_text
 from mlxft.textsafe import escape_controls, escape_lines
 
 ROLES = ("system", "user", "assistant", "tool")

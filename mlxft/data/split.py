@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlxft.atomic import atomic_write_text
 from mlxft.data.outputs import explain_write_errors, refuse_writing_over_inputs
 from mlxft.errors import DataError
-from mlxft.runs import atomic_write_text
 
 SPLIT_NAMES = ("train", "valid", "test")
 

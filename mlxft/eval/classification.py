@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxft.atomic import atomic_write_bytes
 from mlxft.errors import MlxftError
-from mlxft.runs import atomic_write_bytes
 
 OTHER = "(other)"  # the column for predictions that are none of the labels (unparsed or invented answers)
 

@@ -7,8 +7,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mlxft.atomic import atomic_open, atomic_write_text
 from mlxft.errors import MlxftError
-from mlxft.runs import atomic_open, atomic_write_text
+from mlxft.runs import ADAPTER_DIR, RunDir
 from mlxft.textsafe import escape_lines
 
 VERDICT_KEYS = ("ship", "investigate", "look at the training data", "stop")
@@ -203,7 +204,6 @@ def decide_verdict(target: GroupScore, rest: GroupScore, targets: list[str]) -> 
 def _training_examples(adapter: Path) -> int | None:
     """How many training samples made the adapter, when it comes from an mlxft run directory."""
     from mlxft.events import RunStarted
-    from mlxft.runs import RunDir
 
     run = RunDir.containing(adapter)
     started = next((e for e in run.events() if isinstance(e, RunStarted)), None) if run else None
@@ -311,7 +311,7 @@ def format_markdown(c: Comparison) -> str:
     Every line goes through `escape_lines`: ids, clusters and paths come from the benchmark and the user.
     """
     lines = [
-        f"# Evaluation: {Path(c.adapter).parent.name if Path(c.adapter).name == 'adapter' else Path(c.adapter).name} vs base",
+        f"# Evaluation: {Path(c.adapter).parent.name if Path(c.adapter).name == ADAPTER_DIR else Path(c.adapter).name} vs base",
         "", f"- model: `{c.model}`", f"- adapter: `{c.adapter}`", f"- benchmark: `{c.bench}` ({len(c.items)} items)",
         f"- greedy decoding, seed {c.seed}, max {c.settings['max_tokens']} new tokens", "",
         "| | items | base | tuned | change | fixes | regressions |", "|---|---:|---:|---:|---:|---:|---:|",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from mlxft.atomic import atomic_write_text, publish_dir, temp_dir_for
 from mlxft.errors import BrokenFileError, ModelError
 from mlxft.llm.model_files import check_safetensors, load_safetensors_checked, read_json_file
-from mlxft.runs import atomic_write_text, publish_dir
+from mlxft.runs import ADAPTER_DIR
 
 ADAPTER_WEIGHTS = "adapters.safetensors"  # the names mlx_lm.generate --adapter-path reads
 ADAPTER_CONFIG = "adapter_config.json"
@@ -168,7 +168,7 @@ def save_adapter(model: nn.Module, folder: str | Path, config: dict) -> Path:
     """Write adapters.safetensors + adapter_config.json into `folder` atomically (a complete folder or the old one)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temp_dir_for(folder)
     weights = trainable_weights(model)
     mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), weights, metadata={"format": "mlx"})
     atomic_write_text(tmp / ADAPTER_CONFIG, json.dumps(config, indent=2))
@@ -229,7 +229,7 @@ def adapter_config_problems(cfg: dict) -> list[str]:
 def resolve_adapter_dir(path: str | Path) -> Path:
     """The folder holding adapter_config.json: `path` itself, or a run directory's (or checkpoint's) adapter/."""
     path = Path(path)
-    for folder in (path, path / "adapter"):
+    for folder in (path, path / ADAPTER_DIR):
         if (folder / ADAPTER_CONFIG).is_file():
             return folder
     hint = "pass an adapter folder (adapter_config.json + adapters.safetensors), a run directory or one of its checkpoints"
@@ -237,7 +237,7 @@ def resolve_adapter_dir(path: str | Path) -> Path:
         raise ModelError(f"{path}: no such adapter folder", hint=hint)
     if not path.is_dir():
         raise ModelError(f"{path}: an adapter is a folder, not a file", hint=hint)
-    for folder in (path, path / "adapter"):
+    for folder in (path, path / ADAPTER_DIR):
         if (folder / ADAPTER_WEIGHTS).is_file():
             raise BrokenFileError(folder / ADAPTER_CONFIG, f"the adapter's config is missing ({ADAPTER_WEIGHTS} is here without it)",
                                   hint=f"copy the adapter_config.json saved with these weights into {folder}")

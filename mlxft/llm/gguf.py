@@ -8,10 +8,10 @@ import math
 import os
 import pathlib
 import re
-import tempfile
 from collections import Counter
 from typing import Any
 
+from mlxft.atomic import atomic_save_safetensors, atomic_write_text
 from mlxft.errors import BrokenFileError, ModelError
 
 __all__ = ["import_gguf", "default_demo_gguf", "SUPPORTED_ARCHITECTURES", "SUPPORTED_PRETOKENIZERS"]
@@ -190,12 +190,12 @@ def import_gguf(
 
     _write_json(out / "config.json", config)
     _write_json(out / "generation_config.json", _generation_config(meta, config))
-    _atomic_write(out / "tokenizer.json", tokenizer.to_str(pretty=True))
+    atomic_write_text(out / "tokenizer.json", tokenizer.to_str(pretty=True))
     _write_json(out / "tokenizer_config.json", tok_config)
     _write_json(out / "special_tokens_map.json", special_map)
     if chat_template:
-        _atomic_write(out / "chat_template.jinja", chat_template)
-    _save_safetensors(mx, out / _WEIGHTS, tensors)
+        atomic_write_text(out / "chat_template.jinja", chat_template)
+    atomic_save_safetensors(out / _WEIGHTS, tensors, metadata={"format": "mlx"})
     _write_marker(out, src, complete=True, dequantize=dequantize, dtype=dtype)
     return out
 
@@ -523,23 +523,6 @@ def _convert_tensors(mx, weights: dict, config: dict, *, permuted_qk: bool, dequ
     return out, quant
 
 
-def _save_safetensors(mx, path: pathlib.Path, tensors: dict) -> None:
-    # the temporary name must keep the .safetensors suffix (MLX appends it otherwise) and must not
-    # match mlx-lm's "model*.safetensors" glob
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        mx.save_safetensors(tmp, tensors, metadata={"format": "mlx"})
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 # -- tokenizer -----------------------------------------------------------------------------------
 
 
@@ -647,27 +630,5 @@ def _generation_config(meta: dict, config: dict) -> dict:
 # -- files ---------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _chmod_default(path: str) -> None:
-    """Give a mkstemp file (mode 0600) the permissions a plain open() would have."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _write_json(path: pathlib.Path, data: dict) -> None:
-    _atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -17,20 +17,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxft.backend import GB
 from mlxft.errors import BrokenFileError, MlxftError, ModelError
 from mlxft.llm.catalogue import ModelEntry, load_catalogue
+from mlxft.llm.memory import FIT_MARKS, ModelFit, count_parameters, estimate_fit, format_parameter_count, table_settings
 from mlxft.llm.model_files import check_model_weights, check_tokenizer_files, read_json_file
-from mlxft.train.memory import (  # noqa: F401  (MEMORY_ENV and memory_to_judge: the models list judges with them)
-    FIT_MARKS,
-    GB,
-    MEMORY_ENV,
-    ModelFit,
-    count_parameters,
-    estimate_fit,
-    format_parameter_count,
-    memory_to_judge,
-    table_settings,
-)
 LOCAL_DIR = Path("models-local")  # `mlxft import` writes here by default, relative to where it runs
 
 SOURCES = {"catalogue": "the model catalogue", "local": "./models-local", "gguf": "GGUF import cache", "hf-cache": "Hugging Face cache"}

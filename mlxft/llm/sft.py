@@ -9,19 +9,20 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from mlxft.atomic import atomic_write_text
 from mlxft.data.batches import collate, epoch_order, eval_order
 from mlxft.data.encode import Encoded, SampleEncoder, encode_records
 from mlxft.data.sources import read_split
 from mlxft.errors import DataError, ModelError
 from mlxft.events import LogMessage
+from mlxft.job import Batch
 from mlxft.llm import adapters as A
 from mlxft.llm.loading import count_parameters, device_name, load_model
 from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.objective import make_loss
 from mlxft.recipe import Recipe
 from mlxft.recompute import enable_grad_checkpoint
-from mlxft.runs import atomic_write_text
-from mlxft.job import Batch
+from mlxft.runs import ADAPTER_DIR, RunDir
 
 
 def read_train_valid(d, what: str = "") -> tuple[list, list]:
@@ -100,7 +101,7 @@ def _start_from_adapter(model, recipe: Recipe, emit) -> dict:
 class SFTJob:
     """Supervised fine-tuning of a causal LM: loss on trained tokens only, batches bucketed by length."""
 
-    artifact = "adapter"
+    artifact = ADAPTER_DIR
     unit = "tok"
     higher_is_better: set[str] = set()
     phases = None
@@ -172,13 +173,13 @@ class SFTJob:
         return {"model": self.recipe.model, "method": self.adapter_cfg.get("fine_tune_type", self.recipe.method), "trainable_parameters": trainable, "total_parameters": params,
                 "train_samples": len(self.train), "valid_samples": len(self.valid), "compute_dtype": str(dtype).replace("mlx.core.", ""), "device": device_name()}
 
-    def write_readme(self, run_dir: Path) -> None:
+    def write_readme(self, run: RunDir) -> None:
         recipe, model_path = self.recipe, self.loaded.path
         text = (
-            f"# {run_dir.name}\n\n{recipe.kind} of `{recipe.model}`.\n\n"
-            f"- Use it: `mlxft generate --model {recipe.model} --adapter {run_dir} --prompt \"...\"`\n"
-            f"- With mlx-lm: `mlx_lm.generate --model {model_path} --adapter-path {run_dir / 'adapter'} --prompt \"...\"`\n"
-            f"- Resume: `mlxft train --resume {run_dir}`\n"
+            f"# {run.path.name}\n\n{recipe.kind} of `{recipe.model}`.\n\n"
+            f"- Use it: `mlxft generate --model {recipe.model} --adapter {run.path} --prompt \"...\"`\n"
+            f"- With mlx-lm: `mlx_lm.generate --model {model_path} --adapter-path {run.result_dir(self.artifact)} --prompt \"...\"`\n"
+            f"- Resume: `mlxft train --resume {run.path}`\n"
         )
-        atomic_write_text(run_dir / "README.md", text)
-        atomic_write_text(run_dir / "model.json", json.dumps({"model": recipe.model, "model_path": str(model_path)}, indent=2))
+        atomic_write_text(run.readme_path, text)
+        atomic_write_text(run.model_json_path, json.dumps({"model": recipe.model, "model_path": str(model_path)}, indent=2))

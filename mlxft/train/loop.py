@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +15,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from mlxft.atomic import atomic_write_text, publish_dir, temp_dir_for
 from mlxft.errors import MlxftError, RunError, write_error
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, StepReport
-from mlxft.job import Batch, Phase
-from mlxft.runs import RunDir, atomic_write_text, checkpoint_problem, publish_dir
+from mlxft.job import Batch, Phase, total_steps_for
+from mlxft.runs import CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, RunDir, checkpoint_problem
 
 
 def build_schedule(lr: float, total_steps: int, warmup: int, kind: str, min_ratio: float):
@@ -139,16 +138,13 @@ class LoopHooks:
     should_stop: Callable[[], bool] = lambda: False
 
 
-def steps_per_epoch(n_samples: int, batch_size: int, accumulation: int) -> int:
-    return max(1, math.ceil(math.ceil(n_samples / batch_size) / accumulation))
-
-
 class Trainer:
     """Runs optimizer steps of one job; knows nothing about recipes' kinds or the run's UI."""
 
-    def __init__(self, job, cfg, *, seed: int, total_steps: int | None = None, run_dir: Path, hooks: LoopHooks):
+    def __init__(self, job, cfg, *, seed: int, total_steps: int | None = None, run_dir: Path | RunDir, hooks: LoopHooks):
         self.job, self.model, self.cfg, self.seed = job, job.model, cfg, seed
-        self.run_dir, self.hooks = Path(run_dir), hooks
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.hooks = hooks
         self.phases: list[Phase] = list(job.phases) if job.phases else [Phase("train", total_steps or total_steps_for(cfg, job.train_size), cfg.learning_rate)]
         self.total_steps = sum(p.steps for p in self.phases)
         self.best_metric = cfg.best_metric
@@ -294,11 +290,11 @@ class Trainer:
         tmp = None
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            tmp = temp_dir_for(folder)
             self.job.save(tmp / self.job.artifact)
             opt_state = dict(tree_flatten(self.optimizer.state))
-            mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
-            atomic_write_text(tmp / "state.json", self.state.to_json())  # last: marks the checkpoint complete
+            mx.save_safetensors(str(tmp / CHECKPOINT_OPTIMIZER), opt_state)
+            atomic_write_text(tmp / CHECKPOINT_STATE, self.state.to_json())  # last: marks the checkpoint complete
             publish_dir(tmp, folder)
         except (OSError, RuntimeError) as exc:  # MLX's writer raises RuntimeError on a short write
             if tmp is not None:
@@ -308,8 +304,7 @@ class Trainer:
 
     def resume_latest(self) -> Path:
         """Load the newest checkpoint that is whole and loads; set aside (as corrupt-step-N) and name each one skipped."""
-        run = RunDir(self.run_dir)
-        for _, folder in reversed(run.checkpoints()):
+        for _, folder in reversed(self.run.checkpoints()):
             problem = checkpoint_problem(folder)
             if problem is None:
                 try:
@@ -317,19 +312,18 @@ class Trainer:
                     return folder
                 except (MlxftError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
                     problem = f"it does not load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-            aside = folder.with_name(f"corrupt-{folder.name}")
-            os.replace(folder, aside)  # out of the way, so this step can be checkpointed again; kept for a post-mortem
+            aside = self.run.set_aside(folder)  # out of the way, so this step can be checkpointed again
             self.hooks.emit(LogMessage("warning", f"skipped checkpoint {folder.name}: {problem}; moved to {aside.name}"))
-        raise RunError(f"{self.run_dir}: no usable checkpoint to resume from", hint="start the run again with `mlxft train`")
+        raise RunError(f"{self.run.path}: no usable checkpoint to resume from", hint="start the run again with `mlxft train`")
 
     def load_checkpoint(self, folder: Path) -> None:
-        state = LoopState.from_json((folder / "state.json").read_text())
+        state = LoopState.from_json((folder / CHECKPOINT_STATE).read_text())
         if not 0 <= state.phase < len(self.phases):
             raise ValueError(f"phase {state.phase} does not exist in this job")
         self._enter_phase(state.phase)  # the phase's trainable parts first: the optimizer state is over them
         self.job.load(folder / self.job.artifact)
         self.optimizer.init(self.model.trainable_parameters())
-        opt = mx.load(str(folder / "optimizer.safetensors"))
+        opt = mx.load(str(folder / CHECKPOINT_OPTIMIZER))
         self.optimizer.state = tree_unflatten(list(opt.items()))
         self.state = state
         mx.eval(self.model.state, self.optimizer.state)
@@ -337,17 +331,17 @@ class Trainer:
 
     def prune_checkpoints(self, keep: int) -> None:
         """Keep the newest `keep` checkpoints, plus the newest one from a step whose loss looked healthy."""
-        found = RunDir(self.run_dir).checkpoints()
+        found = self.run.checkpoints()
         healthy = [p for step, p in found if step <= self.state.healthy_step][-1:]
         for _, old in found[:-keep]:
             if old not in healthy:
-                _remove_checkpoint(old)
+                self.run.remove_checkpoint(old)
 
     def _drop_checkpoints_after(self, step: int) -> None:
         """After divergence: checkpoints written since the last healthy loss hold a broken model."""
-        for s, folder in RunDir(self.run_dir).checkpoints():
+        for s, folder in self.run.checkpoints():
             if s > step:
-                _remove_checkpoint(folder)
+                self.run.remove_checkpoint(folder)
 
     # -- the loop ---------------------------------------------------------------------------
     def _is_better(self, value: float) -> bool:
@@ -376,7 +370,7 @@ class Trainer:
         if is_best:
             st.best_value, st.best_step, st.evals_without_improvement = metrics[self.best_metric], st.step, 0
             if self.cfg.keep_best and st.step > 0:
-                self.job.save(self.run_dir / "best")
+                self.job.save(self.run.best_dir)
         else:
             st.evals_without_improvement += 1
         self.hooks.emit(self._eval_report(metrics, is_best, weight, t0))
@@ -451,7 +445,7 @@ class Trainer:
         return self.job.has_validation and self.cfg.eval_every is not None
 
     def checkpoint(self) -> Path:
-        folder = self.run_dir / "checkpoints" / f"step-{self.state.step:06d}"
+        folder = self.run.checkpoint_dir(self.state.step)
         if checkpoint_problem(folder) is not None:
             self.save_checkpoint(folder)
             self.prune_checkpoints(self.cfg.keep_checkpoints)
@@ -460,10 +454,10 @@ class Trainer:
 
     def save_result(self) -> tuple[Path, str | None]:
         """The run's result in RUN/<artifact>: the best evaluation's weights under keep_best, else the last step's."""
-        final, best = self.run_dir / self.job.artifact, self.run_dir / "best"
+        final, best = self.run.result_dir(self.job.artifact), self.run.best_dir
         st = self.state
         if self.cfg.keep_best and best.is_dir() and st.best_step != st.step:
-            tmp = self.run_dir / f".{self.job.artifact}-from-best"
+            tmp = self.run.best_copy_dir(self.job.artifact)
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(best, tmp)
             publish_dir(tmp, final)
@@ -492,17 +486,3 @@ class _Window:
     @property
     def metrics(self) -> dict[str, float]:
         return {k: v / max(self.weight, 1e-12) for k, v in self._metrics.items()}
-
-
-def total_steps_for(cfg, n_train: int) -> int:
-    """train.steps, or train.epochs over the training split."""
-    if cfg.steps is not None:
-        return cfg.steps
-    return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_train, cfg.batch_size, cfg.grad_accumulation)))
-
-
-def _remove_checkpoint(folder: Path) -> None:
-    """Rename first, then delete: a kill midway leaves a `.deleting-` folder (cleaned on the next start), never a half step-N."""
-    doomed = folder.with_name(f".deleting-{folder.name}")
-    os.replace(folder, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mlxft.atomic import atomic_write_text
 from mlxft.errors import MlxftError, RunError, write_error
 from mlxft.events import LogMessage, RunFailed, RunFinished, StepReport, event_from_dict, event_to_dict
 from mlxft.recipe import Recipe
-from mlxft.runs import MetricsWriter, RunDir, atomic_write_text
+from mlxft.runs import MetricsWriter, RunDir
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Run:
 
     @property
     def adapter_path(self) -> Path:
-        return self.path / "adapter"
+        return RunDir(self.path).adapter_dir
 
     @property
     def ok(self) -> bool:

@@ -15,6 +15,7 @@ from mlxft.events import LogMessage, RunFinished, RunStarted
 from mlxft.llm.preference import PreferenceJob
 from mlxft.llm.sft import SFTJob
 from mlxft.recipe import Recipe
+from mlxft.runs import RunDir
 from mlxft.train.loop import DivergedError, LoopHooks, Trainer
 
 JOBS = {"lm-lora": SFTJob, "lm-qlora": SFTJob, "lm-dora": SFTJob, "lm-full": SFTJob, "lm-dpo": PreferenceJob, "lm-orpo": PreferenceJob}
@@ -27,13 +28,14 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
 
     # -- setup --------------------------------------------------------------------------------
     job = JOBS[recipe.kind](recipe, emit)
+    run = RunDir(run_dir)
     if hasattr(job, "prepare"):
-        job.prepare(run_dir, emit)  # before a resume loads its checkpoint: the job's one-off work on the starting model
-    trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run_dir, hooks=hooks)
+        job.prepare(run.path, emit)  # before a resume loads its checkpoint: the job's one-off work on the starting model
+    trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run, hooks=hooks)
     if resume:
         resumed_from = trainer.resume_latest()
         emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
-    emit(RunStarted(run_dir=str(run_dir), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit,
+    emit(RunStarted(run_dir=str(run.path), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit,
                     charted=list(getattr(job, "charted", ())), **job.describe()))
 
     # -- train --------------------------------------------------------------------------------
@@ -41,7 +43,7 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
         status = trainer.fit()
     except DivergedError as exc:
         st = trainer.state
-        if (run_dir / "best").is_dir() and st.best_step:
+        if run.best_dir.is_dir() and st.best_step:
             exc.hint += f"; best/ holds the weights from before it diverged (validation {trainer.best_metric} {st.best_value:.4f} at step {st.best_step})"
         raise  # nothing is saved from a diverged model
 
@@ -49,7 +51,7 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
     final, note = trainer.save_result()
     if note:
         emit(LogMessage("info", note))
-    job.write_readme(run_dir)
+    job.write_readme(run)
     return RunFinished(
         step=trainer.state.step, status=status, adapter_path=str(final), best_val_loss=trainer.state.best_val_loss,
         final_train_loss=trainer.state.last_train_loss, seconds=time.perf_counter() - t0,

@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static, TabbedContent, TabPane
 
 from mlxft.errors import MlxftError
+from mlxft.runs import ADAPTER_DIR, RunDir
 from mlxft.textsafe import escape_controls, escape_lines
 from tui.runner import error_from_stderr, stream_command
 from tui.widgets.nav import NavBar
@@ -50,8 +51,8 @@ class EvalResults:
 def read_eval_folder(path: str | Path) -> EvalResults:
     """Results from an eval folder, or from a run directory that holds one in eval/."""
     folder = Path(path).expanduser()
-    if not (folder / "summary.json").is_file() and (folder / "eval" / "summary.json").is_file():
-        folder = folder / "eval"
+    if not (folder / "summary.json").is_file() and (RunDir(folder).eval_dir / "summary.json").is_file():
+        folder = RunDir(folder).eval_dir
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
         raise MlxftError(f"{folder}: no summary.json here", hint="open the folder `mlxft eval` wrote (RUN_DIR/eval, or the --out folder)")
@@ -297,15 +298,15 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
 
     def use_run(self, run: Path) -> None:
         """Fill the form for a run (its adapter, its base model) and show its last evaluation, if any."""
-        from mlxft.runs import RunDir, summarize_run
+        from mlxft.runs import summarize_run
 
         self.query_one("#eval-adapter", Input).value = str(run)
-        self.query_one("#eval-out", Input).value = str(run / "eval")
+        self.query_one("#eval-out", Input).value = str(RunDir(run).eval_dir)
         model = summarize_run(RunDir(run)).model
         if model:
             self.query_one("#eval-model", Input).value = model  # the adapter only fits the base it was trained on
-        if (run / "eval" / "summary.json").is_file():
-            self.open_results(run / "eval", switch=False)
+        if (RunDir(run).eval_dir / "summary.json").is_file():
+            self.open_results(RunDir(run).eval_dir, switch=False)
             self.set_status(f"showing the last evaluation of {run.name}; ctrl+g evaluates again (replacing it)")
 
     # -- actions -----------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             problems.append("Model: empty; type a catalogue key, Hub id or folder (or pick one on Models)")
         if not adapter:
             problems.append("Adapter: empty; type an adapter folder or run directory (or pick a run)")
-        elif not any((Path(adapter).expanduser() / p / "adapter_config.json").is_file() for p in (".", "adapter")):
+        elif not any((Path(adapter).expanduser() / p / "adapter_config.json").is_file() for p in (".", ADAPTER_DIR)):
             problems.append(f"Adapter: {adapter} holds no adapter_config.json (nor adapter/adapter_config.json)")
         if not bench:
             problems.append("Benchmark: empty; type a .jsonl file of {id, prompt, expected, cluster} rows")

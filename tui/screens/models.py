@@ -20,25 +20,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from mlxft.backend import GB, MEMORY_ENV, memory_to_judge
 from mlxft.errors import MlxftError
-from mlxft.llm.inventory import (
-    MEMORY_ENV,
-    SOURCES,
-    ModelListing,
-    default_hf_cache,
-    default_local_folders,
-    format_size,
-    list_models,
-    memory_to_judge,
-)
-from mlxft.train.memory import (
-    FIT_MARKS,
-    GB,
-    MemoryEstimate,
-    Verdict,
-    format_parameter_count,
-    table_settings,
-)
+from mlxft.llm.inventory import SOURCES, ModelListing, default_hf_cache, default_local_folders, format_size, list_models
+from mlxft.llm.memory import FIT_MARKS, MemoryEstimate, Verdict, format_parameter_count, table_settings
 from tui.widgets.nav import NavBar
 
 # (key, header); the order of the table's columns.

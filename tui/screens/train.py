@@ -18,10 +18,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, RichLog, Sparkline, TabbedContent, TabPane
 
+from mlxft.atomic import atomic_write_text
 from mlxft.errors import MlxftError
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
 from mlxft.recipe import Recipe, load_recipe
-from mlxft.runs import RunDir, atomic_write_text, list_runs, summarize_run
+from mlxft.runs import RunDir, list_runs, summarize_run
 from mlxft.textsafe import escape_controls
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
 from tui.widgets.chart import LineChart, Series
@@ -43,7 +44,7 @@ def memory_line(recipe: Recipe, data=None) -> str:
     """The memory plan for the form's recipe when the model's config is at hand (catalogue or folder), in the words
     and numbers `mlxft plan` prints; `data` is the train split's measured lengths (None: not measured yet)."""
     from mlxft.llm.catalogue import config_at_hand
-    from mlxft.train.memory import format_plan_line, plan_memory
+    from mlxft.llm.memory import format_plan_line, plan_memory
 
     config = config_at_hand(recipe.model)
     if config is None:
@@ -204,7 +205,7 @@ class TrainScreen(Screen):
 
     def show_memory_plan(self, recipe: Recipe) -> None:
         """The plan at once when the data is measured already; else measure it in a worker and show it when done."""
-        from mlxft.train.batch_shapes import cached_train_lengths
+        from mlxft.llm.batch_shapes import cached_train_lengths
 
         self._planned = recipe
         data = cached_train_lengths(recipe)
@@ -219,7 +220,7 @@ class TrainScreen(Screen):
     @work(thread=True, exclusive=True, group="memory-plan")
     def measure_data(self, recipe: Recipe) -> None:
         # Reading and tokenizing only (pure Python and Rust): no MLX on this thread.
-        from mlxft.train.batch_shapes import measure_train_lengths
+        from mlxft.llm.batch_shapes import measure_train_lengths
 
         data = measure_train_lengths(recipe)
         self.app.call_from_thread(self._show_plan, recipe, data)
@@ -521,7 +522,7 @@ class TrainScreen(Screen):
     def attach_typed_path(self) -> None:
         raw = self.query_one("#attach-path", Input).value.strip()
         path = Path(raw).expanduser()
-        if not (path / "recipe.yaml").is_file():
+        if not RunDir(path).recipe_path.is_file():
             self.app.show_error(f"{path} is not an mlxft run folder (no recipe.yaml)", hint="give the folder `mlxft train` printed, e.g. runs/my-run")
             return
         self.open_run(path)

@@ -1,28 +1,24 @@
-"""Peak-memory planning for a training run before any weights are loaded: an estimate from config.json numbers, a verdict, and cheaper settings.
+"""Peak-memory planning for a causal-LM training run before any weights are loaded: an estimate from config.json
+numbers, a verdict against this machine's memory, and cheaper settings.
 
 The estimate models mlx-lm's Llama/Qwen-style blocks and was calibrated on MLX's CPU backend against
 `mx.get_peak_memory()` for full training steps (forward, backward, AdamW update); see
-`benchmarks/memory_plan.py`. GB means 10**9 bytes, here and everywhere mlxft prints memory (peak_memory_gb,
-`mlxft doctor`, `mlxft models`, the TUI); `memory_to_judge()` is the one "available" number they all judge against.
+`benchmarks/memory_plan.py`. Memory is in GB (10**9 bytes) and judged against `mlxft.backend.memory_to_judge()`,
+as everywhere mlxft prints memory.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import platform
-import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from mlxft.backend import GB, default_compute_dtype, default_device_is_gpu, memory_to_judge
 from mlxft.errors import MlxftError, ModelError
+from mlxft.job import total_steps_for
+from mlxft.llm.batch_shapes import DataLengths, candidate_batches, ceiling_batch
 from mlxft.recipe import PREFERENCE_KINDS, LoraSection, TrainSection
-from mlxft.train.batch_shapes import DataLengths, candidate_batches, ceiling_batch
 
-GB = 10**9  # one unit everywhere mlxft prints memory
-MEMORY_ENV = "MLXFT_MEMORY_GB"  # judge against this many GB instead of this machine's available memory
 OVERHEAD_BYTES = 512 << 20  # the runtime itself: interpreter, MLX, tokenizer, allocator slack
 TIGHT_FRACTION = 0.8  # above this share of available memory the run may swap or be killed
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -302,122 +298,6 @@ def _role(name: str) -> str:
     return "attn_in"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# This machine
-
-
-def machine_memory() -> tuple[int, int]:
-    """(total, available) bytes of memory; on Apple Silicon, available is capped at what Metal may wire."""
-    total, available = _system_memory()
-    limit = _metal_working_set()
-    if limit:
-        available = min(available, limit)
-    return total, available
-
-
-def _system_memory() -> tuple[int, int]:
-    if sys.platform.startswith("linux"):
-        try:
-            info = {}
-            with open("/proc/meminfo", encoding="ascii") as f:
-                for line in f:
-                    key, _, rest = line.partition(":")
-                    info[key] = int(rest.split()[0]) * 1024
-            total = info["MemTotal"]
-            available = info.get("MemAvailable", info.get("MemFree", total))
-            return total, min(available, _cgroup_room(total))
-        except (OSError, KeyError, ValueError, IndexError):
-            pass
-    if sys.platform == "darwin":
-        try:
-            total = int(subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5, check=True).stdout)
-            return total, _vm_stat_available(total)
-        except (OSError, ValueError, subprocess.SubprocessError):
-            pass
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = page * os.sysconf("SC_PHYS_PAGES")
-    try:
-        available = page * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError):
-        available = total
-    return total, available
-
-
-def _cgroup_room(total: int) -> int:
-    # In a container the cgroup limit, not the host's free memory, decides when the kernel kills us.
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
-            limit = f.read().strip()
-        if limit == "max":
-            return total
-        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
-            used = int(f.read().strip())
-        with open("/sys/fs/cgroup/memory.stat", encoding="ascii") as f:
-            stat = dict(line.split() for line in f if line.count(" ") == 1)
-        # Inactive file cache counts as used but is given back on demand.
-        return max(0, int(limit) - used + int(stat.get("inactive_file", 0)))
-    except (OSError, ValueError):
-        return total
-
-
-def _vm_stat_available(total: int) -> int:
-    out = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=5, check=True).stdout
-    page = int(m.group(1)) if (m := re.search(r"page size of (\d+) bytes", out)) else 16384
-    pages = {}
-    for line in out.splitlines()[1:]:
-        key, _, value = line.partition(":")
-        if value.strip().rstrip(".").isdigit():
-            pages[key.strip()] = int(value.strip().rstrip("."))
-    # Free, inactive, speculative and purgeable pages can all be handed to a new allocation.
-    reclaimable = sum(pages.get(k, 0) for k in ("Pages free", "Pages inactive", "Pages speculative", "Pages purgeable"))
-    return min(total, reclaimable * page) if reclaimable else total
-
-
-def memory_to_judge(memory_gb: float | None = None) -> tuple[int, int]:
-    """(total, available) bytes every plan and verdict is judged against: `memory_gb` or $MLXFT_MEMORY_GB when given
-    (to see what fits a machine you do not have, and for repeatable tests), else this machine's `machine_memory()`."""
-    if memory_gb is None and os.environ.get(MEMORY_ENV):
-        try:
-            memory_gb = float(os.environ[MEMORY_ENV])
-        except ValueError:
-            raise MlxftError(f"{MEMORY_ENV}={os.environ[MEMORY_ENV]!r} is not a number of GB", hint=f"set it like {MEMORY_ENV}=16, or unset it") from None
-    if memory_gb is None:
-        return machine_memory()
-    if not memory_gb > 0 or math.isinf(memory_gb):
-        raise MlxftError(f"memory must be more than 0 GB, got {memory_gb:g}", hint="give the memory of the machine to judge against in GB, e.g. 16")
-    size = int(memory_gb * GB)
-    return size, size
-
-
-def _metal_working_set() -> int | None:
-    if sys.platform != "darwin":
-        return None
-    try:
-        # Asked whether or not mlx is loaded yet, so every command reports the same "available".
-        import mlx.core as mx
-    except ImportError:
-        return None
-    try:
-        if not mx.metal.is_available():
-            return None
-        info = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
-        return int(info["max_recommended_working_set_size"]) or None
-    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError):
-        return None
-
-
-def _default_device_is_gpu() -> bool:
-    try:
-        import mlx.core as mx  # mlxft is imported already (we are in it), so the fast BLAS is in place
-    except ImportError:
-        return sys.platform == "darwin" and platform.machine() == "arm64"
-    return mx.default_device() != mx.cpu
-
-
-def default_compute_dtype() -> str:
-    """What a recipe's dtype 'auto' means here: float32 on MLX's CPU backend, bfloat16 on a GPU."""
-    return "bfloat16" if _default_device_is_gpu() else "float32"
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Plans
@@ -460,7 +340,7 @@ def recipe_settings(recipe, config: dict | None = None) -> dict:
     'auto' dtype is resolved for this machine's default device. Given the model's config.json, a checkpoint saved
     quantized is planned as `load_model` treats it: kept quantized on a GPU or under QLoRA, else dequantized.
     """
-    gpu = _default_device_is_gpu()
+    gpu = default_device_is_gpu()
     dtype = recipe.dtype if recipe.dtype != "auto" else default_compute_dtype()
     bits, group = (recipe.quantize.bits, recipe.quantize.group_size) if recipe.quantize else (None, 64)
     saved = (config or {}).get("quantization") or (config or {}).get("quantization_config")
@@ -515,9 +395,7 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None):
             )
         measured = data.capped(max_len, recipe.data.overlong)
         micro = None
-        if data.exact:
-            from mlxft.train.loop import total_steps_for  # how many steps the run takes decides which batches it sees
-
+        if data.exact:  # how many steps the run takes decides which batches it sees
             micro = total_steps_for(recipe.train, measured.samples) * recipe.train.grad_accumulation
         shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching)
         def shaped(s) -> dict:
@@ -690,7 +568,7 @@ class ModelFit:
 def table_settings(gpu: bool | None = None) -> dict:
     """The estimate_memory keywords behind `mlxft models`: recipe defaults (LoRA, batch 4) at TABLE_SEQ_LEN tokens."""
     lora, train = LoraSection(), TrainSection()
-    gpu = _default_device_is_gpu() if gpu is None else gpu
+    gpu = default_device_is_gpu() if gpu is None else gpu
     return dict(
         rank=lora.rank, targets=lora.targets, lora_layers=lora.layers, batch_size=train.batch_size,
         seq_len=TABLE_SEQ_LEN, compute_dtype="bfloat16" if gpu else "float32", grad_checkpoint=False, gpu=gpu, method="lora",
