@@ -19,6 +19,7 @@ from mlxft.events import event_from_dict, event_to_dict
 # The layout of a run directory, which RunDir (and nothing else) spells out:
 #   recipe.yaml  metrics.jsonl  README.md  model.json  STOP  .lock
 #   checkpoints/step-NNNNNN/{<artifact>/, optimizer.safetensors, state.json}   best/   <artifact>/ (adapter/)   eval/
+#   cache/  a job's one-off work on the starting model, read back on resume (DPO's reference log-probs, image features)
 ADAPTER_DIR = "adapter"  # an LM job's artifact: the adapter folder in a run directory and in each checkpoint
 CHECKPOINT_STATE = "state.json"  # the loop state, written last: a checkpoint is complete once it is there
 CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
@@ -143,6 +144,12 @@ class RunDir:
     adapter_dir = property(lambda self: self.path / ADAPTER_DIR)
     best_dir = property(lambda self: self.path / "best")  # the best evaluation's weights, under train.keep_best
     eval_dir = property(lambda self: self.path / "eval")  # where `mlxft eval` of the run's adapter writes by default
+
+    def cache_path(self, name: str) -> Path:
+        """A file of the job's cache (computed once before training, read back on resume); its folder exists."""
+        folder = self.path / "cache"
+        folder.mkdir(exist_ok=True)
+        return folder / name
     stop_path = property(lambda self: self.path / "STOP")
 
     def result_dir(self, artifact: str) -> Path:

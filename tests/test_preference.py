@@ -185,7 +185,7 @@ def test_reference_logps_with_the_adapter_off_equal_the_base_models(tiny_llama, 
 def test_precomputed_reference_is_cached_and_not_recomputed_on_resume(tiny_llama, pairs, tmp_path):
     run = train(dpo_recipe(tiny_llama, pairs, tmp_path, train={"steps": 4, "save_every": 2, "eval_every": None}))
     assert run.ok, run.error
-    cached = run.path / REFERENCE_FILE
+    cached = run.path / "cache" / REFERENCE_FILE
     assert cached.is_file()
     logs = [e["message"] for e in events(run.path, "LogMessage")]
     assert any("computing the reference log-probs of 32 + 8 pairs" in m for m in logs)
@@ -228,7 +228,7 @@ def test_orpo_raises_the_chosen_answers_likelihood_and_the_odds_ratio(tiny_llama
     first, last = evals[0]["metrics"], evals[-1]["metrics"]
     assert last["nll_loss"] < first["nll_loss"] - 1.0
     assert last["log_odds_chosen"] > first["log_odds_chosen"] + 0.25 and last["rewards/accuracies"] >= 0.75
-    assert not (run.path / REFERENCE_FILE).exists()  # ORPO has no reference
+    assert not (run.path / "cache" / REFERENCE_FILE).exists()  # ORPO has no reference
 
 
 def test_dpo_on_top_of_an_sft_run_keeps_the_sft_adapter_as_its_reference(tiny_llama, chat_data, pairs, tmp_path):
@@ -290,8 +290,8 @@ def test_data_validate_measures_preference_pairs_as_training_sees_them(tiny_llam
 def test_plan_sizes_a_dpo_batch_as_both_answers_of_every_pair(tiny_llama, pairs, tmp_path):
     import json as _json
 
-    from mlxft.train.batch_shapes import measure_train_lengths
-    from mlxft.train.memory import plan_memory
+    from mlxft.llm.batch_shapes import measure_train_lengths
+    from mlxft.llm.memory import plan_memory
 
     recipe = recipe_from_dict(dpo_recipe(tiny_llama, pairs, tmp_path))
     config = _json.loads((Path(tiny_llama) / "config.json").read_text())

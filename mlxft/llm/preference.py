@@ -23,6 +23,7 @@ import numpy as np
 
 from mlxft.data.batches import collate, epoch_order, eval_order
 from mlxft.data.pairs import EncodedPair, PairEncoder, encode_pairs
+from mlxft.atomic import atomic_save_safetensors
 from mlxft.errors import DataError, write_error
 from mlxft.events import LogMessage
 from mlxft.job import Batch
@@ -31,8 +32,9 @@ from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.objective import split_forward
 from mlxft.llm.sft import SFTJob, read_train_valid
 from mlxft.recipe import Recipe
+from mlxft.runs import RunDir
 
-REFERENCE_FILE = "reference_logps.safetensors"  # in the run directory: the precomputed reference, read on resume
+REFERENCE_FILE = "reference_logps.safetensors"  # in the run's cache/: the precomputed reference, read on resume
 
 
 # -- the losses, on summed log-probs ----------------------------------------------------------------
@@ -165,7 +167,7 @@ class PreferenceJob(SFTJob):
         """Before training (and before a resume loads its checkpoint): the reference log-probs, from the cache or computed now."""
         if self.objective != "dpo" or self.live:
             return
-        path, fingerprint = Path(run_dir) / REFERENCE_FILE, self._fingerprint()
+        path, fingerprint = RunDir(run_dir).cache_path(REFERENCE_FILE), self._fingerprint()
         if path.is_file():
             arrays = load_safetensors_checked(path, "the cached reference log-probs", hint="delete it: the next run computes it again")
             meta = _metadata(path)
@@ -187,12 +189,9 @@ class PreferenceJob(SFTJob):
             arrays[f"{name}_chosen"], arrays[f"{name}_rejected"] = c, r
         if not all(np.isfinite(v).all() for v in arrays.values()):
             raise DataError("the starting model gives non-finite log-probs for some pairs", hint="check the base model (mlxft generate) and the data")
-        tmp = path.with_name(f".tmp-{path.name}")  # mx.save_safetensors appends .safetensors to any other name
         try:
-            mx.save_safetensors(str(tmp), {k: mx.array(v) for k, v in arrays.items()}, metadata={"fingerprint": fingerprint})
-            tmp.replace(path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            atomic_save_safetensors(path, {k: mx.array(v) for k, v in arrays.items()}, metadata={"fingerprint": fingerprint})
+        except (OSError, RuntimeError) as exc:
             raise write_error(exc, path, "write the reference log-probs") from None
         self.reference = arrays
 
