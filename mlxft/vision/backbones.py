@@ -102,7 +102,9 @@ def load_strict(model: Backbone, weights: dict, *, arch: str, source: str, torch
             f"{source}: {len(problems)} tensor(s) do not fit {arch}:\n  " + "\n  ".join(problems),
             hint="is this the right architecture? mlxft never keeps random weights where a checkpoint tensor does not fit",
         )
-    if head and not head <= weights.keys():
+    if model.head is None:
+        notes.append("the checkpoint has no classifier head: model.head is None; the job adds one")
+    elif not head <= weights.keys():
         notes.append("the checkpoint has no classifier head: the head is random; the job replaces it")
     elif head:
         notes.append(f"classifier head ({expected[HEAD + 'weight'].shape[0]} classes) kept; the job replaces it")
