@@ -131,6 +131,9 @@ def test_the_head_may_be_missing_or_have_any_number_of_classes():
     assert headless.model.features(mx.zeros((1, 32, 32, 3))).shape == (1, 256)
     with pytest.raises(ModelError, match="no classifier head"):
         headless.model(mx.zeros((1, 32, 32, 3)))
+    ckpt["fc.weight"] = np.zeros((7, 256), np.float32)  # half a head is a broken checkpoint, not a missing head
+    with pytest.raises(ModelError, match=r"missing: head\.bias \(7,\)"):
+        load(resnet, ckpt)
 
 
 def test_conv_kernels_are_transposed_by_name_even_when_both_layouts_have_the_same_shape():

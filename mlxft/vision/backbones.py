@@ -40,6 +40,19 @@ class Preprocess:
 IMAGENET = dict(mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255))
 
 
+def timm_preprocess(config: dict) -> Preprocess | None:
+    """The preprocessing a timm config.json states (`pretrained_cfg`), or None when it states none."""
+    import math
+
+    cfg = config.get("pretrained_cfg") or {}
+    if not cfg.get("mean") or not cfg.get("std"):
+        return None
+    size = int(cfg.get("input_size", [3, 224, 224])[-1])
+    crop = float(cfg.get("crop_pct", 0.875))
+    return Preprocess(size=size, resize=int(math.floor(size / crop)), mean=tuple(255 * m for m in cfg["mean"]),
+                      std=tuple(255 * s for s in cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
+
+
 class Backbone(nn.Module):
     """An NHWC float32 image model: `features` (pooled), `blocks()` in input->output order, an optional `head`."""
 
@@ -90,7 +103,8 @@ def load_strict(model: Backbone, weights: dict, *, arch: str, source: str, torch
     weights = {k: (v.transpose(0, 2, 3, 1) if k in conv and v.ndim == 4 else v) for k, v in weights.items()}
     notes, problems = [], []
     head = {k for k in expected if k.startswith(HEAD)}
-    for name in sorted(expected.keys() - weights.keys() - head):
+    exempt = head if not head & weights.keys() else set()  # a head is all there or all absent, never half
+    for name in sorted(expected.keys() - weights.keys() - exempt):
         problems.append(f"missing: {name} {tuple(expected[name].shape)}")
     for name in sorted(weights.keys() - expected.keys()):
         problems.append(f"unexpected: {name} {tuple(weights[name].shape)} (the {arch} model has no such tensor)")

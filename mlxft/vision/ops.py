@@ -8,6 +8,7 @@ CPU backend runs at memory speed, forward and backward.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -28,22 +29,70 @@ def pad_same(x: mx.array, kernel: int, stride: int) -> mx.array:
     return mx.pad(x, [(0, 0), (t, b), (l, r), (0, 0)])
 
 
-def depthwise_conv2d_shifted(x: mx.array, weight: mx.array, stride: int = 1) -> mx.array:
-    """Depthwise conv of an already padded NHWC `x` with `weight` [C, k, k, 1] (MLX layout), no padding.
-
-    Equals `mx.conv2d(x, weight, stride, groups=C)`: the sum over (i, j) of the strided window slice times weight[:, i, j].
-    """
+def _shifted_sum(x: mx.array, weight: mx.array, stride: int) -> mx.array:
     _, h, w, _ = x.shape
     k = weight.shape[1]
     ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
-    taps = weight.reshape(weight.shape[0], k * k).T  # [k*k, C]
     out = None
     for i in range(k):
         for j in range(k):
             window = x[:, i: i + stride * (ho - 1) + 1: stride, j: j + stride * (wo - 1) + 1: stride, :]
-            term = window * taps[i * k + j]
+            term = window * weight[:, i, j, 0]
             out = term if out is None else out + term
     return out
+
+
+def _input_grad(cot: mx.array, weight: mx.array, stride: int, h: int, w: int) -> mx.array:
+    """d(loss)/dx of the depthwise conv, one stride phase at a time (no strided scatter, no zero-dilated copy).
+
+    Input row s*Y+p gets cot[Y-t] * weight[p+s*t] for every tap t; each phase is a shifted multiply-add at the
+    output's resolution, and the s*s phases interleave back by a reshape.
+    """
+    b, ho, wo, c = cot.shape
+    k, s = weight.shape[1], stride
+    hp, wp, top = -(-h // s), -(-w // s), (k - 1) // s
+    padded = mx.pad(cot, [(0, 0), (top, max(hp - ho, 0)), (top, max(wp - wo, 0)), (0, 0)])
+    rows = []
+    for pi in range(s):
+        row = []
+        for pj in range(s):
+            acc = mx.zeros((b, hp, wp, c), dtype=cot.dtype)
+            for ti in range((k - 1 - pi) // s + 1):
+                for tj in range((k - 1 - pj) // s + 1):
+                    shifted = padded[:, top - ti: top - ti + hp, top - tj: top - tj + wp, :]
+                    acc = acc + shifted * weight[:, pi + s * ti, pj + s * tj, 0]
+            row.append(acc)
+        rows.append(mx.stack(row, axis=3))  # [b, hp, wp, s, c]
+    return mx.stack(rows, axis=2).reshape(b, hp * s, wp * s, c)[:, :h, :w]
+
+
+@lru_cache(maxsize=None)
+def _shifted_op(stride: int):
+    """The shifted depthwise conv for one stride, with its own backward (MLX's strided-slice backward scatters slowly)."""
+
+    @mx.custom_function
+    def op(x, weight):
+        return _shifted_sum(x, weight, stride)
+
+    @op.vjp
+    def op_vjp(primals, cot, _output):
+        x, weight = primals
+        k, (_, h, w, c), (_, ho, wo, _) = weight.shape[1], x.shape, cot.shape
+        dx = _input_grad(cot, weight, stride, h, w)
+        taps = [(x[:, i: i + stride * (ho - 1) + 1: stride, j: j + stride * (wo - 1) + 1: stride, :] * cot).sum(axis=(0, 1, 2))
+                for i in range(k) for j in range(k)]
+        return dx, mx.stack(taps, axis=1).reshape(c, k, k, 1)
+
+    return op
+
+
+def depthwise_conv2d_shifted(x: mx.array, weight: mx.array, stride: int = 1) -> mx.array:
+    """Depthwise conv of an already padded NHWC `x` with `weight` [C, k, k, 1] (MLX layout), no padding.
+
+    Equals `mx.conv2d(x, weight, stride, groups=C)`: the sum over taps (i, j) of the strided window slice times
+    weight[:, i, j]; the backward is written out the same way (see `_input_grad`).
+    """
+    return _shifted_op(int(stride))(x, weight)
 
 
 class DepthwiseConv2d(nn.Module):

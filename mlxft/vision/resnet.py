@@ -12,7 +12,7 @@ import re
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlxft.vision.backbones import IMAGENET, Backbone, LoadedBackbone, Preprocess, head_classes, load_strict
+from mlxft.vision.backbones import IMAGENET, Backbone, LoadedBackbone, Preprocess, head_classes, load_strict, timm_preprocess
 
 BN_EPS = 1e-5
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
@@ -167,5 +167,5 @@ def from_checkpoint(weights: dict, config: dict, source: str) -> LoadedBackbone:
         pre = Preprocess(size=224, resize=256, mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), interpolation="bilinear",
                          channels="BGR", keep_aspect=False)
     else:
-        pre = Preprocess(size=224, resize=256, interpolation="bilinear", **IMAGENET)
+        pre = timm_preprocess(config) or Preprocess(size=224, resize=256, interpolation="bilinear", **IMAGENET)
     return LoadedBackbone(model.eval(), pre, arch, source, notes)

@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlxft.vision.backbones import IMAGENET, Backbone, LoadedBackbone, Preprocess, head_classes, load_strict
+from mlxft.vision.backbones import IMAGENET, Backbone, LoadedBackbone, Preprocess, head_classes, load_strict, timm_preprocess
 
 CUBIC_A = -0.75
 
@@ -220,12 +220,9 @@ def from_checkpoint(weights: dict, config: dict, source: str) -> LoadedBackbone:
 
 
 def _preprocess(config: dict, family: str, layout: str, patch: int) -> Preprocess:
-    cfg = config.get("pretrained_cfg") or {}
-    if cfg.get("mean"):  # timm's config.json says what its weights expect
-        size = int(cfg.get("input_size", [3, 224, 224])[-1])
-        crop = float(cfg.get("crop_pct", 0.875))
-        return Preprocess(size=size, resize=int(math.floor(size / crop)), mean=tuple(255 * m for m in cfg["mean"]),
-                          std=tuple(255 * s for s in cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
+    timm = timm_preprocess(config)
+    if timm is not None:
+        return timm
     if family == "dinov2":
         return Preprocess(size=224, resize=256, interpolation="bicubic", **IMAGENET)
     if layout == "ViTModel":  # google/vit-*: the whole image to 224x224, (x/255 - 0.5)/0.5
