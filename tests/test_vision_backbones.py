@@ -168,23 +168,20 @@ def test_hugging_face_resnet_names_load_like_torchvision_ones():
 
 # ---------------------------------------------------------------- the restricted torch reader
 
-class _Fake:
-    """Stand-ins that pickle under torch's global names (no torch needed to write a torch file)."""
-
-
 @pytest.fixture
 def fake_torch(monkeypatch):
+    """Stand-ins registered under torch's global names, so a torch file can be written without torch."""
     torch_mod, utils_mod = types.ModuleType("torch"), types.ModuleType("torch._utils")
 
-    class FloatStorage:
-        pass
+    for kind in ("FloatStorage", "BFloat16Storage"):
+        storage_type = type(kind, (), {"__module__": "torch", "__qualname__": kind})
+        setattr(torch_mod, kind, storage_type)
 
     def _rebuild_tensor_v2(*args):
         raise AssertionError("never called when writing")
 
-    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
     _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
-    torch_mod.FloatStorage, torch_mod._utils = FloatStorage, utils_mod
+    torch_mod._utils = utils_mod
     utils_mod._rebuild_tensor_v2 = _rebuild_tensor_v2
     monkeypatch.setitem(sys.modules, "torch", torch_mod)
     monkeypatch.setitem(sys.modules, "torch._utils", utils_mod)
@@ -192,8 +189,9 @@ def fake_torch(monkeypatch):
 
 
 class _Storage:
-    def __init__(self, key, data):
-        self.key, self.data = key, np.ascontiguousarray(data, dtype=np.float32)
+    def __init__(self, key, data, kind="FloatStorage"):
+        dtype = np.float32 if kind == "FloatStorage" else np.uint16
+        self.key, self.kind, self.data = key, kind, np.ascontiguousarray(data, dtype=dtype)
 
 
 class _Tensor:
@@ -217,8 +215,8 @@ def write_torch_file(path: Path, tensors: dict, torch_mod, *, zipped: bool) -> N
     class Writer(pickle.Pickler):
         def persistent_id(self, obj):
             if isinstance(obj, _Storage):
-                return ("storage", torch_mod.FloatStorage, obj.key, "cpu", obj.data.size, None) if not zipped else (
-                    "storage", torch_mod.FloatStorage, obj.key, "cpu", obj.data.size)
+                pid = ("storage", getattr(torch_mod, obj.kind), obj.key, "cpu", obj.data.size)
+                return pid if zipped else pid + (None,)
             return None
 
     buf = io.BytesIO()
@@ -243,9 +241,11 @@ def write_torch_file(path: Path, tensors: dict, torch_mod, *, zipped: bool) -> N
 def test_a_hand_written_torch_file_reads_with_its_strides(tmp_path, fake_torch, zipped):
     flat = _Storage("0", np.arange(12))
     other = _Storage("1", np.arange(100, 104))
+    bf16 = _Storage("2", (np.array([1.5, -2.0, 0.25], np.float32).view(np.uint32) >> 16), "BFloat16Storage")
     tensors = {"w": _Tensor(flat, 0, (2, 3), (1, 2)),  # a transposed view: not C-contiguous
                "b": _Tensor(flat, 6, (3,), (2,)),
-               "c": _Tensor(other, 0, (2, 2), (2, 1))}
+               "c": _Tensor(other, 0, (2, 2), (2, 1)),
+               "h": _Tensor(bf16, 0, (3,), (1,))}
     path = tmp_path / ("m.pt" if zipped else "m.pth")
     write_torch_file(path, tensors, fake_torch, zipped=zipped)
     out = read_torch_checkpoint(path)
@@ -253,6 +253,7 @@ def test_a_hand_written_torch_file_reads_with_its_strides(tmp_path, fake_torch, 
     assert np.array_equal(out["b"], [6, 8, 10])
     assert np.array_equal(out["c"], [[100, 101], [102, 103]])
     assert out["w"].flags["C_CONTIGUOUS"] and out["w"].dtype == np.float32
+    assert out["h"].dtype == np.float32 and np.array_equal(out["h"], [1.5, -2.0, 0.25])
 
 
 def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path, fake_torch):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import re
 
-import mlx.core as mx
 import mlx.nn as nn
 
 from mlxft.vision.backbones import Backbone, LoadedBackbone, Preprocess, head_classes, load_strict

@@ -28,6 +28,7 @@ STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
     "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
     "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "BFloat16Storage": np.uint16,  # numpy has no bfloat16: read the bits, widen to float32 afterwards
 }
 PICKLE_HINT = "only state dicts of plain tensors can be read; convert the checkpoint to safetensors to load anything else"
 
@@ -51,6 +52,7 @@ class _StorageRef:
     dtype: type
     numel: int
     view: tuple[int, int] | None = None  # (offset, numel) of a storage view into the root storage (legacy files)
+    bfloat16: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         view = pid[5] if len(pid) > 5 else None
         if view is not None:  # legacy storage view: (view_key, offset, view_numel)
             view = (int(view[1]), int(view[2]))
-        return _StorageRef(str(pid[2]), pid[1].dtype, int(pid[4]), view)
+        return _StorageRef(str(pid[2]), pid[1].dtype, int(pid[4]), view, pid[1].name == "BFloat16Storage")
 
 
 def _unpickle(data, source: str):
@@ -168,7 +170,10 @@ def _materialize(name: str, ref: _TensorRef, raw: dict[str, bytes], path) -> np.
     flat = np.frombuffer(raw[st.key], dtype=st.dtype)
     if st.view is not None:
         flat = flat[st.view[0]: st.view[0] + st.view[1]]
-    return strided_view(flat, ref.offset, ref.size, ref.stride, what=f"{path}: tensor {name!r}")
+    out = strided_view(flat, ref.offset, ref.size, ref.stride, what=f"{path}: tensor {name!r}")
+    if st.bfloat16:
+        out = (out.astype(np.uint32) << 16).view(np.float32)
+    return out
 
 
 def strided_view(flat: np.ndarray, offset: int, size, stride, *, what: str = "tensor") -> np.ndarray:
