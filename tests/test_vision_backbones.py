@@ -166,6 +166,26 @@ def test_hugging_face_resnet_names_load_like_torchvision_ones():
     assert np.allclose(np.array(loaded.model(x)), np.array(model(x)), atol=1e-6)
 
 
+def test_hugging_face_vit_names_load_and_match():
+    mx.random.seed(4)
+    model = vit.VisionTransformer(dim=32, depth=2, heads=2, patch=4, grid=4, num_classes=3).eval()
+    ours_to_hf = [("cls_token", "embeddings.cls_token"), ("pos_embed", "embeddings.position_embeddings"),
+                  ("patch_embed.", "embeddings.patch_embeddings.projection."), ("layers.", "encoder.layer."),
+                  ("norm1.", "layernorm_before."), ("norm2.", "layernorm_after."), ("attn.proj.", "attention.output.dense."),
+                  ("attn.", "attention.attention."), ("mlp.fc1.", "intermediate.dense."), ("mlp.fc2.", "output.dense.")]
+    hf = {}
+    for k, v in torch_layout(model).items():
+        for ours, theirs in ours_to_hf:
+            k = k.replace(ours, theirs)
+        k = re.sub(r"^norm\.", "layernorm.", k)
+        hf["classifier." + k[5:] if k.startswith("head.") else "vit." + k] = v
+    hf["vit.pooler.dense.weight"] = np.zeros((32, 32), np.float32)
+    loaded = vit.from_checkpoint(as_mx(hf), {"num_attention_heads": 2, "layer_norm_eps": 1e-6}, "tiny-vit")
+    x = mx.random.normal((1, 16, 16, 3))
+    assert np.allclose(np.array(loaded.model(x)), np.array(model(x)), atol=1e-5)
+    assert any("pooler" in n for n in loaded.notes) and loaded.preprocess.keep_aspect is False
+
+
 # ---------------------------------------------------------------- the restricted torch reader
 
 @pytest.fixture
