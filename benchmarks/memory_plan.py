@@ -110,7 +110,7 @@ class OneBatchJob:
     def train_order(self, epoch, batch_size, seed):
         return [list(range(len(self.samples)))]
 
-    def train_batch(self, indices):
+    def train_batch(self, indices, epoch=0):
         b = collate([self.samples[i] for i in indices])
         return Batch((mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights)), float(b.trained_tokens), b.trained_tokens)
 

@@ -8,7 +8,7 @@ ensure_fast_blas()  # before anything imports mlx.core
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "train"]
+__all__ = ["__version__", "image_classifier", "load", "train"]
 
 
 def train(recipe, **kwargs):
@@ -23,3 +23,10 @@ def load(model, adapter=None, **kwargs):
     from mlxft.api import load as _load
 
     return _load(model, adapter=adapter, **kwargs)
+
+
+def image_classifier(run):
+    """A trained image classifier (an image-classify run or its model folder): clf(path or PIL image) -> [{"label", "score"}]."""
+    from mlxft.vision.predict import load_classifier
+
+    return load_classifier(run)

@@ -129,6 +129,9 @@ def cmd_plan(args) -> int:
     from mlxft.llm.memory import format_plan, plan_memory
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.kind == "image-classify":
+        raise MlxftError("mlxft plan sizes language-model runs; an image-classify run's memory is the backbone's at batch_size images",
+                         hint="the first steps' peak memory is in the progress line (and the run's metrics.jsonl)")
     available = memory_to_judge(args.memory_gb)[1]
     folder = Path(recipe.model).expanduser()
     if folder.is_dir():
@@ -303,6 +306,13 @@ def cmd_eval(args) -> int:
     from mlxft.runs import RunDir
     from mlxft.textsafe import escape_lines
 
+    if args.run:
+        return _eval_images(args)
+    missing = [f"--{k}" for k in ("model", "adapter", "bench") if not getattr(args, k)]
+    if missing:
+        raise MlxftError(f"mlxft eval of a language model needs {', '.join(missing)}",
+                         hint="mlxft eval --model BASE --adapter RUN_DIR --bench bench.jsonl; for an image classifier: mlxft eval RUN_DIR --split test")
+
     def progress(done: int, total: int, phase: str) -> None:
         if args.progress_json:
             print(json.dumps({"phase": phase, "done": done, "total": total}), flush=True)
@@ -322,6 +332,48 @@ def cmd_eval(args) -> int:
     print(format_terminal(result))
     print(escape_lines([*(f"{name.replace('_', ' ')} matrix: {paths[name]}" for name in ("confusion_base", "confusion_tuned") if name in paths),
                         f"report: {paths['report']}", f"run log: {paths['log']} (for `mlxft data failures`)", f"summary: {paths['summary']}"]))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from mlxft.textsafe import escape_controls
+    from mlxft.vision.predict import image_paths, load_classifier
+
+    clf = load_classifier(args.run)
+    paths = image_paths(args.images)
+    if not paths:
+        raise MlxftError(f"{args.images}: no images in this folder", hint="images end in .jpg, .png, .webp, ...")
+    if args.top_k is not None and args.top_k < 1:
+        raise MlxftError(f"--top-k {args.top_k}: must be 1 or more")
+    probs = clf.probabilities(paths)
+    k = min(args.top_k or (len(clf.labels) if args.json else 1), len(clf.labels))
+    for path, p in zip(paths, probs):
+        order = p.argsort()[::-1]
+        if args.json:
+            print(json.dumps({"image": str(path), "label": clf.labels[order[0]], "scores": {clf.labels[i]: float(p[i]) for i in order[:k]}}))
+        else:
+            print(escape_controls(f"{path}  " + "  ".join(f"{clf.labels[i]} {p[i]:.3f}" for i in order[:k])))
+    return 0
+
+
+def _eval_images(args) -> int:
+    from mlxft.recipe import load_recipe
+    from mlxft.runs import RunDir
+    from mlxft.textsafe import escape_lines
+    from mlxft.vision.evaluate import evaluate_images, format_evaluation, write_evaluation
+    from mlxft.vision.predict import load_classifier
+
+    clf = load_classifier(args.run)
+    run = RunDir.containing(clf.folder)
+    data = args.data
+    if data is None:
+        if run is None:
+            raise MlxftError(f"{args.run}: not inside a run directory, so its data is unknown", hint="pass --data IMAGE_FOLDER")
+        data = load_recipe(run.recipe_path).data.path
+    result = evaluate_images(clf, data, args.split, threshold_for=args.threshold_for)
+    out = Path(args.out) if args.out else (run.eval_dir / args.split if run else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
+    paths = write_evaluation(result, out)
+    print(escape_lines([*format_evaluation(result).splitlines(), *(f"{k}: {v}" for k, v in paths.items())]))
     return 0
 
 
@@ -520,10 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
             s.epilog = "--json protocol:\n" + _chat_json_protocol()
         s.set_defaults(fn=fn)
 
-    s = sub.add_parser("eval", help="base vs fine-tuned on the same benchmark: target cluster, the rest, regressions, a verdict")
-    s.add_argument("--model", required=True)
-    s.add_argument("--adapter", required=True, help="adapter folder or run directory")
-    s.add_argument("--bench", required=True, help="benchmark JSONL: id, prompt or messages, expected, cluster, grader")
+    s = sub.add_parser("eval", help="base vs fine-tuned on the same benchmark: target cluster, the rest, regressions, a verdict; "
+                                    "or an image classifier run on a labelled image split")
+    s.add_argument("run", nargs="?", metavar="RUN", help="an image-classify run (or its model folder): evaluate it on --split of --data")
+    s.add_argument("--model", help="language models: the base model")
+    s.add_argument("--adapter", help="language models: adapter folder or run directory")
+    s.add_argument("--bench", help="language models: benchmark JSONL: id, prompt or messages, expected, cluster, grader")
+    s.add_argument("--data", help="image classifiers: the image data (default: the run's data.path)")
+    s.add_argument("--split", default="test", help="image classifiers: the labelled split to evaluate (default test)")
+    s.add_argument("--threshold-for", metavar="LABEL=RECALL", help="image classifiers: choose the threshold on P(LABEL) that reaches RECALL on the valid split, and report the operating point")
     s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster; the whole benchmark when none is labelled)")
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
     s.add_argument("--heldout", help="data folder for held-out loss of base and tuned")
@@ -537,6 +594,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help='for programs: stdout is JSON lines, {"phase": "base", "done": 8, "total": 24} as batches finish, '
                         'then {"finished": true, "out": ..., "verdict": ..., "paths": {...}}')
     s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("predict", help="label images with a trained image classifier")
+    s.add_argument("run", metavar="RUN", help="an image-classify run directory (or its model folder)")
+    s.add_argument("images", metavar="IMAGE|FOLDER", help="one image, or a folder (every image under it)")
+    s.add_argument("--top-k", type=int, help="labels shown per image (default 1; --json: all)")
+    s.add_argument("--json", action="store_true", help="one JSON object per image: image, label, scores")
+    s.set_defaults(fn=cmd_predict)
 
     data = sub.add_parser("data", help="curate data: split, failure clusters, review, build training sets").add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     from mlxft.data.formats import FORMATS

@@ -13,7 +13,8 @@ from mlxft.errors import RecipeError
 
 LM_KINDS = ("lm-lora", "lm-qlora", "lm-dora", "lm-full")
 PREFERENCE_KINDS = ("lm-dpo", "lm-orpo")
-KINDS = (*LM_KINDS, *PREFERENCE_KINDS)
+VISION_KINDS = ("image-classify",)
+KINDS = (*LM_KINDS, *PREFERENCE_KINDS, *VISION_KINDS)
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -63,9 +64,10 @@ class _Strict(BaseModel):
 
 class DataSection(_Strict):
     path: str = Field(description="A folder with train/valid/test .jsonl files, one .jsonl file, or a saved `datasets` folder.")
-    format: Literal["auto", "text", "completion", "chat", "preference"] = Field(
+    format: Literal["auto", "text", "completion", "chat", "preference", "image-classification"] = Field(
         "auto", description="text: {text}; completion: {prompt, completion}; chat: {messages: [{role, content}]}; "
-        "preference (lm-dpo, lm-orpo): {prompt, chosen, rejected} and the other published layouts."
+        "preference (lm-dpo, lm-orpo): {prompt, chosen, rejected} and the other published layouts; "
+        "image-classification (image-classify): <split>/<label>/<image> folders or {image, label} rows."
     )
     mask_prompt: bool = Field(True, description="Train only on completions / assistant turns; prompt tokens get no loss.")
     max_seq_length: Annotated[Count, Field(gt=8)] = Field(2048, description="Token budget of one sample.")
@@ -117,6 +119,33 @@ class PreferenceSection(_Strict):
     adapter: Literal["lora", "dora", "full"] = Field("lora", description="What is trained: LoRA or DoRA adapters (lora section), or every weight. With init_adapter, that adapter's kind.")
 
 
+class VisionSection(_Strict):
+    """Image classification (image-classify): two phases on a pretrained backbone."""
+
+    image_size: Annotated[Count, Field(ge=16, le=1024)] | None = Field(None, description="Input side in pixels; null: the backbone's own (e.g. 224). Smaller is much faster on a CPU.")
+    head_epochs: Annotated[float, Field(ge=0)] = Field(10.0, description="Phase 1: epochs training only the new head on the frozen backbone (on cached features: fast).")
+    head_learning_rate: Annotated[float, Field(gt=0)] = Field(1e-3, description="Phase 1 learning rate.")
+    finetune_epochs: Annotated[float, Field(ge=0)] = Field(3.0, description="Phase 2: epochs with the last `unfreeze` blocks trained too, on augmented images; 0 skips it.")
+    finetune_learning_rate: Annotated[float, Field(gt=0)] = Field(1e-4, description="Phase 2 learning rate.")
+    unfreeze: Annotated[Count, Field(gt=0)] | Literal["all"] = Field(2, description="Phase 2 trains the last N blocks of the backbone (or all).")
+    cache_features: bool = Field(True, description="Phase 1 trains on the frozen backbone's features, computed once and cached in the run directory.")
+    cache_views: Annotated[Count, Field(gt=0, le=16)] = Field(1, description="Augmented views per training image in the feature cache (1: the centre crop only).")
+    augment: bool = Field(True, description="Random resized crops, flips and light brightness/contrast jitter (seeded: resume is exact).")
+    class_weights: Literal["auto", "none"] = Field("auto", description="auto: weight the loss by inverse class frequency; none: every image counts the same.")
+    sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: every class equally often in each epoch.")
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(0.2, description="Dropout before the new head.")
+    valid_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(0.15, description="Without a valid split, this share of the training images (stratified, seeded) is held out.")
+
+    @model_validator(mode="after")
+    def _something_to_train(self):
+        if self.head_epochs == 0 and self.finetune_epochs == 0:
+            raise ValueError("head_epochs and finetune_epochs are both 0: nothing to train; set one of them, e.g. head_epochs: 10")
+        if self.head_epochs and not self.cache_features:
+            raise ValueError("cache_features: false is not supported yet: phase 1 trains on cached features; set head_epochs: 0 to fine-tune through the backbone only")
+        return self
+
+
 class TrainSection(_Strict):
     steps: Annotated[Count, Field(gt=0)] | None = Field(None, description="Optimizer steps; set this or epochs.")
     epochs: Annotated[float, Field(gt=0)] | None = Field(None, description="Passes over the training split (used when steps is not set).")
@@ -150,10 +179,11 @@ class TrainSection(_Strict):
 
 
 class Recipe(_Strict):
-    kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full", "lm-dpo", "lm-orpo"] = Field(
-        description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM; lm-dpo / lm-orpo: preference tuning (DPO, ORPO) on preference pairs."
+    kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full", "lm-dpo", "lm-orpo", "image-classify"] = Field(
+        description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM; lm-dpo / lm-orpo: preference tuning (DPO, ORPO) on preference pairs; "
+        "image-classify: a pretrained image backbone with a new head."
     )
-    model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file.")
+    model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file; for image-classify a backbone (a name such as efficientnet-lite0, a Hub id, a folder or a .pth).")
     name: Annotated[str | None, AfterValidator(_run_name)] = Field(None, description="Run name: one folder name (no '/'); the run directory is output_dir/name.")
     output_dir: str = Field("runs", description="Where run directories are created.")
     seed: Count = 0
@@ -166,6 +196,7 @@ class Recipe(_Strict):
     quantize: QuantizeSection | None = Field(None, description="Quantize the base on load (QLoRA). lm-qlora defaults to 4 bits.")
     train: TrainSection = Field(default_factory=TrainSection)
     preference: PreferenceSection = Field(default_factory=PreferenceSection)
+    vision: VisionSection = Field(default_factory=VisionSection)
     init_adapter: str | None = Field(
         None, description="Start from a trained adapter (a run directory or an adapter folder), e.g. DPO on top of an SFT run; its rank, targets and kind are used."
     )
@@ -176,6 +207,12 @@ class Recipe(_Strict):
             self.__dict__["quantize"] = QuantizeSection()
         if self.method == "full" and self.quantize is not None:
             raise ValueError("full fine-tuning cannot train a quantized base; remove `quantize` or use lm-qlora")
+        if self.kind in VISION_KINDS:
+            return self._vision_rules()
+        if "vision" in self.model_fields_set:
+            raise ValueError(f"the vision section is read by image-classify only, and kind is {self.kind}; remove it")
+        if self.data.format == "image-classification":
+            raise ValueError(f"data.format image-classification trains with kind image-classify, not {self.kind}")
         if self.kind not in PREFERENCE_KINDS:
             if self.data.format == "preference":
                 raise ValueError(f"data.format preference trains with kind lm-dpo or lm-orpo, not {self.kind}")
@@ -188,8 +225,26 @@ class Recipe(_Strict):
             raise ValueError(f"preference.reference live needs the base as the reference, and {why}; use preference.reference: precompute")
         return self
 
+    def _vision_rules(self):
+        if self.data.format not in ("auto", "image-classification"):
+            raise ValueError(f"image-classify trains on labelled images: set data.format to image-classification (or auto), not {self.data.format}")
+        def changed(section, names):  # fields set to something other than their default: a setting this job would ignore
+            fields = type(section).model_fields
+            return [k for k in names if k in section.model_fields_set and getattr(section, k) != fields[k].get_default(call_default_factory=True)]
+
+        lm_only = [f"data.{k}" for k in changed(self.data, sorted(set(DataSection.model_fields) - {"path", "format", "train_split", "valid_split", "test_split"}))]
+        lm_only += [k for k in ("lora", "quantize", "preference") if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].get_default(call_default_factory=True)]
+        lm_only += ["init_adapter"] if self.init_adapter else []
+        lm_only += [f"train.{k}" for k in changed(self.train, ("steps", "epochs", "learning_rate", "grad_checkpoint"))]
+        if lm_only:
+            raise ValueError(f"image-classify does not read {', '.join(lm_only)} (language-model settings; an image classifier's "
+                             "phases and learning rates are vision.head_epochs, vision.finetune_epochs and theirs); remove them")
+        return self
+
     @property
     def method(self) -> str:
+        if self.kind in VISION_KINDS:
+            return "image-classify"
         if self.kind in PREFERENCE_KINDS:
             return self.preference.adapter
         return {"lm-lora": "lora", "lm-qlora": "lora", "lm-dora": "dora", "lm-full": "full"}[self.kind]
@@ -199,6 +254,13 @@ class Recipe(_Strict):
         data = self.model_dump(mode="json")
         if self.kind not in PREFERENCE_KINDS:
             data.pop("preference")
+        if self.kind not in VISION_KINDS:
+            data.pop("vision")
+        else:
+            for key in ("lora", "quantize", "preference", "init_adapter"):
+                data.pop(key, None)
+            data["data"] = {k: v for k, v in data["data"].items() if k in ("path", "format", "train_split", "valid_split", "test_split")}
+            data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "epochs", "learning_rate", "grad_checkpoint")}
         return data
 
     def to_yaml(self) -> str:

@@ -150,6 +150,34 @@ class RunDir:
         folder = self.path / "cache"
         folder.mkdir(exist_ok=True)
         return folder / name
+
+    def read_cache(self, name: str, fingerprint: str, what: str) -> tuple[dict | None, str | None]:
+        """(numpy arrays, None) when cache/NAME holds what was computed for `fingerprint`; else (None, why not, or None if absent)."""
+        import numpy as np
+
+        from mlxft.llm.model_files import load_safetensors_checked
+
+        path = self.cache_path(name)
+        if not path.is_file():
+            return None, None
+        arrays = load_safetensors_checked(path, what, hint="delete it: the next run computes it again")
+        with open(path, "rb") as f:
+            meta = json.loads(f.read(int.from_bytes(f.read(8), "little"))).get("__metadata__") or {}
+        if meta.get("fingerprint") != fingerprint:
+            return None, f"{path.name} was computed for other data, settings or model: computing it again"
+        return {k: np.array(v) for k, v in arrays.items()}, None
+
+    def write_cache(self, name: str, arrays: dict, fingerprint: str, what: str) -> None:
+        """Write cache/NAME (numpy arrays) atomically, stamped with the fingerprint `read_cache` checks."""
+        import mlx.core as mx
+
+        from mlxft.atomic import atomic_save_safetensors
+
+        path = self.cache_path(name)
+        try:
+            atomic_save_safetensors(path, {k: mx.array(v) for k, v in arrays.items()}, metadata={"fingerprint": fingerprint})
+        except (OSError, RuntimeError) as exc:
+            raise write_error(exc, path, f"write {what}") from None
     stop_path = property(lambda self: self.path / "STOP")
 
     def result_dir(self, artifact: str) -> Path:

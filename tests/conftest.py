@@ -74,3 +74,27 @@ def lm_recipe(model: Path, data_path: Path, out: Path, **sections) -> dict:
     for key, value in sections.items():
         recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
     return recipe
+
+
+def train_and_sigkill_at(recipe: dict, out: Path, step: int, cwd: Path, timeout: float = 180.0) -> Path:
+    """Start `mlxft train` on `recipe` (its output_dir is `out`), SIGKILL the CLI and its training child as soon as the
+    step-`step` checkpoint is complete, and return the run directory (the run must not have finished)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    path = Path(cwd) / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = subprocess.Popen([sys.executable, "-m", "mlxft", "train", str(path)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    t0 = time.time()
+    while not any(Path(out).glob(f"*/checkpoints/step-{step:06d}/state.json")) and time.time() - t0 < timeout:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = next(Path(out).iterdir())
+    assert '"RunFinished"' not in (run_dir / "metrics.jsonl").read_text(), "the run must have been killed before it finished"
+    return run_dir

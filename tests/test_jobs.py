@@ -51,7 +51,7 @@ class Blobs:
         perm = np.random.default_rng([seed, epoch]).permutation(self.train_idx)
         return [perm[i : i + batch_size].tolist() for i in range(0, len(perm), batch_size)]
 
-    def train_batch(self, idx):
+    def train_batch(self, idx, epoch):
         return Batch((mx.array(self.x[idx]), mx.array(self.y[idx])), weight=float(len(idx)), size=len(idx))
 
     def eval_batches(self, batch_size, max_batches):

@@ -3,9 +3,7 @@ a run learns its pairs, and a run killed with SIGKILL resumes to the same metric
 
 import json
 import math
-import os
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +11,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-import yaml
 
-from conftest import ANIMALS, COLORS, write_jsonl
+from conftest import ANIMALS, COLORS, train_and_sigkill_at, write_jsonl
 from mlxft.api import train
 from mlxft.data.pairs import PairEncoder, PairStats, encode_pairs
 from mlxft.data.sources import Record
@@ -253,19 +250,7 @@ def test_dpo_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_llama, pai
     assert reference.ok, reference.error
     expected = {e["step"]: e for e in events(reference.path, "StepReport")}
 
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(dpo_recipe(tiny_llama, pairs, tmp_path / "killed", **sections)))
-    proc = subprocess.Popen(MLXFT + ["train", str(recipe)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    root = tmp_path / "killed"
-    import time
-
-    t0 = time.time()
-    while not any(root.glob("*/checkpoints/step-000010/state.json")) and time.time() - t0 < 120:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    run_dir = next(root.iterdir())
-    assert not events(run_dir, "RunFinished"), "the run must have been killed before it finished"
+    run_dir = train_and_sigkill_at(dpo_recipe(tiny_llama, pairs, tmp_path / "killed", **sections), tmp_path / "killed", 10, tmp_path)
     out = subprocess.run(MLXFT + ["train", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     got = {e["step"]: e for e in events(run_dir, "StepReport")}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlxft.backend import GB
-from mlxft.errors import BrokenFileError, MlxftError, ModelError
+from mlxft.errors import BrokenFileError, ModelError
 from mlxft.llm.catalogue import ModelEntry, load_catalogue
 from mlxft.llm.memory import FIT_MARKS, ModelFit, count_parameters, estimate_fit, format_parameter_count, table_settings
 from mlxft.llm.model_files import check_model_weights, check_tokenizer_files, read_json_file

@@ -23,12 +23,10 @@ import numpy as np
 
 from mlxft.data.batches import collate, epoch_order, eval_order
 from mlxft.data.pairs import EncodedPair, PairEncoder, encode_pairs
-from mlxft.atomic import atomic_save_safetensors
-from mlxft.errors import DataError, write_error
+from mlxft.errors import DataError
 from mlxft.events import LogMessage
 from mlxft.job import Batch
 from mlxft.llm import adapters as A
-from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.objective import split_forward
 from mlxft.llm.sft import SFTJob, read_train_valid
 from mlxft.recipe import Recipe
@@ -167,15 +165,14 @@ class PreferenceJob(SFTJob):
         """Before training (and before a resume loads its checkpoint): the reference log-probs, from the cache or computed now."""
         if self.objective != "dpo" or self.live:
             return
-        path, fingerprint = RunDir(run_dir).cache_path(REFERENCE_FILE), self._fingerprint()
-        if path.is_file():
-            arrays = load_safetensors_checked(path, "the cached reference log-probs", hint="delete it: the next run computes it again")
-            meta = _metadata(path)
-            if meta.get("fingerprint") == fingerprint:
-                self.reference = {k: np.array(v) for k, v in arrays.items()}
-                emit(LogMessage("info", f"reference log-probs of {len(self.train)} + {len(self.valid)} pairs read from {path.name}"))
-                return
-            emit(LogMessage("warning", f"{path.name} was computed for other data or another model: computing it again"))
+        run, fingerprint = RunDir(run_dir), self._fingerprint()
+        cached, why = run.read_cache(REFERENCE_FILE, fingerprint, "the cached reference log-probs")
+        if cached is not None:
+            self.reference = cached
+            emit(LogMessage("info", f"reference log-probs of {len(self.train)} + {len(self.valid)} pairs read from {REFERENCE_FILE}"))
+            return
+        if why:
+            emit(LogMessage("warning", why))
         emit(LogMessage("info", f"computing the reference log-probs of {len(self.train)} + {len(self.valid)} pairs with the starting model (once; cached in the run directory)"))
         arrays = {}
         for name, split in (("train", self.train), ("valid", self.valid)):
@@ -189,17 +186,14 @@ class PreferenceJob(SFTJob):
             arrays[f"{name}_chosen"], arrays[f"{name}_rejected"] = c, r
         if not all(np.isfinite(v).all() for v in arrays.values()):
             raise DataError("the starting model gives non-finite log-probs for some pairs", hint="check the base model (mlxft generate) and the data")
-        try:
-            atomic_save_safetensors(path, {k: mx.array(v) for k, v in arrays.items()}, metadata={"fingerprint": fingerprint})
-        except (OSError, RuntimeError) as exc:
-            raise write_error(exc, path, "write the reference log-probs") from None
+        run.write_cache(REFERENCE_FILE, arrays, fingerprint, "the reference log-probs")
         self.reference = arrays
 
     # -- what the Trainer asks ------------------------------------------------------------------
     def train_order(self, epoch: int, batch_size: int, seed: int) -> list[list[int]]:
         return epoch_order([len(p) for p in self.train], batch_size, seed, epoch, self.recipe.data.batching)
 
-    def train_batch(self, indices: list[int]) -> Batch:
+    def train_batch(self, indices: list[int], epoch: int = 0) -> Batch:
         return self._pairs(self.train, "train", indices)
 
     def eval_batches(self, batch_size: int, max_batches: int | None):
@@ -248,10 +242,3 @@ class PreferenceJob(SFTJob):
     def finish_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         return metrics
 
-
-def _metadata(path: Path) -> dict:
-    """The __metadata__ of a safetensors file (its JSON header), {} when it has none."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    return header.get("__metadata__", {}) or {}

@@ -135,7 +135,7 @@ class SFTJob:
     def train_order(self, epoch: int, batch_size: int, seed: int) -> list[list[int]]:
         return epoch_order(self._lengths, batch_size, seed, epoch, self.recipe.data.batching)
 
-    def train_batch(self, indices: list[int]) -> Batch:
+    def train_batch(self, indices: list[int], epoch: int = 0) -> Batch:
         return self._batch([self.train[i] for i in indices])
 
     def eval_batches(self, batch_size: int, max_batches: int | None):

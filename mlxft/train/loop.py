@@ -161,11 +161,18 @@ class Trainer:
         start = sum(p.steps for p in self.phases[:index])
         return start, start + self.phases[index].steps
 
+    def _training(self) -> None:
+        """Training mode (dropout on), then whatever the job keeps in eval mode (e.g. frozen BatchNorm statistics)."""
+        self.model.train()
+        if hasattr(self.job, "training_mode"):
+            self.job.training_mode()
+
     def _enter_phase(self, index: int) -> None:
         """Set the phase's trainable parts, and a fresh optimizer and compiled step over them."""
         phase = self.phases[index]
         self.state.phase = index
         phase.setup()
+        self._training()
         start, end = self._phase_bounds(index)
         self.optimizer = build_optimizer(self.cfg, end - start, phase.learning_rate)
         self._build_steps()
@@ -220,7 +227,7 @@ class Trainer:
             order = self._epoch_batches(self.state.epoch)
         idx = order[self.state.batch_in_epoch]
         self.state.batch_in_epoch += 1
-        return self.job.train_batch(idx)
+        return self.job.train_batch(idx, self.state.epoch)
 
     def _epoch_float(self) -> float:
         n = len(self._epoch_batches(self.state.epoch))
@@ -279,7 +286,7 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v.item() * b.weight
                 total += b.weight
         finally:
-            self.model.train()
+            self._training()
         if total == 0:
             return {}, 0.0
         return self.job.finish_metrics({k: v / total for k, v in sums.items()}), total
@@ -391,7 +398,7 @@ class Trainer:
 
     def _fit(self) -> str:
         cfg, st, emit = self.cfg, self.state, self.hooks.emit
-        self.model.train()
+        self._training()
         if st.step == 0 and self._validates:
             self._run_eval()  # the metrics before training, for comparison
         window = _Window()

@@ -20,12 +20,12 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from mlxft.errors import RecipeError
-from mlxft.recipe import PREFERENCE_KINDS, DataSection, LoraSection, PreferenceSection, QuantizeSection, Recipe, TrainSection, recipe_from_dict
+from mlxft.recipe import PREFERENCE_KINDS, VISION_KINDS, DataSection, LoraSection, PreferenceSection, QuantizeSection, Recipe, TrainSection, VisionSection, recipe_from_dict
 
 SECTIONS = (("", Recipe), ("data", DataSection), ("lora", LoraSection), ("quantize", QuantizeSection), ("preference", PreferenceSection),
-            ("train", TrainSection))
+            ("vision", VisionSection), ("train", TrainSection))
 SECTION_TITLES = {"": "Job", "data": "Data", "lora": "Adapter (LoRA / DoRA)", "quantize": "Quantized base (QLoRA only)",
-                  "preference": "Preference tuning (lm-dpo / lm-orpo only)", "train": "Training"}
+                  "preference": "Preference tuning (lm-dpo / lm-orpo only)", "vision": "Image classification (image-classify only)", "train": "Training"}
 
 
 @dataclass
@@ -61,7 +61,7 @@ def field_specs() -> list[FieldSpec]:
     specs = []
     for section, model in SECTIONS:
         for name, info in model.model_fields.items():
-            if section == "" and name in ("data", "lora", "quantize", "preference", "train"):
+            if section == "" and name in ("data", "lora", "quantize", "preference", "vision", "train"):
                 continue
             required = info.default is PydanticUndefined and info.default_factory is None
             default = None if required else (info.default_factory() if info.default_factory else info.default)
@@ -201,7 +201,11 @@ class RecipeForm(VerticalScroll):
             data.pop("quantize", None)  # only QLoRA quantizes the base
         if kind not in PREFERENCE_KINDS:
             data.pop("preference", None)  # only DPO and ORPO read it
-        for section in ("data", "lora", "train", "quantize", "preference"):
+        if kind not in VISION_KINDS:
+            data.pop("vision", None)
+        else:
+            data.pop("lora", None)  # an image classifier has no adapter section (its choices are LM defaults)
+        for section in ("data", "lora", "train", "quantize", "preference", "vision"):
             if section in data and not data[section]:
                 data.pop(section)
         return data
