@@ -295,6 +295,10 @@ def cmd_eval_loss(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
+    if args.what == "vision":
+        from mlxft.vision.quickstart import run_vision_quickstart
+
+        return run_vision_quickstart(output_dir=args.output_dir)
     from mlxft.quickstart import run_quickstart
 
     return run_quickstart(steps=args.steps, output_dir=args.output_dir)
@@ -504,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("quickstart", help="fine-tune a real small model on bundled data, offline, in a few minutes")
-    s.add_argument("--steps", type=int, default=60)
+    s.add_argument("what", nargs="?", choices=["llm", "vision"], default="llm",
+                   help="llm (default): LoRA on SmolLM2-135M-Instruct; vision: EfficientNet-Lite0 on animal silhouettes")
+    s.add_argument("--steps", type=int, default=60, help="llm: training steps")
     s.add_argument("--output-dir", default="runs")
     s.set_defaults(fn=cmd_quickstart)
 

