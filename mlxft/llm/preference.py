@@ -175,13 +175,16 @@ class PreferenceJob(SFTJob):
             emit(LogMessage("warning", why))
         emit(LogMessage("info", f"computing the reference log-probs of {len(self.train)} + {len(self.valid)} pairs with the starting model (once; cached in the run directory)"))
         arrays = {}
+        model = self.model
+        # One compiled forward (recompiled per batch shape only): the pass costs a fraction of a training step per batch.
+        logps = mx.compile(lambda *a: self._logps(model, *a), inputs=[model.state]) if self.recipe.train.compile else (lambda *a: self._logps(model, *a))
         for name, split in (("train", self.train), ("valid", self.valid)):
             c, r = np.zeros(len(split), np.float32), np.zeros(len(split), np.float32)
             batch = self.recipe.train.batch_size
             for start in range(0, len(split), batch):
                 chunk = split[start: start + batch]
                 (inputs, targets, positions, owner), _ = pair_arrays(chunk, self.pad_id)
-                sums = np.array(self._logps(self.model, inputs, targets, positions, owner))
+                sums = np.array(logps(inputs, targets, positions, owner))
                 c[start: start + len(chunk)], r[start: start + len(chunk)] = sums[: len(chunk)], sums[len(chunk):]
             arrays[f"{name}_chosen"], arrays[f"{name}_rejected"] = c, r
         if not all(np.isfinite(v).all() for v in arrays.values()):

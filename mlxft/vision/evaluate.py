@@ -153,7 +153,9 @@ def draw_mistakes(result: ImageEvaluation, path: Path, thumb: int = 128) -> Path
         try:
             with Image.open(result.paths[i]) as im:
                 im = im.convert("RGB")
-                im.thumbnail((thumb, thumb))
+                scale = thumb / max(im.size)  # small images are enlarged too (nearest: their pixels stay visible)
+                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                               Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
                 sheet.paste(im, (x + (thumb - im.width) // 2, y + (thumb - im.height) // 2))
         except OSError:
             draw.rectangle([x, y, x + thumb, y + thumb], outline=(200, 0, 0))

@@ -44,13 +44,17 @@ def load_animal_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_demo_images(folder: Path, seed: int = 0) -> Path:
-    """<split>/<animal>/<n>.png for a seeded, class-balanced subset (train 100, valid 20, test 20 per class)."""
+    """<split>/<animal>/<n>.png for a seeded, class-balanced subset of distinct images (train 100, valid 20, test 20 per class)."""
     from PIL import Image
 
     images, labels = load_animal_mnist()
+    # The set holds 284 exact duplicates: keep the first copy of each image, so no test image is also a training image.
+    _, first = np.unique(images.reshape(len(images), -1), axis=0, return_index=True)
+    unique = np.zeros(len(images), bool)
+    unique[first] = True
     rng = np.random.default_rng(seed)
     for c, animal in enumerate(ANIMALS):
-        idx = rng.permutation(np.flatnonzero(labels == c))
+        idx = rng.permutation(np.flatnonzero((labels == c) & unique))
         start = 0
         for split, n in PER_CLASS.items():
             out = folder / split / animal
