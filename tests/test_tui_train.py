@@ -121,6 +121,30 @@ async def test_memory_line_plans_from_the_data_with_the_numbers_mlxft_plan_print
         assert f"~{total} peak {against}" in line and basis in line, (line, cli.stdout)
 
 
+async def test_the_form_makes_an_image_classifier_recipe_from_its_own_fields(tmp_path):
+    images = tmp_path / "images" / "train" / "cat"
+    images.mkdir(parents=True)
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        form = screen.query_one(RecipeForm)
+        form.set_field("kind", "image-classify")
+        form.set_field("model", "efficientnet-lite0")
+        form.set_field("data.path", str(tmp_path / "images"))
+        form.set_field("vision.image_size", "128")
+        form.set_field("vision.sampler", "balanced")
+        await pilot.pause()
+        recipe = screen.check_recipe()
+        assert recipe is not None, [screen_text(r.query_one(".field-error")) for r in form.query("FieldRow") if r.has_class("-invalid")]
+        assert recipe.kind == "image-classify" and recipe.vision.image_size == 128 and recipe.vision.sampler == "balanced"
+        values = form.values()
+        assert "lora" not in values and "preference" not in values and values["vision"]["image_size"] == 128
+        assert "not planned for image classifiers" in screen_text(screen.query_one("#memory-line"))
+        form.set_field("kind", "lm-lora")  # the vision section is not written into an LM recipe
+        await pilot.pause()
+        assert "vision" not in form.values()
+
+
 async def test_every_recipe_in_the_repo_round_trips_through_the_form(tmp_path):
     app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
     async with app.run_test(size=(100, 32)) as pilot:

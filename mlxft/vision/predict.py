@@ -19,8 +19,11 @@ def classifier_folder(path: str | Path) -> Path:
     """The folder holding config.json + model.safetensors: `path` itself, or a run's model/ (or best/)."""
     from mlxft.vision.classify import MODEL_CONFIG
 
+    from mlxft.runs import RunDir
+
     path = Path(path)
-    for folder in (path, path / "model", path / "best"):
+    run = RunDir(path)
+    for folder in (path, run.result_dir("model"), run.best_dir):
         cfg = folder / MODEL_CONFIG
         if cfg.is_file():
             try:

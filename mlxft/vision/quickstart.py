@@ -102,7 +102,9 @@ def run_vision_quickstart(output_dir: str = "runs", image_size: int = 64, out=sy
         print(f"validation accuracy: {first:.1%} before training, {head:.1%} after phase 1 (head on cached features), "
               f"{evals[-1].metrics.get('accuracy', float('nan')):.1%} after phase 2 (last blocks unfrozen)", file=out)
     result = evaluate_images(load_classifier(run.path), str(data), "test")
-    paths = write_evaluation(result, run.path / "eval" / "test")
+    from mlxft.runs import RunDir
+
+    paths = write_evaluation(result, RunDir(run.path).eval_dir / "test")
     print(format_evaluation(result), file=out)
     print(f"\nconfusion matrix: {paths['confusion']}", file=out)
     print(f"run directory: {run.path}", file=out)

@@ -208,6 +208,10 @@ class TrainScreen(Screen):
         from mlxft.llm.batch_shapes import cached_train_lengths
 
         self._planned = recipe
+        if recipe.kind == "image-classify":
+            self.query_one("#memory-line", Label).update(
+                f"memory: not planned for image classifiers (the backbone at {recipe.train.batch_size} images a step); the run shows its peak")
+            return
         data = cached_train_lengths(recipe)
         if data is None:
             import mlxft.llm.loading  # noqa: F401  (imported here, on the main thread: it loads mlx)
