@@ -198,3 +198,4 @@ def test_predict_and_eval_of_the_trained_classifier(backbone, images, tmp_path):
     assert "ROC AUC: red" in out.stdout and (run.path / "eval" / "test" / "confusion.png").is_file()
     with Image.open(run.path / "eval" / "test" / "confusion.png") as im:
         assert im.width > 100 and im.height > 100
+    assert len(summary["confusion"]["matrix"][0]) == 2 and "(other)" not in out.stdout  # an argmax is always a label

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,15 +46,16 @@ class ClassificationReport:
     confusion: list[list[int]]
     other: int  # how many predictions were none of the labels
     total: int
+    closed: bool = False  # predictions can only be labels (an image classifier's argmax): no OTHER column
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The confusion matrix's column names: the labels, then `OTHER`."""
-        return (*self.labels, OTHER)
+        """The confusion matrix's column names: the labels, then `OTHER` (unless the label set is closed)."""
+        return self.labels if self.closed else (*self.labels, OTHER)
 
 
 def classification_report(
-    y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None
+    y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None, *, closed: bool = False
 ) -> ClassificationReport:
     """Score `y_pred` against `y_true`; labels default to the sorted distinct true labels.
 
@@ -82,7 +84,7 @@ def classification_report(
     }
     # Rows for OTHER are always empty (no true label is OTHER): keep only the label rows.
     matrix = confusion_matrix(true, mapped, labels=[*names, OTHER])[: len(names)]
-    return ClassificationReport(
+    report = ClassificationReport(
         labels=names,
         per_class={
             name: ClassScores(float(p[i]), float(r[i]), float(f[i]), int(s[i]))
@@ -99,6 +101,11 @@ def classification_report(
         other=sum(1 for m in mapped if m == OTHER),
         total=len(true),
     )
+    if closed:
+        if report.other:
+            raise MlxftError(f"{report.other} prediction(s) are none of the labels, in a report of a closed label set")
+        report = dataclasses.replace(report, confusion=[row[: len(names)] for row in report.confusion], closed=True)
+    return report
 
 
 def _check_labels(
@@ -193,7 +200,7 @@ def _format_confusion(report: ClassificationReport, width: int) -> list[str]:
     widths = [max(count_w, len(c)) for c in report.columns]
     numbered = len(corner) + sum(w + 2 for w in widths) > width
     if numbered:
-        headers = [str(i + 1) for i in range(len(names))] + [OTHER]
+        headers = [str(i + 1) for i in range(len(names))] + ([] if report.closed else [OTHER])
         names = [
             f"{i + 1:>{len(str(len(names)))}} {name}" for i, name in enumerate(names)
         ]
@@ -254,7 +261,7 @@ def draw_confusion_matrix(
     axis_h = _text_size(probe, "predicted", axis_font)[1]
     title_text = title or "Confusion matrix"
     title_h = _text_size(probe, title_text, title_font)[1]
-    note = f"shade = share of the true row; {OTHER} = answer not one of the labels"
+    note = "shade = share of the true row" + ("" if report.closed else f"; {OTHER} = answer not one of the labels")
     note_w, note_h = _text_size(probe, note, note_font)
 
     grid_x = pad + axis_h + 10 + row_name_w + 10
@@ -293,8 +300,9 @@ def draw_confusion_matrix(
                 draw, (center[0], center[1] + 12), f"{share:.0%}", note_font, ink
             )
     # A heavier line before OTHER: it is not a class, it is where unparsed answers land.
-    other_x = grid_x + (n_cols - 1) * cell
-    draw.line((other_x, grid_y, other_x, grid_y + grid_h), fill=(90, 90, 90), width=3)
+    if not report.closed:
+        other_x = grid_x + (n_cols - 1) * cell
+        draw.line((other_x, grid_y, other_x, grid_y + grid_h), fill=(90, 90, 90), width=3)
     # Outline the diagonal so the correct answers are found at a glance.
     for i in range(n_rows):
         x0, y0 = grid_x + i * cell, grid_y + i * cell

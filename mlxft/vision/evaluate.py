@@ -110,7 +110,7 @@ def evaluate_images(clf: ImageClassifier, data_path: str, split: str = "test", *
     paths, truth = _split_images(clf, data_path, split)
     probs = clf.probabilities(paths)
     labels = clf.labels
-    report = classification_report([labels[t] for t in truth], [labels[p] for p in probs.argmax(1)], labels=labels)
+    report = classification_report([labels[t] for t in truth], [labels[p] for p in probs.argmax(1)], labels=labels, closed=True)
     result = ImageEvaluation(split, labels, [str(p) for p in paths], truth, probs, report, roc_auc(truth, probs, labels))
     if threshold_for:
         label, _, value = threshold_for.partition("=")
