@@ -81,7 +81,6 @@ class ImageClassifyJob:
         from mlxft.vision.backbones import load_backbone
 
         self.recipe, v = recipe, recipe.vision
-        self.emit = emit
         loaded = load_backbone(recipe.model)
         for note in loaded.notes:
             emit(LogMessage("info", note))
