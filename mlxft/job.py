@@ -60,6 +60,9 @@ class Phase:
     steps: int
     learning_rate: float
     setup: Callable[[], None] = lambda: None  # freeze / unfreeze the model for this phase
+    warmup_steps: int | None = None  # linear warmup at the phase's start; None: train.warmup_steps
+    # Per-parameter learning-rate multiplier by parameter path (layer-wise decay); None: every parameter at 1.
+    lr_scale: Callable[[str], float] | None = None
 
 
 def steps_per_epoch(n_samples: int, batch_size: int, accumulation: int) -> int:

@@ -120,7 +120,7 @@ def run_quickstart(steps: int = 60, output_dir: str = "runs", out=sys.stderr) ->
 
 def _compare_samples(model: str, adapter: Path, out) -> None:
     from mlxft.api import load
-    from mlxft.llm.adapters import set_adapters_enabled
+    from mlxft.lora import set_adapters_enabled
     from mlxft.llm.generate import SamplingSettings, generate_text, render_prompt
 
     m, tok = load(model, adapter=adapter)

@@ -7,6 +7,7 @@ import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
 
+from mlxft import lora
 from mlxft.llm import adapters as A
 from mlxft.llm.loading import load_model
 
@@ -27,9 +28,9 @@ def _perturb(model, seed=1):
     """Give lora_b (and DoRA's m) non-trivial values, as after some training."""
     mx.random.seed(seed)
     for _, m in model.named_modules():
-        if isinstance(m, A.LoRALinear):
+        if isinstance(m, lora.LoRALinear):
             m.lora_b = 0.05 * mx.random.normal(m.lora_b.shape)
-            if isinstance(m, A.DoRALinear):
+            if isinstance(m, lora.DoRALinear):
                 m.m = m.m * (1 + 0.1 * mx.random.normal(m.m.shape))
 
 
@@ -45,8 +46,8 @@ def test_fused_model_matches_unfused_output(tiny_model, method):
     _perturb(loaded.model)
     adapted = loaded.model(TOKENS)
     assert not mx.allclose(adapted, base_out, atol=1e-3).item(), "the perturbed adapter must change the output"
-    A.fuse_adapters(loaded.model)
-    assert not any(isinstance(m, A.LoRALinear) for _, m in loaded.model.named_modules())
+    lora.fuse_adapters(loaded.model)
+    assert not any(isinstance(m, lora.LoRALinear) for _, m in loaded.model.named_modules())
     assert mx.allclose(loaded.model(TOKENS), adapted, atol=1e-4).item()
 
 
@@ -54,9 +55,9 @@ def test_fused_model_matches_unfused_output(tiny_model, method):
 def test_switching_adapters_off_gives_the_base_output(tiny_model, method):
     loaded, base_out, _ = _adapted(tiny_model, method)
     _perturb(loaded.model)
-    A.set_adapters_enabled(loaded.model, False)
+    lora.set_adapters_enabled(loaded.model, False)
     assert mx.allclose(loaded.model(TOKENS), base_out, atol=1e-5).item()
-    A.set_adapters_enabled(loaded.model, True)
+    lora.set_adapters_enabled(loaded.model, True)
     assert not mx.allclose(loaded.model(TOKENS), base_out, atol=1e-3).item()
 
 

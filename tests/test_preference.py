@@ -17,6 +17,7 @@ from mlxft.api import train
 from mlxft.data.pairs import PairEncoder, PairStats, encode_pairs
 from mlxft.data.sources import Record
 from mlxft.errors import DataError, RecipeError
+from mlxft import lora
 from mlxft.llm import adapters as A
 from mlxft.llm.loading import load_model
 from mlxft.llm.preference import REFERENCE_FILE, PreferenceJob, dpo_loss, log_sigmoid, orpo_loss
@@ -164,14 +165,14 @@ def test_reference_logps_with_the_adapter_off_equal_the_base_models(tiny_llama, 
     recipe = recipe_from_dict(dpo_recipe(tiny_llama, pairs, tmp_path, preference={"reference": "live"}))
     job = PreferenceJob(recipe)
     for _, m in job.model.named_modules():  # a trained-looking adapter: the policy now differs from the base
-        if isinstance(m, A.LoRALinear):
+        if isinstance(m, lora.LoRALinear):
             m.lora_b = mx.random.normal(m.lora_b.shape) * 0.2
     batch = job.train_batch([0, 1, 2])
     _, _, metrics = job.loss(job.model, *batch.arrays)
     policy = job._logps(job.model, *batch.arrays[:4])
 
     base = PreferenceJob(recipe_from_dict(dpo_recipe(tiny_llama, pairs, tmp_path, lora={"rank": 2, "targets": ["q_proj"]})))
-    A.set_adapters_enabled(base.model, False)  # a fresh model with its adapters off: the base itself
+    lora.set_adapters_enabled(base.model, False)  # a fresh model with its adapters off: the base itself
     reference = base._logps(base.model, *batch.arrays[:4])
     assert not np.allclose(np.array(policy), np.array(reference), atol=1e-3)
     beta = recipe.preference.beta

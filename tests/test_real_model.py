@@ -67,6 +67,7 @@ def test_dpo_on_the_real_model_learns_to_prefer_reference_answers_over_its_own(t
     from mlxft.data.pairs import PairEncoder, encode_pairs
     from mlxft.data.sources import Record
     from mlxft.eval.compare import generate_answers
+    from mlxft import lora
     from mlxft.llm import adapters as A
     from mlxft.llm.generate import render_prompt
     from mlxft.llm.loading import load_model
@@ -106,7 +107,7 @@ def test_dpo_on_the_real_model_learns_to_prefer_reference_answers_over_its_own(t
     arrays, _ = pair_arrays(encoded, loaded.tokenizer.pad_token_id or 0)
     logps = make_logps(loaded.model, loaded.model_type)
     tuned = np.array(logps(loaded.model, *arrays))
-    A.set_adapters_enabled(loaded.model, False)
+    lora.set_adapters_enabled(loaded.model, False)
     base = np.array(logps(loaded.model, *arrays))
     n = len(encoded)
     tuned_prefers, base_prefers = int((tuned[:n] > tuned[n:]).sum()), int((base[:n] > base[n:]).sum())

@@ -234,7 +234,8 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
 
     from mlxft.eval.bench import read_bench
     from mlxft.eval.graders import grade
-    from mlxft.llm.adapters import load_adapter, resolve_adapter_dir, set_adapters_enabled
+    from mlxft.llm.adapters import load_adapter, resolve_adapter_dir
+    from mlxft.lora import set_adapters_enabled
     from mlxft.llm.generate import render_prompt
     from mlxft.llm.loading import load_model
 
@@ -281,7 +282,7 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
 
 def heldout_losses(loaded, data: str, split: str) -> dict:
     """Loss and perplexity of base and tuned on a data split, with the same weights in memory."""
-    from mlxft.llm.adapters import set_adapters_enabled
+    from mlxft.lora import set_adapters_enabled
     from mlxft.llm.evaluate import encode_split, split_loss
 
     samples, _ = encode_split(loaded, data, split)

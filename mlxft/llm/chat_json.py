@@ -120,7 +120,7 @@ def parse_request(line: bytes, sides: tuple[str, ...], defaults: SamplingSetting
 def serve_chat(model, tokenizer, *, has_adapter: bool, lines: LineReader, write: Callable[[dict], None],
                defaults: SamplingSettings = SamplingSettings(), system: str | None = None, info: dict | None = None) -> None:
     """Answer requests until end of input; the adapter is switched off for "base" and on for "tuned"."""
-    from mlxft.llm.adapters import set_adapters_enabled
+    from mlxft.lora import set_adapters_enabled
 
     sides = SIDES if has_adapter else ("base",)
     write({"ready": True, **(info or {}), "sides": list(sides)})

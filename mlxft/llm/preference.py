@@ -26,7 +26,7 @@ from mlxft.data.pairs import EncodedPair, PairEncoder, encode_pairs
 from mlxft.errors import DataError
 from mlxft.events import LogMessage
 from mlxft.job import Batch
-from mlxft.llm import adapters as A
+from mlxft import lora
 from mlxft.llm.objective import split_forward
 from mlxft.llm.sft import SFTJob, read_train_valid
 from mlxft.recipe import Recipe
@@ -224,9 +224,9 @@ class PreferenceJob(SFTJob):
                      "logps/chosen": ac.mean(), "logps/rejected": ar.mean()}
         else:
             if self.live:
-                A.set_adapters_enabled(model, False)
+                lora.set_adapters_enabled(model, False)
                 ref = mx.stop_gradient(self._logps(model, inputs, targets, positions, owner))
-                A.set_adapters_enabled(model, True)
+                lora.set_adapters_enabled(model, True)
                 ref_c, ref_r = ref[:B], ref[B:]
             p = self.recipe.preference
             losses, rc, rr = dpo_loss(pc, pr, ref_c, ref_r, beta=self.beta, label_smoothing=p.label_smoothing, kind=p.loss, lengths=(nc, nr))

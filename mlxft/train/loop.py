@@ -38,10 +38,11 @@ def build_schedule(lr: float, total_steps: int, warmup: int, kind: str, min_rati
     return optim.join_schedules([optim.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def build_optimizer(cfg, total_steps: int, learning_rate: float | None = None) -> optim.Optimizer:
+def build_optimizer(cfg, total_steps: int, learning_rate: float | None = None, warmup_steps: int | None = None) -> optim.Optimizer:
     """The recipe's optimizer over `total_steps` (one phase), at `learning_rate` (default train.learning_rate)."""
     lr = cfg.learning_rate if learning_rate is None else learning_rate
-    schedule = build_schedule(lr, total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+    warmup = cfg.warmup_steps if warmup_steps is None else warmup_steps
+    schedule = build_schedule(lr, total_steps, warmup, cfg.schedule, cfg.min_lr_ratio)
     # Bias correction on: the Adam of the papers and of PyTorch (MLX defaults it off, which makes the
     # first updates ~3x larger than the learning rate suggests).
     if cfg.optimizer == "adamw":
@@ -174,11 +175,15 @@ class Trainer:
         phase.setup()
         self._training()
         start, end = self._phase_bounds(index)
-        self.optimizer = build_optimizer(self.cfg, end - start, phase.learning_rate)
+        self.optimizer = build_optimizer(self.cfg, end - start, phase.learning_rate, phase.warmup_steps)
+        self._lr_scales = {}
+        if phase.lr_scale is not None:
+            paths = [k for k, _ in tree_flatten(self.model.trainable_parameters())]
+            self._lr_scales = {k: float(s) for k in paths if (s := phase.lr_scale(k)) != 1.0}
         self._build_steps()
 
     def _build_steps(self) -> None:
-        model, optimizer, cfg, job = self.model, self.optimizer, self.cfg, self.job
+        model, optimizer, cfg, job, scales = self.model, self.optimizer, self.cfg, self.job, self._lr_scales
         if not optimizer.state:
             # Create the optimizer state before tracing, so compiled updates read and write real arrays.
             optimizer.init(model.trainable_parameters())
@@ -198,7 +203,14 @@ class Trainer:
                 grads, norm = optim.clip_grad_norm(grads, cfg.max_grad_norm)
             else:
                 norm = mx.array(0.0)
-            optimizer.update(model, grads)
+            if not scales:
+                optimizer.update(model, grads)
+                return norm
+            # A per-parameter learning rate (layer-wise decay): scale each parameter's step. For Adam(W) and SGD the
+            # optimizer's state does not depend on the learning rate, so this is exactly a per-parameter learning rate.
+            old = dict(tree_flatten(model.trainable_parameters()))
+            new = tree_flatten(optimizer.apply_gradients(grads, model))
+            model.update(tree_unflatten([(k, old[k] + scales[k] * (v - old[k]) if k in scales else v) for k, v in new]))
             return norm
 
         def eval_step(*arrays):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zlib
 from pathlib import Path
 
 import mlx.core as mx
@@ -25,7 +26,7 @@ from mlx.utils import tree_flatten
 
 from mlxft.data.sources import read_split
 from mlxft.data.split import split_rows
-from mlxft.errors import DataError
+from mlxft.errors import DataError, ModelError
 from mlxft.events import LogMessage
 from mlxft.job import Batch, Phase
 from mlxft.recipe import Recipe
@@ -35,6 +36,7 @@ from mlxft.vision.images import Augment, ImageSet, normalise
 
 FEATURES_FILE = "features.safetensors"  # in the run's cache/: the frozen backbone's features, read on resume
 MODEL_WEIGHTS, MODEL_CONFIG = "model.safetensors", "config.json"
+LORA_WEIGHTS = "lora.safetensors"  # next to model.safetensors when phase 2 trains LoRA: the updates, for resume
 
 
 class ClassifierHead(nn.Module):
@@ -104,8 +106,13 @@ class ImageClassifyJob:
         bs, acc = recipe.train.batch_size, recipe.train.grad_accumulation
         head = steps_for_epochs(v.head_epochs, len(self.train), bs, acc) if v.head_epochs else 0
         tune = steps_for_epochs(v.finetune_epochs, len(self.train), bs, acc) if v.finetune_epochs else 0
+        decay = self._layer_scale if v.layer_decay < 1 else None
         self.phases = ([Phase("head", head, v.head_learning_rate, setup=self._phase_head)] if head else []) + (
-            [Phase("finetune", tune, v.finetune_learning_rate, setup=self._phase_finetune)] if tune else [])
+            [Phase("finetune", tune, v.finetune_learning_rate, setup=self._phase_finetune, warmup_steps=v.finetune_warmup_steps, lr_scale=decay)]
+            if tune else [])
+        self.lora_paths: list[str] = []  # the linears phase 2 adapts with LoRA (paths in the model), once it has begun
+        if tune and v.finetune_method == "lora":
+            self._check_lora_targets()
 
     # -- data ----------------------------------------------------------------------------------
     def _load_data(self, emit) -> None:
@@ -154,18 +161,74 @@ class ImageClassifyJob:
         self.model.eval()  # BatchNorm statistics frozen: the backbone normalises with its pretrained running statistics
         self.model.head.train()  # the head's dropout is on
 
+    def _chosen_blocks(self) -> list:
+        v, blocks = self.recipe.vision, self.backbone.blocks()
+        return blocks if v.unfreeze == "all" else blocks[len(blocks) - min(int(v.unfreeze), len(blocks)):]
+
     def _phase_finetune(self) -> None:
         self.mode = "images"
         v = self.recipe.vision
         self.model.freeze()
-        blocks = self.backbone.blocks()
-        chosen = blocks if v.unfreeze == "all" else blocks[len(blocks) - min(int(v.unfreeze), len(blocks)):]
-        for block in chosen:
-            block.unfreeze()
-        if v.unfreeze == "all":
-            self.model.unfreeze()
+        if v.finetune_method == "lora":
+            self._apply_lora()  # the LoRA layers' own a/b are what trains; every pretrained weight stays frozen
+        else:
+            for block in self._chosen_blocks():
+                block.unfreeze()
+            if v.unfreeze == "all":
+                self.model.unfreeze()
         self.model.head.unfreeze()
         self._freeze_norm_statistics()
+
+    # -- LoRA on a ViT's attention ---------------------------------------------------------------------
+    def _lora_keys(self, block) -> list[str]:
+        targets = set(self.recipe.vision.lora_targets)
+        return sorted(k for k, m in block.named_modules() if isinstance(m, nn.Linear) and k.split(".")[-1] in targets)
+
+    def _check_lora_targets(self) -> None:
+        v = self.recipe.vision
+        found = self._lora_keys(self._chosen_blocks()[-1])
+        if not found:
+            linears = sorted({k.split(".")[-1] for k, m in self._chosen_blocks()[-1].named_modules() if isinstance(m, nn.Linear)})
+            what = (f"its blocks' linears are {', '.join(linears)}" if linears else "its blocks have no linear layers (LoRA here adapts a ViT's attention)")
+            raise DataError(f"vision.finetune_method lora: no {'/'.join(v.lora_targets)} linear in the blocks of {self.recipe.model} ({self.loaded.arch}); {what}",
+                            hint="use vision.finetune_method: unfreeze for convolutional backbones, or set vision.lora_targets to linears the blocks have")
+
+    def _apply_lora(self) -> None:
+        from mlxft.lora import LoRALinear, swap_in_adapters
+
+        if any(isinstance(m, LoRALinear) for _, m in self.model.named_modules()):
+            return  # already applied (a resumed run enters its phase again)
+        v = self.recipe.vision
+        mx.random.seed(self.recipe.seed + 1)  # the LoRA A matrices: the same on a fresh start and on resume
+        blocks, paths = self.backbone.blocks(), []
+        index = {id(b): i for i, b in enumerate(blocks)}
+        for block in self._chosen_blocks():
+            for k in swap_in_adapters(block, self._lora_keys(block), "lora", v.lora_rank, v.lora_alpha / v.lora_rank, v.lora_dropout):
+                paths.append(f"{self._block_prefix(index[id(block)])}{k}")
+        mx.eval(self.model.parameters())
+        self.lora_paths = sorted(paths)
+
+    def _block_prefix(self, i: int) -> str:
+        """The parameter-path prefix of block i ('layers.3.'), from the model's own module tree."""
+        target = self.backbone.blocks()[i]
+        for name, m in self.model.named_modules():
+            if m is target:
+                return name + "."
+        raise ValueError(f"block {i} is not part of the model")
+
+    # -- layer-wise learning-rate decay ---------------------------------------------------------------
+    def _layer_scale(self, path: str) -> float:
+        """finetune_learning_rate * layer_decay^k for a parameter k blocks below the top block (the head: 1, the stem: deepest)."""
+        if not hasattr(self, "_depth_of"):
+            blocks = self.backbone.blocks()
+            self._depth_of = [(self._block_prefix(i), len(blocks) - 1 - i) for i in range(len(blocks))]
+        if path.startswith("head."):
+            return 1.0
+        for prefix, depth in self._depth_of:
+            if path.startswith(prefix):
+                return self.recipe.vision.layer_decay ** depth
+        # Not in a block: the stem (embeddings, first conv) sits below every block; final norms sit at the top.
+        return 1.0 if path.startswith(("norm.", "fc_norm.")) else self.recipe.vision.layer_decay ** len(self._depth_of)
 
     def _freeze_norm_statistics(self) -> None:
         # Running statistics are not parameters to train: unfreezing a block must not hand them to the optimizer.
@@ -256,7 +319,18 @@ class ImageClassifyJob:
                 x = self.features["valid"][idx]
         else:
             x = self._pixels(split, idx, epoch, augment=train and self.augment is not None)
+        if train and self.recipe.vision.mixup > 0:
+            return self._mixed(x, labels, idx, epoch)
         return Batch((mx.array(x), labels), weight=float(len(idx)), size=len(idx))
+
+    def _mixed(self, x: np.ndarray, labels: mx.array, idx: list[int], epoch: int) -> Batch:
+        """Mixup: each sample blended with another of the batch, lam ~ Beta(alpha, alpha); seeded by the batch (resume is exact)."""
+        alpha = self.recipe.vision.mixup
+        rng = np.random.default_rng([self.recipe.seed, epoch + 2_000_000, zlib.crc32(np.asarray(idx, np.int64).tobytes())])
+        lam = float(rng.beta(alpha, alpha))
+        perm = rng.permutation(len(idx))
+        mixed = (lam * x + (1 - lam) * x[perm]).astype(np.float32)
+        return Batch((mx.array(mixed), labels, labels[mx.array(perm)], mx.array(lam, dtype=mx.float32)), weight=float(len(idx)), size=len(idx))
 
     def train_batch(self, indices: list[int], epoch: int) -> Batch:
         return self._batch(self.train, "train", indices, epoch, True)
@@ -270,12 +344,21 @@ class ImageClassifyJob:
     def _logits(self, model, x):
         return model.head(x) if self.mode == "features" else model(x)
 
-    def loss(self, model, x, labels):
+    def loss(self, model, x, labels, mixed_with=None, lam=None):
+        """Class-weighted cross-entropy; under mixup, each label's term at its share lam / 1 - lam (weights too)."""
         logits = self._logits(model, x).astype(mx.float32)
-        w = mx.array(self.weights)[labels]
-        ce = nn.losses.cross_entropy(logits, labels, label_smoothing=self.recipe.vision.label_smoothing)
-        loss = (ce * w).sum() / w.sum()
-        accuracy = (logits.argmax(-1) == labels).astype(mx.float32).mean()
+        weights, smoothing = mx.array(self.weights), self.recipe.vision.label_smoothing
+        w = weights[labels]
+        ce = nn.losses.cross_entropy(logits, labels, label_smoothing=smoothing)
+        if mixed_with is None:
+            loss = (ce * w).sum() / w.sum()
+            accuracy = (logits.argmax(-1) == labels).astype(mx.float32).mean()
+        else:
+            w2 = weights[mixed_with]
+            ce2 = nn.losses.cross_entropy(logits, mixed_with, label_smoothing=smoothing)
+            loss = (lam * w * ce + (1 - lam) * w2 * ce2).sum() / (lam * w + (1 - lam) * w2).sum()
+            major = mx.where(lam >= 0.5, labels, mixed_with)  # accuracy against the label with the larger share
+            accuracy = (logits.argmax(-1) == major).astype(mx.float32).mean()
         return loss, mx.array(float(x.shape[0])), {"accuracy": accuracy}
 
     def eval_metrics(self, model, x, labels):
@@ -308,9 +391,31 @@ class ImageClassifyJob:
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir_for(folder)
-        atomic_save_safetensors(tmp / MODEL_WEIGHTS, dict(tree_flatten(self.model.parameters())), metadata={"format": "mlx"})
+        weights, lora = self._plain_weights()
+        atomic_save_safetensors(tmp / MODEL_WEIGHTS, weights, metadata={"format": "mlx"})
+        if lora:  # the updates themselves, so a resumed run continues training them (model.safetensors has them fused)
+            atomic_save_safetensors(tmp / LORA_WEIGHTS, lora, metadata={"format": "mlx"})
         atomic_write_text(tmp / MODEL_CONFIG, json.dumps(self.config(), indent=2))
         publish_dir(tmp, folder)
+
+    def _plain_weights(self) -> tuple[dict, dict]:
+        """(every weight with LoRA updates fused into their linears, in the backbone's own names; the LoRA tensors)."""
+        flat = dict(tree_flatten(self.model.parameters()))
+        if not self.lora_paths:
+            return flat, {}
+        lora = {}
+        for path in self.lora_paths:
+            layer = self._module(path)
+            flat[f"{path}.weight"] = (layer.linear.weight.astype(mx.float32) + layer.delta_weight().astype(mx.float32)).astype(layer.linear.weight.dtype)
+            if "bias" in layer.linear:
+                flat[f"{path}.bias"] = flat.pop(f"{path}.linear.bias")
+            del flat[f"{path}.linear.weight"]
+            for leaf in ("lora_a", "lora_b"):
+                lora[f"{path}.{leaf}"] = flat.pop(f"{path}.{leaf}")
+        return flat, lora
+
+    def _module(self, path: str):
+        return dict(self.model.named_modules())[path]
 
     def config(self) -> dict:
         p = self.pre
@@ -318,13 +423,46 @@ class ImageClassifyJob:
                 "id2label": {str(i): str(c) for i, c in enumerate(self.classes)}, "label2id": {str(c): i for i, c in enumerate(self.classes)},
                 "image_size": self.size, "preprocess": {"size": self.size, "resize": self.resize, "mean": list(p.mean), "std": list(p.std),
                                                         "interpolation": p.interpolation, "channels": p.channels, "keep_aspect": p.keep_aspect},
-                "dropout": self.recipe.vision.dropout}
+                "dropout": self.recipe.vision.dropout,
+                **({"lora": {"rank": self.recipe.vision.lora_rank, "alpha": self.recipe.vision.lora_alpha, "fused": True,
+                             "modules": self.lora_paths}} if self.lora_paths else {})}
 
     def load(self, folder: Path) -> None:
         from mlxft.llm.model_files import load_safetensors_checked
 
-        weights = load_safetensors_checked(Path(folder) / MODEL_WEIGHTS, "the checkpoint's model weights")
+        folder = Path(folder)
+        weights = load_safetensors_checked(folder / MODEL_WEIGHTS, "the checkpoint's model weights")
+        has_lora = (folder / LORA_WEIGHTS).is_file()
+        if bool(self.lora_paths) != has_lora:
+            raise ModelError(f"{folder}: the checkpoint {'has' if has_lora else 'has no'} LoRA updates ({LORA_WEIGHTS}) but this phase "
+                             f"{'trains none' if has_lora else 'trains LoRA'}", hint="was it written by a run with another vision.finetune_method?")
+        if has_lora:
+            lora = load_safetensors_checked(folder / LORA_WEIGHTS, "the checkpoint's LoRA updates")
+            weights = self._unfused(weights, lora, folder)
         self.model.load_weights(list(weights.items()), strict=True)
+
+    def _unfused(self, weights: dict, lora: dict, folder: Path) -> dict:
+        """The model's LoRA-layer names from a fused file: base weights as they are (frozen), a/b from the LoRA file.
+
+        The fused weight must equal the base plus the update it names, or the checkpoint is of another backbone.
+        """
+        weights = dict(weights)
+        for path in self.lora_paths:
+            layer = self._module(path)
+            try:
+                a, b = lora[f"{path}.lora_a"], lora[f"{path}.lora_b"]
+                fused = weights.pop(f"{path}.weight")
+            except KeyError as exc:
+                raise ModelError(f"{folder}: {exc.args[0]} is missing from the checkpoint", hint="the checkpoint is incomplete; resume from an earlier one") from None
+            expected = layer.linear.weight.astype(mx.float32) + layer.scale * (b.T @ a.T).astype(mx.float32)
+            if fused.shape != expected.shape or not mx.allclose(fused.astype(mx.float32), expected, atol=1e-4, rtol=1e-4).item():
+                raise ModelError(f"{folder}: {path}.weight is not this backbone's weight plus its LoRA update",
+                                 hint="the checkpoint was written by a run on another backbone; resume the run that wrote it")
+            weights[f"{path}.linear.weight"] = layer.linear.weight
+            if f"{path}.bias" in weights:
+                weights[f"{path}.linear.bias"] = weights.pop(f"{path}.bias")
+            weights[f"{path}.lora_a"], weights[f"{path}.lora_b"] = a, b
+        return weights
 
     # -- what the run reports and leaves ----------------------------------------------------------
     def describe(self) -> dict:
