@@ -89,7 +89,7 @@ def measured_on() -> str:
     import mlx.core as mx
 
     device = "GPU" if mx.default_device() == mx.gpu else "CPU"
-    return f"MLX {mx.__version__} {device} ({platform.system()} {platform.machine()}), float32"
+    return f"MLX {mx.__version__} {device} ({platform.system()} {platform.machine()})"
 
 
 def measure_in_child(key: str, unfreeze: str, batch_size: int, image_size: int | None) -> dict:

@@ -8,6 +8,7 @@ blocks trained on images) measured at a stated batch and resolution. `mlxft mode
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -194,17 +195,16 @@ def describe_finetune(entries: list[VisionEntry]) -> str:
     settings = sorted({(e.finetune_memory.batch_size, e.finetune_memory.image_size) for e in entries})
     where = sorted({e.finetune_memory.measured_on for e in entries})
     at = f"batch {settings[0][0]} x {settings[0][1]} px" if len(settings) == 1 else "at each entry's batch x px"
-    return f"{at}, AdamW, float32, measured on {', '.join(where) or '-'}"
+    return f"{at}, AdamW, float32, peaks measured on {', '.join(where) or '-'}"
 
 
 def format_vision_table(entries: list[VisionEntry], available_bytes: int) -> str:
     """The `mlxft models` table of vision backbones: size, input, features, licence, and phase 2's memory judged."""
-    header = (
+    header = textwrap.fill(
         f"Vision backbones (image-classify): memory of phase 2, which trains the last 2 blocks (vision.unfreeze: 2, the "
-        f"default) or every block\non images, {describe_finetune(entries)} (benchmarks/vision_memory.py), plus "
-        f"{RUNTIME_OVERHEAD_BYTES / GB:.1f} GB for the runtime;\njudged against {_gb(available_bytes)} available here "
-        f"(tight = over {TIGHT_FRACTION:.0%}). Phase 1 trains the head on cached features and needs much less."
-    )
+        f"default) or all of them on images, {describe_finetune(entries)} by benchmarks/vision_memory.py, plus "
+        f"{RUNTIME_OVERHEAD_BYTES / GB:.1f} GB for the runtime; judged against {_gb(available_bytes)} available here "
+        f"(tight = over {TIGHT_FRACTION:.0%}). Phase 1 (the new head on cached features) needs much less.", width=116)
     cols = ("backbone", "architecture", "params", "input", "features", "licence", "last 2 blocks", "fits", "all blocks", "fits")
     rows = []
     for entry in entries:
