@@ -389,3 +389,10 @@ async def test_quit_while_training_asks_and_leave_keeps_the_process(tmp_path):
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+def test_a_vision_backbone_in_an_lm_recipe_says_which_kind_it_needs():
+    from tui.screens.train import memory_line
+
+    recipe = recipe_from_dict({"kind": "lm-lora", "model": "resnet50", "data": {"path": "data"}}, source="test")
+    assert memory_line(recipe) == "memory: resnet50 is a vision backbone: set kind to image-classify, or pick a language model"

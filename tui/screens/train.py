@@ -45,7 +45,10 @@ def memory_line(recipe: Recipe, data=None) -> str:
     and numbers `mlxft plan` prints; `data` is the train split's measured lengths (None: not measured yet)."""
     from mlxft.llm.catalogue import config_at_hand
     from mlxft.llm.memory import format_plan_line, plan_memory
+    from mlxft.vision.catalogue import find_backbone
 
+    if find_backbone(recipe.model) is not None:
+        return f"memory: {recipe.model} is a vision backbone: set kind to image-classify, or pick a language model"
     config = config_at_hand(recipe.model)
     if config is None:
         return "memory: estimated when the run starts (no config.json at hand for this model)"
