@@ -16,12 +16,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from mlxft._blas import STATE as BLAS_STATE
 from mlxft.errors import MlxftError
 
 GB = 10**9  # one unit everywhere mlxft prints memory
 MEMORY_ENV = "MLXFT_MEMORY_GB"  # judge against this many GB instead of this machine's available memory
+RUNTIME_OVERHEAD_BYTES = 512 << 20  # the runtime itself: interpreter, MLX, tokenizer, allocator slack
+TIGHT_FRACTION = 0.8  # above this share of available memory the run may swap or be killed
+
+Verdict = Literal["fits", "tight", "will-not-fit"]
+FIT_MARKS = {"fits": "yes", "tight": "tight", "will-not-fit": "no"}
 
 
 @dataclass
@@ -251,6 +257,13 @@ def memory_to_judge(memory_gb: float | None = None) -> tuple[int, int]:
         raise MlxftError(f"memory must be more than 0 GB, got {memory_gb:g}", hint="give the memory of the machine to judge against in GB, e.g. 16")
     size = int(memory_gb * GB)
     return size, size
+
+
+def judge(total: int, available: int) -> Verdict:
+    """'fits' below 80% of available memory, 'tight' up to 100%, else 'will-not-fit' (every memory table's verdict)."""
+    if total <= TIGHT_FRACTION * available:
+        return "fits"
+    return "tight" if total <= available else "will-not-fit"
 
 
 def _metal_working_set() -> int | None:

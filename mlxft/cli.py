@@ -193,18 +193,26 @@ def cmd_models(args) -> int:
     from mlxft.llm.catalogue import load_catalogue
     from mlxft.llm.inventory import format_local_table, list_models
     from mlxft.llm.memory import format_models_table, table_settings
+    from mlxft.vision.catalogue import format_vision_table, load_vision_catalogue, vision_record
 
     total, available = memory_to_judge(args.memory_gb)
+    llm, vision = args.kind in ("all", "llm"), args.kind in ("all", "vision")
+    backbones = load_vision_catalogue() if vision else []
     if args.json:
         settings = table_settings()
-        listings = list_models(available, local=args.local, settings=settings)
-        out = {"memory": {"total_bytes": total, "available_bytes": available}, "settings": settings, "models": [m.to_dict() for m in listings]}
+        listings = list_models(available, local=args.local, settings=settings) if llm else []
+        out = {"memory": {"total_bytes": total, "available_bytes": available}, "settings": settings, "models": [m.to_dict() for m in listings],
+               "vision": [vision_record(e, available) for e in backbones]}
         print(json.dumps(out, indent=1))
         return 0
-    print(format_models_table(load_catalogue(), available))
-    if args.local:
-        print()
-        print(format_local_table(list_models(available)))
+    tables = []
+    if llm:
+        tables.append(format_models_table(load_catalogue(), available))
+        if args.local:
+            tables.append(format_local_table(list_models(available)))
+    if vision:
+        tables.append(format_vision_table(backbones, available))
+    print("\n\n".join(tables))
     return 0
 
 
@@ -547,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("models", help="the model catalogue, with the memory each needs and whether it fits here")
     s.add_argument("--local", action="store_true", help="also list local models: ./models-local, GGUF imports and the Hugging Face cache")
-    s.add_argument("--json", action="store_true", help="one JSON object: memory, settings, and a record per model")
+    s.add_argument("--kind", choices=["all", "llm", "vision"], default="all",
+                   help="llm: the language models only; vision: the image backbones (image-classify) only")
+    s.add_argument("--json", action="store_true", help="one JSON object: memory, settings, a record per model and per vision backbone")
     s.add_argument("--memory-gb", type=float, help="judge against this much memory instead of this machine's (or set MLXFT_MEMORY_GB)")
     s.set_defaults(fn=cmd_models)
 

@@ -191,7 +191,7 @@ class Recipe(_Strict):
         description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM; lm-dpo / lm-orpo: preference tuning (DPO, ORPO) on preference pairs; "
         "image-classify: a pretrained image backbone with a new head."
     )
-    model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file; for image-classify a backbone (a name such as efficientnet-lite0, a Hub id, a folder or a .pth).")
+    model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file; for image-classify a backbone (a key in models/vision such as efficientnet-lite0 or dinov2-small, a Hub id, a folder or a .pth).")
     name: Annotated[str | None, AfterValidator(_run_name)] = Field(None, description="Run name: one folder name (no '/'); the run directory is output_dir/name.")
     output_dir: str = Field("runs", description="Where run directories are created.")
     seed: Count = 0

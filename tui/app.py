@@ -46,6 +46,8 @@ class MlxftApp(App):
         self.runs_dir = Path(runs_dir)
         self.start_mode = start
         self.selected_model: str | None = None  # picked on Models, used by Train, Evaluate, Chat
+        self.selected_backbone: str | None = None  # a vision backbone picked on Models, used by Train (image-classify)
+        self.train_pick: tuple[str, str] | None = None  # (spec, "llm" | "vision"): the last pick, what Train starts from
         self.data_path: str | None = None  # opened on Data, offered to Train
         self.train_processes: dict[Path, TrainProcess] = {}  # runs this app started
 
@@ -55,11 +57,21 @@ class MlxftApp(App):
     # -- shared state, for screens ---------------------------------------------------------------
     def select_model(self, spec: str) -> None:
         self.selected_model = spec
+        self.train_pick = (spec, "llm")
         self.notify(f"model: {spec} (used by Train, Evaluate and Chat)")
         for name in ("train", "evaluate", "chat"):
             screen = self._screen_if_made(name)
             if screen is not None and hasattr(screen, "model_selected"):
                 screen.model_selected(spec)
+
+    def select_backbone(self, spec: str) -> None:
+        """A vision backbone: Train makes an image-classify recipe of it (Evaluate and Chat keep their language model)."""
+        self.selected_backbone = spec
+        self.train_pick = (spec, "vision")
+        self.notify(f"backbone: {spec} (Train: an image-classify recipe; point data.path at <split>/<label>/<image> folders)")
+        screen = self._screen_if_made("train")
+        if screen is not None and hasattr(screen, "backbone_selected"):
+            screen.backbone_selected(spec)
 
     def use_data(self, path: str) -> None:
         self.data_path = path

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlxft.errors import MlxftError, ModelError
+from mlxft.catalogue import MODELS_DIR_ENV, catalogue_folder, read_entries
+from mlxft.errors import ModelError
 
-MODELS_DIR_ENV = "MLXFT_MODELS_DIR"
+__all__ = ["MODELS_DIR_ENV", "ModelEntry", "catalogue_folder", "config_at_hand", "find_model", "load_catalogue"]
 
 _Positive = Annotated[int, Field(gt=0)]
 
@@ -73,17 +71,6 @@ class ModelEntry(BaseModel):
         return config
 
 
-def catalogue_folder() -> Path | None:
-    """Where the catalogue lives: $MLXFT_MODELS_DIR, else `<repo>/models` (source checkouts), else the copy a
-    wheel installs under `<prefix>/share/mlxft/models`."""
-    if os.environ.get(MODELS_DIR_ENV):
-        return Path(os.environ[MODELS_DIR_ENV]).expanduser()
-    for folder in (Path(__file__).resolve().parents[2] / "models", Path(sys.prefix) / "share" / "mlxft" / "models"):
-        if folder.is_dir():
-            return folder
-    return None
-
-
 def load_catalogue(folder: str | Path | None = None) -> list[ModelEntry]:
     """Read and validate every `*.yaml` in the catalogue folder; raise one MlxftError listing every bad entry."""
     if folder is None:
@@ -93,54 +80,7 @@ def load_catalogue(folder: str | Path | None = None) -> list[ModelEntry]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"model catalogue folder not found: {folder}", hint=f"point {MODELS_DIR_ENV} at a folder of model YAML files")
-
-    entries: list[ModelEntry] = []
-    seen: dict[str, Path] = {}
-    problems: list[str] = []
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            problems.append(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}")
-            continue
-        if data is None:
-            continue
-        if not isinstance(data, dict):
-            problems.append(f"{path}: expected a mapping of model keys to entries, got {type(data).__name__}")
-            continue
-        for key, fields in data.items():
-            where = f"{path}: entry '{key}'"
-            if not isinstance(fields, dict):
-                problems.append(f"{where}: expected a mapping of fields, got {type(fields).__name__}")
-                continue
-            if "key" in fields:
-                problems.append(f"{where}: field 'key': the entry's name is its key; remove the field")
-                continue
-            try:
-                entry = ModelEntry.model_validate({"key": str(key), **fields})
-            except ValidationError as err:
-                problems.extend(f"{where}: field '{loc}': {msg}" for loc, msg in _field_problems(err))
-                continue
-            if entry.key in seen:
-                problems.append(f"{where}: key already defined in {seen[entry.key]}")
-                continue
-            seen[entry.key] = path
-            entries.append(entry)
-    if problems:
-        lines = "\n".join(f"  {p}" for p in problems)
-        raise MlxftError(f"{len(problems)} problem(s) in the model catalogue\n{lines}", hint=f"fix these entries in {folder}")
-    return entries
-
-
-def _field_problems(err: ValidationError) -> list[tuple[str, str]]:
-    merged: dict[str, list[str]] = {}
-    for e in err.errors():
-        # A union field (a list or 'all-linear') fails once per alternative: one line per field.
-        parts = [str(p) for p in e["loc"] if not str(p).startswith(("list[", "literal[", "constrained-", "function-"))]
-        msg = "unknown field: check the spelling" if e["type"] == "extra_forbidden" else e["msg"]
-        if msg not in merged.setdefault(".".join(parts) or "(entry)", []):
-            merged[".".join(parts) or "(entry)"].append(msg)
-    return [(loc, "; or ".join(msgs)) for loc, msgs in merged.items()]
+    return read_entries(folder, ModelEntry, "model catalogue")
 
 
 def find_model(name: str, folder: str | Path | None = None) -> ModelEntry | None:

@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import get_args
 
-from mlxft.backend import GB, default_compute_dtype, default_device_is_gpu, memory_to_judge
+from mlxft.backend import (  # noqa: F401  (judge, FIT_MARKS, Verdict: the verdict every memory table shares, named here too)
+    FIT_MARKS,
+    GB,
+    RUNTIME_OVERHEAD_BYTES,
+    TIGHT_FRACTION,
+    Verdict,
+    default_compute_dtype,
+    default_device_is_gpu,
+    judge,
+    memory_to_judge,
+)
+from mlxft.catalogue import format_parameter_count  # noqa: F401  (the catalogue tables' format, named here too)
 from mlxft.errors import MlxftError, ModelError
 from mlxft.job import total_steps_for
 from mlxft.llm.batch_shapes import DataLengths, candidate_batches, ceiling_batch
 from mlxft.recipe import PREFERENCE_KINDS, LoraSection, TrainSection
 
-OVERHEAD_BYTES = 512 << 20  # the runtime itself: interpreter, MLX, tokenizer, allocator slack
-TIGHT_FRACTION = 0.8  # above this share of available memory the run may swap or be killed
+OVERHEAD_BYTES = RUNTIME_OVERHEAD_BYTES
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LOGIT_COPIES = 4  # CPU: logits, max-shifted logits, softmax and the scattered target gradient, float32 (measured)
 LOGIT_COPIES_GPU = 3  # GPU: fused cross-entropy keeps the logits and makes their gradient (not measured: no GPU here)
@@ -32,8 +42,6 @@ LOGIT_COPIES_CHECKPOINTED = 2.5
 UPDATE_COPIES = 2.05  # full fine-tuning: the compiled AdamW step's new state, in copies of the weights (measured)
 UPDATE_VOCAB_COPIES = 1.6  # and its extra working copies of the vocabulary matrices (measured, tied and untied)
 MARGIN = 1.05  # on activations and logits: the measured peak varies ~3% from run to run
-
-Verdict = Literal["fits", "tight", "will-not-fit"]
 
 # Which part of a block a LoRA target sits in decides which activations its gradient keeps alive.
 _ATTN_IN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "wqkv", "c_attn", "q", "k", "v"}
@@ -327,13 +335,6 @@ class MemoryPlan:
     basis: str = ""  # "planned from the data: ..." or "planned from max_seq_length=N: why"
 
 
-def judge(total: int, available: int) -> Verdict:
-    """'fits' below 80% of available memory, 'tight' up to 100%, else 'will-not-fit'."""
-    if total <= TIGHT_FRACTION * available:
-        return "fits"
-    return "tight" if total <= available else "will-not-fit"
-
-
 def recipe_settings(recipe, config: dict | None = None) -> dict:
     """The estimate_memory keywords a Recipe implies, at its largest batch (batch_size x max_seq_length, all trained).
 
@@ -486,14 +487,6 @@ def _gb(n: int) -> str:
     return f"{n / GB:.2f} GB"
 
 
-def format_parameter_count(n: int) -> str:
-    if n >= 9.95e8:
-        return f"{n / 1e9:.1f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.0f}M" if n >= 1e8 else f"{n / 1e6:.1f}M"
-    return f"{n / 1e3:.0f}K"
-
-
 def _describe(settings: dict) -> str:
     method = {"lora": "LoRA", "dora": "DoRA", "full": "full fine-tuning"}[settings["method"]]
     if settings["quant_bits"] and settings["method"] != "full":
@@ -589,9 +582,6 @@ def estimate_fit(config: dict, available: int, settings: dict | None = None) -> 
     full_base = estimate_memory(config, **common)
     four_bit = estimate_memory(config, **{**common, "quant_bits": 4, "group_size": 64})
     return ModelFit(full_base, four_bit, judge(full_base.total, available), judge(four_bit.total, available))
-
-
-FIT_MARKS = {"fits": "yes", "tight": "tight", "will-not-fit": "no"}
 
 
 def format_models_table(entries, available_bytes: int) -> str:

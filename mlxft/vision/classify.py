@@ -79,8 +79,11 @@ class ImageClassifyJob:
     higher_is_better = {"accuracy", "macro_f1"}
     charted = ("accuracy",)
 
-    def __init__(self, recipe: Recipe, emit=lambda e: None):
-        from mlxft.vision.backbones import load_backbone
+    def __init__(self, recipe: Recipe, emit=lambda e: None, load_backbone=None):
+        """`load_backbone(spec) -> LoadedBackbone` defaults to `mlxft.vision.backbones.load_backbone` (benchmarks
+        pass one that builds random weights of the catalogue's architecture)."""
+        if load_backbone is None:
+            from mlxft.vision.backbones import load_backbone
 
         self.recipe, v = recipe, recipe.vision
         loaded = load_backbone(recipe.model)

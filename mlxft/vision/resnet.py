@@ -167,5 +167,6 @@ def from_checkpoint(weights: dict, config: dict, source: str) -> LoadedBackbone:
         pre = Preprocess(size=224, resize=256, mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), interpolation="bilinear",
                          channels="BGR", keep_aspect=False)
     else:
-        pre = timm_preprocess(config) or Preprocess(size=224, resize=256, interpolation="bilinear", **IMAGENET)
+        # Hugging Face ResNets (microsoft/resnet-*) state bicubic (resample 3) in preprocessor_config.json; torchvision's are bilinear.
+        pre = timm_preprocess(config) or Preprocess(size=224, resize=256, interpolation="bicubic" if hf else "bilinear", **IMAGENET)
     return LoadedBackbone(model.eval(), pre, arch, source, notes)

@@ -21,7 +21,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar
 from mlxft.atomic import atomic_write_text
 from mlxft.errors import MlxftError
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
-from mlxft.recipe import Recipe, load_recipe
+from mlxft.recipe import VISION_KINDS, Recipe, load_recipe
 from mlxft.runs import RunDir, list_runs, summarize_run
 from mlxft.textsafe import escape_controls
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
@@ -45,7 +45,10 @@ def memory_line(recipe: Recipe, data=None) -> str:
     and numbers `mlxft plan` prints; `data` is the train split's measured lengths (None: not measured yet)."""
     from mlxft.llm.catalogue import config_at_hand
     from mlxft.llm.memory import format_plan_line, plan_memory
+    from mlxft.vision.catalogue import find_backbone
 
+    if find_backbone(recipe.model) is not None:
+        return f"memory: {recipe.model} is a vision backbone: set kind to image-classify, or pick a language model"
     config = config_at_hand(recipe.model)
     if config is None:
         return "memory: estimated when the run starts (no config.json at hand for this model)"
@@ -165,8 +168,9 @@ class TrainScreen(Screen):
         form = self.query_one(RecipeForm)
         form.set_field("output_dir", str(self.app.runs_dir))
         form.set_field("kind", "lm-lora")
-        if self.app.selected_model:
-            form.set_field("model", self.app.selected_model)
+        if self.app.train_pick is not None:
+            spec, kind = self.app.train_pick
+            (self.backbone_selected if kind == "vision" else self.model_selected)(spec)
         if self.app.data_path:
             form.set_field("data.path", self.app.data_path)
         self.set_interval(0.5, self.poll_run)
@@ -181,7 +185,16 @@ class TrainScreen(Screen):
 
     # -- shared state hooks (called by the app) -------------------------------------------------
     def model_selected(self, spec: str) -> None:
-        self.query_one(RecipeForm).set_field("model", spec)
+        form = self.query_one(RecipeForm)
+        form.set_field("model", spec)
+        if form.get_field("kind") in VISION_KINDS:
+            form.set_field("kind", "lm-lora")  # a language model: back to the LM default
+
+    def backbone_selected(self, spec: str) -> None:
+        """A vision backbone from Models: the recipe becomes image-classify, its model the backbone's key."""
+        form = self.query_one(RecipeForm)
+        form.set_field("model", spec)
+        form.set_field("kind", "image-classify")
 
     def data_selected(self, path: str) -> None:
         self.query_one(RecipeForm).set_field("data.path", path)
@@ -208,9 +221,15 @@ class TrainScreen(Screen):
         from mlxft.llm.batch_shapes import cached_train_lengths
 
         self._planned = recipe
-        if recipe.kind == "image-classify":
-            self.query_one("#memory-line", Label).update(
-                f"memory: not planned for image classifiers (the backbone at {recipe.train.batch_size} images a step); the run shows its peak")
+        if recipe.kind in VISION_KINDS:
+            from mlxft.backend import memory_to_judge
+            from mlxft.vision.catalogue import format_finetune_line
+
+            try:
+                line = format_finetune_line(recipe, memory_to_judge()[1])
+            except MlxftError as exc:
+                line = f"memory: {exc.message}"
+            self.query_one("#memory-line", Label).update(line)
             return
         data = cached_train_lengths(recipe)
         if data is None:

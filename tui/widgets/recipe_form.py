@@ -237,6 +237,12 @@ class RecipeForm(VerticalScroll):
         w = self._widget(spec)
         w.value = format_value(value) if spec.widget == "text" else value
 
+    def get_field(self, key: str) -> Any:
+        """A field's widget value as it stands: a select's option (None when blank), a switch's bool, a text's string."""
+        spec = next(s for s in self.specs if s.key == key)
+        value = self._widget(spec).value
+        return None if value is Select.NULL else value
+
     # -- checking ----------------------------------------------------------------------------------
     def check(self) -> Recipe | None:
         for row in self.query(FieldRow):
