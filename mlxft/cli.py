@@ -406,7 +406,8 @@ def _eval_images(args) -> int:
     comparison = None
     if other:
         before = evaluate_images(other, data, args.split, on_progress=progress(2, names[0]))
-        comparison = compare_evaluations(before, result, names, data=str(data), paths=(str(other_run.path if other_run else other.folder), str(run.path if run else clf.folder)))
+        where = (other_run.path if other_run else other.folder, run.path if run else clf.folder)
+        comparison = compare_evaluations(before, result, names, data=str(Path(data).expanduser().resolve()), paths=tuple(str(Path(w).resolve()) for w in where))
     out = Path(args.out) if args.out else (run.eval_dir / args.split if run else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
     paths = write_evaluation(result, out)
     if comparison:

@@ -46,7 +46,7 @@ def test_the_comparison_agrees_with_each_runs_own_evaluation(runs, tmp_path):
     strong_summary = json.loads((folder / "summary.json").read_text())
     assert c["before"]["accuracy"] == pytest.approx(weak_summary["accuracy"]) and c["after"]["accuracy"] == pytest.approx(strong_summary["accuracy"])
     assert c["change"]["macro_f1"] == pytest.approx(strong_summary["macro_f1"] - weak_summary["macro_f1"])
-    assert c["before"]["path"] == str(runs["weak"]) and c["verdict"] in ("ship", "investigate", "look at the training data", "stop")
+    assert c["before"]["path"] == str(runs["weak"].resolve()) and c["verdict"] in ("ship", "investigate", "look at the training data", "stop")
 
     # Printed: both names, the scores, every regression by path, the verdict; where the files are.
     assert "A = weak, B = strong: the same 16 images of the 'test' split" in out.stdout

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +20,9 @@ from mlxft.atomic import atomic_write_text
 from mlxft.errors import MlxftError
 from mlxft.eval.compare import GroupScore, Verdict, VerdictWords, decide_verdict, discordant_p_value
 from mlxft.textsafe import escape_lines
-from mlxft.vision.evaluate import ImageEvaluation
+
+if TYPE_CHECKING:  # the TUI reads KIND and comparison_stem without loading MLX
+    from mlxft.vision.evaluate import ImageEvaluation
 
 KIND = "image-comparison"  # summary.json's `kind`, so readers tell it from one run's evaluation
 SHOWN_CHANGES = 20  # regressions and fixes printed to the terminal; the reports list them all
@@ -89,7 +92,7 @@ class ImageComparison:
             "before": side(self.before_name, self.before_path, self.before), "after": side(self.after_name, self.after_path, self.after),
             "change": {"accuracy": after.accuracy - before.accuracy, "macro_f1": after.macro.f1 - before.macro.f1},
             "regressions": [asdict(p) for p in self.regressions], "fixes": [asdict(p) for p in self.fixes],
-            "mcnemar": {"discordant": self.score.fixes + self.score.regressions, "p_value": self.p_value},
+            "mcnemar": {"discordant": self.score.fixes + self.score.regressions, "p_value": self.p_value, "note": chance_note(self)},
             "verdict": self.verdict.key, "verdict_text": self.verdict.text,
             "predictions": [asdict(p) for p in self.pairs],
         }

@@ -56,7 +56,8 @@ class ImageEvaluation:
     def summary(self) -> dict:
         r = self.report
         out = {"split": self.split, "images": len(self.paths), "accuracy": r.accuracy, "macro_f1": r.macro.f1, "auc": self.auc,
-               "per_class": {k: vars(v) for k, v in r.per_class.items()}, "confusion": {"labels": list(r.labels), "matrix": r.confusion},
+               "per_class": {k: vars(v) for k, v in r.per_class.items()}, "macro": vars(r.macro), "weighted": vars(r.weighted),
+               "confusion": {"labels": list(r.labels), "matrix": r.confusion},
                "mistakes": len(self.mistakes())}
         if self.operating_point:
             out["operating_point"] = vars(self.operating_point)
