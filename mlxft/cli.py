@@ -367,7 +367,7 @@ def _eval_images(args) -> int:
     """One image classifier on a labelled split; with --against, also that run's classifier on the same images, compared."""
     from mlxft.runs import RunDir
     from mlxft.textsafe import escape_lines
-    from mlxft.vision.compare import check_same_labels, compare_evaluations, format_comparison, write_comparison
+    from mlxft.vision.compare import compare_runs, format_comparison, run_data, run_name, write_comparison
     from mlxft.vision.evaluate import evaluate_images, format_evaluation, write_evaluation
     from mlxft.vision.predict import load_classifier
 
@@ -375,39 +375,25 @@ def _eval_images(args) -> int:
     if lm_flags:
         raise MlxftError(f"{', '.join(lm_flags)} are for language models; RUN is an image classifier's run",
                          hint="mlxft eval RUN [--against OTHER_RUN]; or mlxft eval --model BASE --adapter RUN_DIR --bench bench.jsonl")
-    clf = load_classifier(args.run)
-    run = RunDir.containing(clf.folder)
-    data = args.data or _run_data(run, args.run)
-    other = None
-    if args.against:
-        other = load_classifier(args.against)
-        if other.folder.resolve() == clf.folder.resolve():
-            raise MlxftError(f"--against {args.against}: that is {args.run} itself", hint="compare two different runs: mlxft eval RUN_B --against RUN_A")
-        other_run = RunDir.containing(other.folder)
-        names = _comparison_names(run, clf.folder, other_run, other.folder)
-        check_same_labels(other.labels, clf.labels, (names[0], names[1]))
-        if args.data is None:
-            other_data = _run_data(other_run, args.against)
-            if Path(other_data).expanduser().resolve() != Path(data).expanduser().resolve():
-                raise MlxftError(f"{names[0]} was trained on {other_data} and {names[1]} on {data}: their '{args.split}' splits are not the same images",
-                                 hint="pass --data IMAGE_FOLDER to evaluate both on one split")
-    models = 2 if other else 1
+    models = 2 if args.against else 1
 
-    def progress(step: int, name: str):
-        def report(done: int, total: int) -> None:
-            if args.progress_json:
-                print(json.dumps({"phase": name, "done": done, "total": total, "model": step, "models": models}), flush=True)
-            elif done == total:
-                print(f"{name}: {done}/{total} images", file=sys.stderr)
-        return report
+    def progress(name: str, model: int, done: int, total: int) -> None:
+        if args.progress_json:
+            print(json.dumps({"phase": name, "done": done, "total": total, "model": model, "models": models}), flush=True)
+        elif done == total:
+            print(f"{name}: {done}/{total} images", file=sys.stderr)
 
-    after_name = names[1] if other else (run.path.name if run else clf.folder.name)
-    result = evaluate_images(clf, data, args.split, threshold_for=args.threshold_for, on_progress=progress(1, after_name))
     comparison = None
-    if other:
-        before = evaluate_images(other, data, args.split, on_progress=progress(2, names[0]))
-        where = (other_run.path if other_run else other.folder, run.path if run else clf.folder)
-        comparison = compare_evaluations(before, result, names, data=str(Path(data).expanduser().resolve()), paths=tuple(str(Path(w).resolve()) for w in where))
+    if args.against:
+        comparison = compare_runs(args.run, args.against, data=args.data, split=args.split, threshold_for=args.threshold_for, on_progress=progress)
+        result = comparison.after
+        run = RunDir.containing(comparison.after_path)
+    else:
+        clf = load_classifier(args.run)
+        run = RunDir.containing(clf.folder)
+        name = run_name(clf)
+        result = evaluate_images(clf, args.data or run_data(run, args.run), args.split, threshold_for=args.threshold_for,
+                                 on_progress=lambda done, total: progress(name, 1, done, total))
     out = Path(args.out) if args.out else (run.eval_dir / args.split if run else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
     paths = write_evaluation(result, out)
     if comparison:
@@ -419,21 +405,6 @@ def _eval_images(args) -> int:
     lines = format_comparison(comparison).splitlines() if comparison else format_evaluation(result).splitlines()
     print(escape_lines([*lines, *(f"{k.replace('_', ' ')}: {v}" for k, v in paths.items())]))
     return 0
-
-
-def _run_data(run, given: str) -> str:
-    """The image folder a run was trained on (its recipe's data.path)."""
-    from mlxft.recipe import load_recipe
-
-    if run is None:
-        raise MlxftError(f"{given}: not inside a run directory, so its data is unknown", hint="pass --data IMAGE_FOLDER")
-    return load_recipe(run.recipe_path).data.path
-
-
-def _comparison_names(run_b, folder_b: Path, run_a, folder_a: Path) -> tuple[str, str]:
-    """(A, B) as reports name them: the run folders' names, or their paths when the names are the same."""
-    a, b = (run.path if run else folder for run, folder in ((run_a, folder_a), (run_b, folder_b)))
-    return (a.name, b.name) if a.name != b.name else (str(a), str(b))
 
 
 # -- data curation ----------------------------------------------------------------------------

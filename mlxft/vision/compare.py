@@ -150,6 +150,53 @@ def compare_evaluations(before: ImageEvaluation, after: ImageEvaluation, names: 
                            data=data, before_path=paths[0], after_path=paths[1])
 
 
+def run_data(run, given: str | Path) -> str:
+    """The image folder a run was trained on (its recipe's data.path); `run` is the RunDir holding the classifier, or None."""
+    from mlxft.recipe import load_recipe
+
+    if run is None:
+        raise MlxftError(f"{given}: not inside a run directory, so its data is unknown", hint="pass --data IMAGE_FOLDER")
+    return load_recipe(run.recipe_path).data.path
+
+
+def run_name(clf) -> str:
+    """How reports name a classifier: its run folder's name, else its own folder's."""
+    from mlxft.runs import RunDir
+
+    run = RunDir.containing(clf.folder)
+    return (run.path if run else clf.folder).name
+
+
+def compare_runs(after: str | Path, before: str | Path, *, data: str | None = None, split: str = "test", threshold_for: str | None = None,
+                 on_progress=lambda name, model, done, total: None) -> ImageComparison:
+    """Run B (`after`) and run A (`before`) on the same images of one split, then `compare_evaluations`.
+
+    Everything that would make the comparison meaningless is refused before any image is read: the same run twice,
+    label sets that differ, and (unless `data` names one folder for both) runs trained on different image folders.
+    `on_progress(run name, 1 or 2, images done, images)` as each classifier works through the split.
+    """
+    from mlxft.runs import RunDir
+    from mlxft.vision.evaluate import evaluate_images
+    from mlxft.vision.predict import load_classifier
+
+    clf_b, clf_a = load_classifier(after), load_classifier(before)
+    if clf_a.folder.resolve() == clf_b.folder.resolve():
+        raise MlxftError(f"--against {before}: that is {after} itself", hint="compare two different runs: mlxft eval RUN_B --against RUN_A")
+    run_b, run_a = RunDir.containing(clf_b.folder), RunDir.containing(clf_a.folder)
+    where = [Path(run.path if run else clf.folder).resolve() for run, clf in ((run_a, clf_a), (run_b, clf_b))]
+    names = (where[0].name, where[1].name) if where[0].name != where[1].name else (str(where[0]), str(where[1]))
+    check_same_labels(clf_a.labels, clf_b.labels, names)
+    folder = data or run_data(run_b, after)
+    if data is None:
+        other = run_data(run_a, before)
+        if Path(other).expanduser().resolve() != Path(folder).expanduser().resolve():
+            raise MlxftError(f"{names[0]} was trained on {other} and {names[1]} on {folder}: their '{split}' splits are not the same images",
+                             hint="pass --data IMAGE_FOLDER to evaluate both on one split")
+    b = evaluate_images(clf_b, folder, split, threshold_for=threshold_for, on_progress=lambda done, total: on_progress(names[1], 1, done, total))
+    a = evaluate_images(clf_a, folder, split, on_progress=lambda done, total: on_progress(names[0], 2, done, total))
+    return compare_evaluations(a, b, names, data=str(Path(folder).expanduser().resolve()), paths=(str(where[0]), str(where[1])))
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
