@@ -320,6 +320,9 @@ def cmd_eval(args) -> int:
 
     if args.run:
         return _eval_images(args)
+    if args.against:
+        raise MlxftError("--against compares two image-classify runs: mlxft eval RUN_B --against RUN_A",
+                         hint="for language models the comparison is base vs tuned: mlxft eval --model BASE --adapter RUN_DIR --bench bench.jsonl")
     missing = [f"--{k}" for k in ("model", "adapter", "bench") if not getattr(args, k)]
     if missing:
         raise MlxftError(f"mlxft eval of a language model needs {', '.join(missing)}",
@@ -369,23 +372,46 @@ def cmd_predict(args) -> int:
 
 
 def _eval_images(args) -> int:
-    from mlxft.recipe import load_recipe
+    """One image classifier on a labelled split; with --against, also that run's classifier on the same images, compared."""
     from mlxft.runs import RunDir
     from mlxft.textsafe import escape_lines
+    from mlxft.vision.compare import compare_runs, format_comparison, run_data, run_name, write_comparison
     from mlxft.vision.evaluate import evaluate_images, format_evaluation, write_evaluation
     from mlxft.vision.predict import load_classifier
 
-    clf = load_classifier(args.run)
-    run = RunDir.containing(clf.folder)
-    data = args.data
-    if data is None:
-        if run is None:
-            raise MlxftError(f"{args.run}: not inside a run directory, so its data is unknown", hint="pass --data IMAGE_FOLDER")
-        data = load_recipe(run.recipe_path).data.path
-    result = evaluate_images(clf, data, args.split, threshold_for=args.threshold_for)
+    lm_flags = [f"--{k}" for k in ("model", "adapter", "bench") if getattr(args, k)]
+    if lm_flags:
+        raise MlxftError(f"{', '.join(lm_flags)} are for language models; RUN is an image classifier's run",
+                         hint="mlxft eval RUN [--against OTHER_RUN]; or mlxft eval --model BASE --adapter RUN_DIR --bench bench.jsonl")
+    models = 2 if args.against else 1
+
+    def progress(name: str, model: int, done: int, total: int) -> None:
+        if args.progress_json:
+            print(json.dumps({"phase": name, "done": done, "total": total, "model": model, "models": models}), flush=True)
+        elif done == total:
+            print(f"{name}: {done}/{total} images", file=sys.stderr)
+
+    comparison = None
+    if args.against:
+        comparison = compare_runs(args.run, args.against, data=args.data, split=args.split, threshold_for=args.threshold_for, on_progress=progress)
+        result = comparison.after
+        run = RunDir.containing(comparison.after_path)
+    else:
+        clf = load_classifier(args.run)
+        run = RunDir.containing(clf.folder)
+        name = run_name(clf)
+        result = evaluate_images(clf, args.data or run_data(run, args.run), args.split, threshold_for=args.threshold_for,
+                                 on_progress=lambda done, total: progress(name, 1, done, total))
     out = Path(args.out) if args.out else (run.eval_dir / args.split if run else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
     paths = write_evaluation(result, out)
-    print(escape_lines([*format_evaluation(result).splitlines(), *(f"{k}: {v}" for k, v in paths.items())]))
+    if comparison:
+        paths.update(write_comparison(comparison, out))
+    if args.progress_json:
+        print(json.dumps({"finished": True, "out": str(out), "verdict": comparison.verdict.key if comparison else None,
+                          "paths": {k: str(v) for k, v in paths.items()}}), flush=True)
+        return 0
+    lines = format_comparison(comparison).splitlines() if comparison else format_evaluation(result).splitlines()
+    print(escape_lines([*lines, *(f"{k.replace('_', ' ')}: {v}" for k, v in paths.items())]))
     return 0
 
 
@@ -589,13 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("eval", help="base vs fine-tuned on the same benchmark: target cluster, the rest, regressions, a verdict; "
-                                    "or an image classifier run on a labelled image split")
+                                    "or an image classifier run on a labelled image split (--against: two runs compared)")
     s.add_argument("run", nargs="?", metavar="RUN", help="an image-classify run (or its model folder): evaluate it on --split of --data")
     s.add_argument("--model", help="language models: the base model")
     s.add_argument("--adapter", help="language models: adapter folder or run directory")
     s.add_argument("--bench", help="language models: benchmark JSONL: id, prompt or messages, expected, cluster, grader")
     s.add_argument("--data", help="image classifiers: the image data (default: the run's data.path)")
     s.add_argument("--split", default="test", help="image classifiers: the labelled split to evaluate (default test)")
+    s.add_argument("--against", metavar="RUN_A", help="image classifiers: also evaluate this earlier run on the same images and compare "
+                                                       "(A before, RUN after): scores of each, regressions and fixes by path, a verdict")
     s.add_argument("--threshold-for", metavar="LABEL=RECALL", help="image classifiers: choose the threshold on P(LABEL) that reaches RECALL on the valid split, and report the operating point")
     s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster; the whole benchmark when none is labelled)")
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
@@ -607,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--focus-class", help="classification: list false positives and negatives of this label")
     s.add_argument("--out", help="report folder (default: RUN_DIR/eval)")
     s.add_argument("--progress-json", action="store_true",
-                   help='for programs: stdout is JSON lines, {"phase": "base", "done": 8, "total": 24} as batches finish, '
+                   help='for programs: stdout is JSON lines, {"phase": "base", "done": 8, "total": 24} as batches finish '
+                        '(image classifiers: the run\'s name as phase, and "model": 1, "models": 2), '
                         'then {"finished": true, "out": ..., "verdict": ..., "paths": {...}}')
     s.set_defaults(fn=cmd_eval)
 

@@ -73,6 +73,18 @@ class GroupScore:
         return self.tuned_accuracy - self.base_accuracy if self.size else float("nan")
 
 
+def discordant_p_value(fixes: int, regressions: int) -> float:
+    """Exact two-sided McNemar test: how likely a split of the discordant items at least this uneven is, were
+    neither side better (each discordant item a fair coin). 1.0 when nothing changed."""
+    from math import comb
+
+    n = fixes + regressions
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, k) for k in range(min(fixes, regressions) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What to do with the adapter (`key`, one of VERDICT_KEYS) and the numbers that say why (`text`)."""
@@ -174,12 +186,23 @@ def _facts(name: str, g: GroupScore) -> str:
             f"{_count(g.fixes, 'fix', 'fixes')}, {_count(g.regressions, 'regression', 'regressions')})")
 
 
-def decide_verdict(target: GroupScore, rest: GroupScore, targets: list[str]) -> Verdict:
+@dataclass(frozen=True)
+class VerdictWords:
+    """How a verdict names what it judged and what changed; the defaults are the base-vs-adapter comparison's."""
+
+    whole: str = f"the {WHOLE_BENCHMARK}"  # the target when no cluster is targeted
+    worse: str = "the adapter makes the model worse"
+    this: str = "this adapter"
+    item: tuple[str, str] = ("item", "items")
+
+
+def decide_verdict(target: GroupScore, rest: GroupScore, targets: list[str], words: VerdictWords = VerdictWords()) -> Verdict:
     """Ship only a gain on the target that breaks nothing; a gain that breaks more than it fixes is a stop.
 
     The target is the targeted clusters, or the whole benchmark when none is targeted (then `rest` is empty).
+    `words` lets another comparison (two image classifiers on a test split) speak of its own things.
     """
-    name = f"the target{'s' if len(targets) > 1 else ''} {', '.join(targets)}" if targets else f"the {WHOLE_BENCHMARK}"
+    name = f"the target{'s' if len(targets) > 1 else ''} {', '.join(targets)}" if targets else words.whole
     facts = _facts(name, target) + (f"; {_facts('the rest', rest)}" if rest.size else "")
     regressions = target.regressions + rest.regressions
     them = "the regression" if regressions == 1 else f"the {regressions} regressions"
@@ -187,7 +210,7 @@ def decide_verdict(target: GroupScore, rest: GroupScore, targets: list[str]) -> 
     if target.net > 0 and regressions == 0:
         key, advice = "ship", "ship it"
     elif target.net > 0 and net < 0:
-        key, advice = "stop", (f"it breaks more than it fixes ({net:+d} items over the whole benchmark); do not ship it, and keep "
+        key, advice = "stop", (f"it breaks more than it fixes ({net:+d} {words.item[1]} over {words.whole}); do not ship it, and keep "
                                "examples the model already gets right in the training set (`mlxft data build --keep-passing`)")
     elif target.net > 0:
         key, advice = "investigate", f"read {them} before shipping"
@@ -195,9 +218,9 @@ def decide_verdict(target: GroupScore, rest: GroupScore, targets: list[str]) -> 
         key, advice = "look at the training data", ("the target did not improve and nothing broke; look at the training data "
                                                     "(too few examples, too unlike the benchmark, or too few steps)")
     elif target.net < 0:
-        key, advice = "stop", f"the adapter makes the model worse on {name}; do not ship it"
+        key, advice = "stop", f"{words.worse} on {name}; do not ship it"
     else:
-        key, advice = "stop", f"no gain on {name}, and {_count(regressions, 'item', 'items')} broke; do not ship this adapter"
+        key, advice = "stop", f"no gain on {name}, and {_count(regressions, *words.item)} broke; do not ship {words.this}"
     return Verdict(key, f"{facts}: {advice}")
 
 

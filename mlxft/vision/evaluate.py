@@ -56,7 +56,8 @@ class ImageEvaluation:
     def summary(self) -> dict:
         r = self.report
         out = {"split": self.split, "images": len(self.paths), "accuracy": r.accuracy, "macro_f1": r.macro.f1, "auc": self.auc,
-               "per_class": {k: vars(v) for k, v in r.per_class.items()}, "confusion": {"labels": list(r.labels), "matrix": r.confusion},
+               "per_class": {k: vars(v) for k, v in r.per_class.items()}, "macro": vars(r.macro), "weighted": vars(r.weighted),
+               "confusion": {"labels": list(r.labels), "matrix": r.confusion},
                "mistakes": len(self.mistakes())}
         if self.operating_point:
             out["operating_point"] = vars(self.operating_point)
@@ -106,9 +107,20 @@ def operating_point(label: str, target: float, threshold: float, valid_recall: f
     return OperatingPoint(label, target, threshold, valid_recall, tp / max(tp + fn, 1), tp / max(tp + fp, 1), tn / max(tn + fp, 1), int(flag.sum()))
 
 
-def evaluate_images(clf: ImageClassifier, data_path: str, split: str = "test", *, threshold_for: str | None = None, valid_split: str = "valid") -> ImageEvaluation:
+def split_probabilities(clf: ImageClassifier, paths: list, on_progress=lambda done, total: None, chunk: int = 64) -> np.ndarray:
+    """`clf.probabilities` over many images, `on_progress(done, total)` after each chunk of them."""
+    out = []
+    on_progress(0, len(paths))
+    for start in range(0, len(paths), chunk):
+        out.append(clf.probabilities(paths[start: start + chunk]))
+        on_progress(min(start + chunk, len(paths)), len(paths))
+    return np.concatenate(out) if out else clf.probabilities([])
+
+
+def evaluate_images(clf: ImageClassifier, data_path: str, split: str = "test", *, threshold_for: str | None = None, valid_split: str = "valid",
+                    on_progress=lambda done, total: None) -> ImageEvaluation:
     paths, truth = _split_images(clf, data_path, split)
-    probs = clf.probabilities(paths)
+    probs = split_probabilities(clf, paths, on_progress)
     labels = clf.labels
     report = classification_report([labels[t] for t in truth], [labels[p] for p in probs.argmax(1)], labels=labels, closed=True)
     result = ImageEvaluation(split, labels, [str(p) for p in paths], truth, probs, report, roc_auc(truth, probs, labels))

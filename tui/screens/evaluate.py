@@ -1,5 +1,9 @@
 """Evaluate: base vs fine-tuned on a benchmark through `mlxft eval`, then the verdict, target vs rest,
-regressions and fixes side by side, and for classifiers the per-class report and confusion matrices."""
+regressions and fixes side by side, and for classifiers the per-class report and confusion matrices.
+
+For an image-classify run the same tabs show its evaluation on a labelled split (per-class report, accuracy,
+ROC AUC, the confusion matrix, the misclassified images), and its comparison with an earlier image run
+(`mlxft eval RUN --against RUN_A`): A and B side by side, regressions and fixes by image, and the verdict."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from mlxft.errors import MlxftError
 from mlxft.runs import ADAPTER_DIR, RunDir
 from mlxft.textsafe import escape_controls, escape_lines
 from tui.runner import error_from_stderr, stream_command
+from tui.screens.image_results import (ImageResults, comparison_file, is_image_summary, open_in_viewer, read_image_folder,
+                                       read_json_lines, short_path)
 from tui.widgets.nav import NavBar
 
 GRADERS = ("exact", "contains", "regex", "json", "one-of", "numeric")
@@ -48,9 +54,12 @@ class EvalResults:
         return path if path.is_file() else None
 
 
-def read_eval_folder(path: str | Path) -> EvalResults:
-    """Results from an eval folder, or from a run directory that holds one in eval/."""
+def read_eval_folder(path: str | Path) -> EvalResults | ImageResults:
+    """Results from an eval folder, or from a run directory that holds one in eval/; an image classifier's
+    evaluation folder (RUN/eval/<split>), or one of its compare-<run>.json files, gives ImageResults."""
     folder = Path(path).expanduser()
+    if folder.is_file() and folder.suffix == ".json" and folder.name.startswith("compare-"):
+        return read_image_folder(folder.parent, comparison=folder)
     if not (folder / "summary.json").is_file() and (RunDir(folder).eval_dir / "summary.json").is_file():
         folder = RunDir(folder).eval_dir
     summary_path = folder / "summary.json"
@@ -60,19 +69,11 @@ def read_eval_folder(path: str | Path) -> EvalResults:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise MlxftError(f"{summary_path}: cannot read it ({exc})", hint="re-run the evaluation to write it again") from None
+    if is_image_summary(summary):
+        return read_image_folder(folder, summary)
     if not isinstance(summary, dict) or "verdict" not in summary:
         raise MlxftError(f"{summary_path}: not an evaluation summary (no verdict)", hint="open the folder `mlxft eval` wrote")
-    rows = []
-    log = folder / "run-log.jsonl"
-    if log.is_file():
-        for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise MlxftError(f"{log}: line {number} is not JSON ({exc.msg})", hint="re-run the evaluation to write the log again") from None
-    return EvalResults(folder, summary, rows)
+    return EvalResults(folder, summary, read_json_lines(folder / "run-log.jsonl", "re-run the evaluation to write the log again"))
 
 
 def _pct(x) -> str:
@@ -138,6 +139,20 @@ Base (adapter off) and fine-tuned (adapter on) answer the same benchmark in one 
 
 Headless: `mlxft eval --model M --adapter RUN_DIR --bench bench.jsonl [--target CLUSTER] [--out DIR]`;
 curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data review`.
+
+### Image classifiers
+
+Pick an image-classify run: the form asks for its images (empty: the folder it was trained on), the split
+(test) and, optionally, an earlier image run to compare it with (**Against**). Its last evaluation shows at once.
+`ctrl+g` evaluates it in a child process (`mlxft eval RUN [--against RUN_A]`), writing RUN/eval/<split>/.
+- **Verdict** tab: accuracy, macro F1 and ROC AUC; with Against, A and B side by side and the verdict
+  (the same rules as base vs tuned: B is "tuned").
+- **Changes** tab (with Against): regressions (right under A, wrong under B) and fixes, by image.
+- **Classes** tab: per-class precision/recall/F1/support and the confusion matrix (A's and B's with Against).
+- **Mistakes** tab (`m`): the misclassified images, most confident first, with true and predicted label;
+  `o` opens the grid PNG of them, `enter` the highlighted image, in the system's image viewer.
+
+Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
 """
 
     BINDINGS = [
@@ -150,6 +165,8 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         Binding("v", "show_tab('tab-verdict')", "Verdict", show=False),
         Binding("c", "show_tab('tab-changes')", "Changes", show=False),
         Binding("l", "show_tab('tab-classes')", "Classes", show=False),
+        Binding("m", "show_tab('tab-mistakes')", "Mistakes", show=False),
+        Binding("o", "open_grid", "Open grid", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -190,11 +207,25 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
     EvaluateScreen #confusions { height: auto; }
     EvaluateScreen #confusions.-stacked { layout: vertical; }
     EvaluateScreen #confusions Static { width: auto; margin: 0 3 1 0; }
+    EvaluateScreen #eval-tabs { height: 1fr; }
+    EvaluateScreen #eval-tabs ContentSwitcher { height: 1fr; }
+    EvaluateScreen #eval-tabs TabPane { height: 1fr; }
+    EvaluateScreen #eval-form .image-only { display: none; }
+    EvaluateScreen #eval-form.-images .image-only { display: block; }
+    EvaluateScreen #eval-form.-images .lm-only { display: none; }
+    EvaluateScreen #changes-lists.-stacked { layout: vertical; }
+    EvaluateScreen #changes-lists.-stacked Vertical { width: 100%; margin-right: 0; }
+    EvaluateScreen #mistakes-title { text-style: bold; color: $error; }
+    EvaluateScreen #mistakes { height: 1fr; min-height: 4; }
+    EvaluateScreen #mistake-detail { height: 4; border-top: solid $panel; padding: 0 1; }
+    EvaluateScreen #tab-mistakes { padding: 0 1; }
     """
 
     def __init__(self):
         super().__init__()
-        self.results: EvalResults | None = None
+        self.results: EvalResults | ImageResults | None = None
+        self.image_runs: set[str] = set()  # the runs under the runs folder that are image-classify runs
+        self.against_paths: set[str] = set()  # what Against offers
         self.bench_size = 0
         self.finished_line: dict | None = None
         self._worker = None
@@ -206,11 +237,14 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             with TabPane("Setup", id="tab-setup"):
                 with VerticalScroll(id="eval-form", can_focus=False):
                     yield self._field("Run", Select([], prompt="pick a run under the runs folder (optional)", compact=True, id="eval-runs"))
-                    yield self._field("Model", Input(placeholder="base model: catalogue key, Hub id or folder", compact=True, id="eval-model"))
-                    yield self._field("Adapter", Input(placeholder="adapter folder or run directory", compact=True, id="eval-adapter"))
-                    yield self._field("Benchmark", Input(placeholder="benchmark .jsonl (or a folder with test.jsonl)", compact=True, id="eval-bench"))
-                    yield self._field("Targets", Input(placeholder="target clusters, comma-separated (empty: every labelled cluster)", compact=True, id="eval-targets"))
-                    with Horizontal(classes="field"):
+                    yield self._field("Model", Input(placeholder="base model: catalogue key, Hub id or folder", compact=True, id="eval-model"), "lm-only")
+                    yield self._field("Adapter", Input(placeholder="adapter folder or run directory", compact=True, id="eval-adapter"), "lm-only")
+                    yield self._field("Benchmark", Input(placeholder="benchmark .jsonl (or a folder with test.jsonl)", compact=True, id="eval-bench"), "lm-only")
+                    yield self._field("Targets", Input(placeholder="target clusters, comma-separated (empty: every labelled cluster)", compact=True, id="eval-targets"), "lm-only")
+                    yield self._field("Images", Input(placeholder="image folder: <split>/<label>/<image> (empty: the run's own data)", compact=True, id="eval-images"), "image-only")
+                    yield self._field("Split", Input("test", placeholder="the labelled split to evaluate, e.g. test", compact=True, id="eval-split"), "image-only")
+                    yield self._field("Against", Select([], prompt="an earlier image run to compare with (optional)", compact=True, id="eval-against"), "image-only")
+                    with Horizontal(classes="field lm-only"):
                         yield Label("Grader", classes="field-label")
                         yield Select([(g, g) for g in GRADERS], value="exact", allow_blank=False, compact=True, id="eval-grader")
                         yield Label("Max tokens", id="max-tokens-label")
@@ -252,11 +286,15 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
                         yield Static("", id="confusion-base")
                         yield Static("", id="confusion-tuned")
                     yield Static("", id="confusion-paths")
+            with TabPane("Mistakes", id="tab-mistakes"):
+                yield Label("", id="mistakes-title", markup=False)
+                yield DataTable(id="mistakes", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="mistake-detail")
         yield Footer()
 
     @staticmethod
-    def _field(label: str, widget) -> Horizontal:
-        return Horizontal(Label(label, classes="field-label"), widget, classes="field")
+    def _field(label: str, widget, only: str = "") -> Horizontal:
+        return Horizontal(Label(label, classes="field-label"), widget, classes=f"field {only}".strip())
 
     def on_mount(self) -> None:
         if self.app.selected_model:
@@ -264,11 +302,18 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         self.query_one("#scores", DataTable).add_columns("", "items", "base", "tuned", "change")
         for table_id in ("#regressions", "#fixes"):
             self.query_one(table_id, DataTable).add_columns("id", "cluster", "expected")
+        self.query_one("#mistakes", DataTable).add_columns("image", "true", "predicted", "p")
+        self.query_one("#eval-tabs", TabbedContent).hide_tab("tab-mistakes")  # shown with an image classifier's results
         self.refresh_runs()
 
     def on_resize(self, event) -> None:
         # Two matrices side by side need about 120 columns; below that they stack.
         self.query_one("#confusions").set_class(event.size.width < 120, "-stacked")
+        self._stack_image_changes()
+
+    def _stack_image_changes(self) -> None:
+        # An image's regression row (image, true, A, B) needs about 50 columns: two side by side need 100.
+        self.query_one("#changes-lists").set_class(isinstance(self.results, ImageResults) and self.size.width < 100, "-stacked")
 
     def on_screen_resume(self) -> None:
         self.refresh_runs()
@@ -281,8 +326,24 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         except OSError:
             runs = []
         options = [(f"{r.path.name}  ·  {r.status}  ·  {r.model or '?'}", str(r.path)) for r in runs]
+        self.image_runs = {str(r.path) for r in runs if r.method.startswith("image-classify")}
         select = self.query_one("#eval-runs", Select)
         current = select.value
+        select.set_options(options)
+        if current in {v for _, v in options}:
+            select.value = current
+        self.refresh_against(runs)
+
+    def refresh_against(self, runs=None) -> None:
+        """Against offers the other image-classify runs (those with a trained model to load)."""
+        from mlxft.runs import list_runs
+
+        picked = self.query_one("#eval-runs", Select).value
+        runs = runs if runs is not None else list_runs(self.app.runs_dir)
+        options = [(f"{r.path.name}  ·  {r.status}", str(r.path)) for r in runs if str(r.path) in self.image_runs and str(r.path) != picked]
+        select = self.query_one("#eval-against", Select)
+        current = select.value
+        self.against_paths = {v for _, v in options}
         select.set_options(options)
         if current in {v for _, v in options}:
             select.value = current
@@ -296,10 +357,24 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         if event.value is not Select.NULL:
             self.use_run(Path(str(event.value)))
 
+    @property
+    def image_mode(self) -> bool:
+        return self.query_one("#eval-form").has_class("-images")
+
+    def set_image_mode(self, on: bool) -> None:
+        """The form asks for what the picked run's kind needs: images, split and Against, or model, adapter and benchmark."""
+        self.query_one("#eval-form").set_class(on, "-images")
+        self.query_one("#eval-out", Input).placeholder = ("results folder (empty: RUN_DIR/eval/<split>)" if on
+                                                          else "results folder (empty: RUN_DIR/eval, or eval/<time>)")
+
     def use_run(self, run: Path) -> None:
         """Fill the form for a run (its adapter, its base model) and show its last evaluation, if any."""
         from mlxft.runs import summarize_run
 
+        self.set_image_mode(str(run) in self.image_runs)
+        if self.image_mode:
+            self.use_image_run(run)
+            return
         self.query_one("#eval-adapter", Input).value = str(run)
         self.query_one("#eval-out", Input).value = str(RunDir(run).eval_dir)
         model = summarize_run(RunDir(run)).model
@@ -309,9 +384,50 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             self.open_results(RunDir(run).eval_dir, switch=False)
             self.set_status(f"showing the last evaluation of {run.name}; ctrl+g evaluates again (replacing it)")
 
+    def image_results_folder(self) -> Path | None:
+        """Where the picked image run's evaluation of the chosen split is (or will be)."""
+        out = self.query_one("#eval-out", Input).value.strip()
+        if out:
+            return Path(out).expanduser()
+        run = self.query_one("#eval-runs", Select).value
+        split = self.query_one("#eval-split", Input).value.strip() or "test"
+        return RunDir(str(run)).eval_dir / split if run is not Select.NULL else None
+
+    def use_image_run(self, run: Path) -> None:
+        """An image run: Against offers the others; its last evaluation (and comparison) shows, if it has one."""
+        self.query_one("#eval-out", Input).value = ""
+        self.refresh_against()
+        folder = self.image_results_folder()
+        if folder is None or not (folder / "summary.json").is_file():
+            self.set_status(escape_controls(f"{run.name}: not evaluated on this split yet; ctrl+g evaluates it"))
+            return
+        against = self.query_one("#eval-against", Select).value
+        wanted = comparison_file(folder, str(against)) if against is not Select.NULL else None
+        if self.open_results(folder, switch=False, comparison=wanted if wanted and wanted.is_file() else None):
+            if isinstance(self.results, ImageResults) and self.results.comparison:
+                before = self.results.comparison.get("before", {}).get("path")
+                same = [v for v in self.against_paths if before and Path(v).resolve() == Path(before).resolve()]
+                if same:
+                    self.query_one("#eval-against", Select).value = same[0]
+            self.set_status(escape_controls(f"showing the last evaluation of {run.name}; ctrl+g evaluates again (replacing it)"))
+
+    @on(Select.Changed, "#eval-against")
+    def against_picked(self, event: Select.Changed) -> None:
+        """A saved comparison with the run picked in Against shows at once."""
+        folder = self.image_results_folder()
+        if event.value is Select.NULL or folder is None:
+            return
+        saved = comparison_file(folder, str(event.value))
+        showing = self.results.comparison_path if isinstance(self.results, ImageResults) else None
+        if saved.is_file() and saved != showing and (folder / "summary.json").is_file():
+            self.open_results(folder, switch=False, comparison=saved)
+
     # -- actions -----------------------------------------------------------------------------------
     def action_review_failures(self) -> None:
         """The failure-cluster workflow on these results: Data > Review opens their run log."""
+        if isinstance(self.results, ImageResults):
+            self.notify("failure review works on language-model evaluations; for images see the Mistakes tab (m)", severity="warning")
+            return
         if self.results is None or not (self.results.folder / "run-log.jsonl").is_file():
             self.notify("run or open an evaluation first: its run log holds the failures", severity="warning")
             return
@@ -326,6 +442,12 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         self.query_one("#eval-tabs", TabbedContent).active = tab
         if tab == "tab-changes":  # straight to the lists, so up/down walk the items
             self.query_one("#regressions" if self.results and self.results.regressions else "#fixes", DataTable).focus()
+        elif tab == "tab-mistakes":
+            if not isinstance(self.results, ImageResults):
+                self.notify("the Mistakes tab lists an image classifier's misclassified images: pick an image run", severity="warning")
+                self.query_one("#eval-tabs", TabbedContent).active = "tab-setup"
+                return
+            self.query_one("#mistakes", DataTable).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         actions = {"run": self.action_run_eval, "stop": self.action_stop_eval, "open": self.action_open_results}
@@ -333,16 +455,20 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             actions[event.button.id]()
 
     def action_open_results(self) -> None:
-        raw = self.query_one("#eval-out", Input).value.strip() or self.query_one("#eval-adapter", Input).value.strip()
+        if self.image_mode:
+            folder = self.image_results_folder()
+            raw = str(folder) if folder else ""
+        else:
+            raw = self.query_one("#eval-out", Input).value.strip() or self.query_one("#eval-adapter", Input).value.strip()
         if not raw:
             self.app.show_error("type a results folder in the Results field (or pick a run), then ctrl+o",
                                 hint="the folder `mlxft eval` wrote: RUN_DIR/eval or its --out folder")
             return
         self.open_results(Path(raw))
 
-    def open_results(self, folder: Path, switch: bool = True) -> bool:
+    def open_results(self, folder: Path, switch: bool = True, comparison: Path | None = None) -> bool:
         try:
-            results = read_eval_folder(folder)
+            results = read_image_folder(folder, comparison=comparison) if comparison else read_eval_folder(folder)
         except MlxftError as exc:
             self.app.show_error(exc)
             return False
@@ -353,6 +479,8 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
 
     def form_command(self) -> list[str]:
         """The `mlxft eval` arguments from the form; MlxftError names the field that is wrong."""
+        if self.image_mode:
+            return self.image_command()
         model = self.query_one("#eval-model", Input).value.strip()
         adapter = self.query_one("#eval-adapter", Input).value.strip()
         bench = self.query_one("#eval-bench", Input).value.strip()
@@ -382,6 +510,31 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             args += ["--out", str(Path(out).expanduser())]
         return args
 
+    def image_command(self) -> list[str]:
+        """`mlxft eval RUN --split S [--data D] [--against RUN_A]` for the picked image run."""
+        run = self.query_one("#eval-runs", Select).value
+        split = self.query_one("#eval-split", Input).value.strip()
+        images = self.query_one("#eval-images", Input).value.strip()
+        problems = []
+        if run is Select.NULL:
+            problems.append("Run: pick the image-classify run to evaluate")
+        if not split:
+            problems.append("Split: empty; type the labelled split to evaluate, e.g. test")
+        if images and not Path(images).expanduser().is_dir():
+            problems.append(f"Images: {images} is not a folder (empty: the images the run was trained on)")
+        if problems:
+            raise MlxftError("cannot start the evaluation:\n" + "\n".join(f"  {p}" for p in problems), hint="fix the fields on the Setup tab")
+        args = ["eval", str(run), "--split", split, "--progress-json"]
+        if images:
+            args += ["--data", str(Path(images).expanduser())]
+        against = self.query_one("#eval-against", Select).value
+        if against is not Select.NULL:
+            args += ["--against", str(against)]
+        out = self.query_one("#eval-out", Input).value.strip()
+        if out:
+            args += ["--out", str(Path(out).expanduser())]
+        return args
+
     def action_run_eval(self) -> None:
         if self._worker is not None and self._worker.is_running:
             self.notify("an evaluation is already running; ctrl+t stops it", severity="warning")
@@ -396,7 +549,7 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         self.finished_line = None
         self.bench_size = 0
         self.query_one("#eval-progress", ProgressBar).update(total=None, progress=0)
-        self.query_one("#eval-phase", Label).update("loading model…")
+        self.query_one("#eval-phase", Label).update("loading classifier…" if self.image_mode else "loading model…")
         self.set_status("$ mlxft " + " ".join(args))
         self.set_running(True)
         self._worker = self.run_command(args)
@@ -435,10 +588,12 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             self.app.show_error(message, hint)
             return
         out = self.finished_line["out"]
-        self.query_one("#eval-out", Input).value = out
+        if not self.image_mode:  # an image run's results folder follows its split unless one was typed
+            self.query_one("#eval-out", Input).value = out
         self.query_one("#eval-phase", Label).update("done")
         self.set_status(f"results written to {out}")
-        self.open_results(Path(out))
+        comparison = (self.finished_line.get("paths") or {}).get("comparison")
+        self.open_results(Path(out), comparison=Path(comparison) if comparison else None)
 
     def progress_line(self, line: str) -> None:
         try:
@@ -450,6 +605,11 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             return
         if "phase" not in data:
             return
+        if "models" in data:  # an image classifier (and the run it is compared against): images per model
+            total, models, model = int(data["total"]), int(data["models"]), int(data["model"])
+            self.query_one("#eval-progress", ProgressBar).update(total=max(1, total * models), progress=(model - 1) * total + int(data["done"]))
+            self.query_one("#eval-phase", Label).update(escape_controls(f"{data['phase']}: {data['done']}/{total} images"))
+            return
         total = int(data["total"])
         self.bench_size = total
         done = int(data["done"]) + (total if data["phase"] == "tuned" else 0)
@@ -457,8 +617,20 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
         self.query_one("#eval-phase", Label).update(f"{data['phase']}: {data['done']}/{total} answered")
 
     # -- results -----------------------------------------------------------------------------------
-    def show_results(self, results: EvalResults) -> None:
+    def show_results(self, results: EvalResults | ImageResults) -> None:
         self.results = results
+        tabs = self.query_one("#eval-tabs", TabbedContent)
+        if isinstance(results, ImageResults):
+            tabs.show_tab("tab-mistakes")
+            self.show_image_results(results)
+            return
+        if tabs.active == "tab-mistakes":
+            tabs.active = "tab-verdict"
+        tabs.hide_tab("tab-mistakes")
+        self._stack_image_changes()
+        self.set_columns("#scores", "", "items", "base", "tuned", "change")
+        for table_id in ("#regressions", "#fixes"):
+            self.set_columns(table_id, "id", "cluster", "expected")
         s = results.summary
         verdict = s["verdict"]
         banner = Text()
@@ -523,6 +695,9 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             self.show_change(rows[table.cursor_row])
 
     def show_change(self, row: dict | None) -> None:
+        if isinstance(self.results, ImageResults):
+            self.show_image_change(row)
+            return
         question, base, tuned = (self.query_one(f"#change-{n}", Static) for n in ("question", "base", "tuned"))
         if row is None:
             question.update("no regressions and no fixes: base and tuned agree on every item")
@@ -551,22 +726,26 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
 
     def show_classes(self, results: EvalResults) -> None:
         reports = results.summary.get("classification")
-        table = self.query_one("#class-table", DataTable)
-        table.clear(columns=True)
-        note = self.query_one("#class-note", Static)
-        paths = self.query_one("#confusion-paths", Static)
         if not reports:
-            note.update("per-class reports appear for benchmarks whose every item is graded one-of")
-            table.display = False
+            self.query_one("#class-note", Static).update("per-class reports appear for benchmarks whose every item is graded one-of")
+            self.query_one("#class-table", DataTable).display = False
             for phase in ("base", "tuned"):
                 self.query_one(f"#confusion-{phase}", Static).update("")
-            paths.update("")
+            self.query_one("#confusion-paths", Static).update("")
             return
         base, tuned = reports["base"], reports["tuned"]
-        note.update(Text.assemble(("accuracy ", "bold"), f"base {_pct(base['accuracy'])} → tuned {_pct(tuned['accuracy'])}",
-                                  f"   ({tuned['other']} tuned answers were none of the labels)" if tuned.get("other") else ""))
+        note = Text.assemble(("accuracy ", "bold"), f"base {_pct(base['accuracy'])} → tuned {_pct(tuned['accuracy'])}",
+                             f"   ({tuned['other']} tuned answers were none of the labels)" if tuned.get("other") else "")
+        pngs = [str(p) for p in (results.confusion_png("base"), results.confusion_png("tuned")) if p]
+        self.show_class_pair(base, tuned, ("base", "tuned"), note, pngs)
+
+    def show_class_pair(self, base: dict, tuned: dict, names: tuple[str, str], note: Text, pngs: list[str]) -> None:
+        """Two classification reports (base and tuned, or image runs A and B): per class side by side, both matrices."""
+        table = self.query_one("#class-table", DataTable)
+        table.clear(columns=True)
+        self.query_one("#class-note", Static).update(note)
         table.display = True
-        table.add_columns("class", "n", "base P", "R", "F1", "tuned P", "R", "F1")
+        table.add_columns("class", "n", f"{names[0]} P", "R", "F1", f"{names[1]} P", "R", "F1")
         for label in base["labels"]:
             b, t = base["per_class"][label], tuned["per_class"][label]
             table.add_row(_one_line(label, 24), str(b["support"]), *(f"{b[k]:.2f}" for k in ("precision", "recall", "f1")),
@@ -575,8 +754,178 @@ curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data
             b, t = base[name], tuned[name]
             table.add_row(Text(f"{name} avg", style="italic"), str(b["support"]), *(f"{b[k]:.2f}" for k in ("precision", "recall", "f1")),
                           *(f"{t[k]:.2f}" for k in ("precision", "recall", "f1")))
-        for phase, report in (("base", base), ("tuned", tuned)):
-            self.query_one(f"#confusion-{phase}", Static).update(confusion_table(report, f"{phase}: accuracy {_pct(report['accuracy'])}"))
-        pngs = [str(p) for p in (results.confusion_png("base"), results.confusion_png("tuned")) if p]
-        paths.update(Text("PNG: " + "   ".join(pngs) if pngs else "", style="dim"))
+        for phase, name, report in (("base", names[0], base), ("tuned", names[1], tuned)):
+            self.query_one(f"#confusion-{phase}", Static).update(confusion_table(report, f"{name}: accuracy {_pct(report['accuracy'])}"))
+        self.query_one("#confusion-paths", Static).update(Text(escape_controls("PNG: " + "   ".join(pngs)) if pngs else "", style="dim"))
 
+    def set_columns(self, table_id: str, *columns: str) -> DataTable:
+        table = self.query_one(table_id, DataTable)
+        table.clear(columns=True)
+        table.add_columns(*columns)
+        return table
+
+    # -- image classifiers -------------------------------------------------------------------------
+    def show_image_results(self, results: ImageResults) -> None:
+        """One image run's evaluation, and its comparison with an earlier run when there is one."""
+        s, c = results.summary, results.comparison
+        box = self.query_one("#verdict", Static)
+        banner = Text()
+        if c:
+            verdict = c["verdict"]
+            banner.append(f" {verdict.upper()} ", style=f"bold reverse {'green' if verdict == 'ship' else 'red' if verdict == 'stop' else 'yellow'}")
+            banner.append("  " + escape_controls(c.get("verdict_text", "")))
+            box.set_classes(f"-{verdict.split()[0]}")
+        else:
+            banner.append(f" ACCURACY {_pct(s.get('accuracy'))} ", style="bold reverse")
+            banner.append(escape_controls(f"  macro F1 {s.get('macro_f1', float('nan')):.3f}, {s.get('mistakes', 0)} of {s.get('images', 0)} "
+                                          f"'{s.get('split', '?')}' images misclassified"))
+            box.set_classes("")
+        box.update(banner)
+        if c:
+            a, b = c["before"], c["after"]
+            scores = self.set_columns("#scores", "", _one_line(f"A {a['name']}", 24), _one_line(f"B {b['name']}", 24), "change")
+            scores.add_row("accuracy", _pct(a["accuracy"]), _pct(b["accuracy"]), _pts(b["accuracy"] - a["accuracy"]))
+            scores.add_row("macro F1", f"{a['macro_f1']:.3f}", f"{b['macro_f1']:.3f}", f"{b['macro_f1'] - a['macro_f1']:+.3f}")
+            scores.add_row(f"right of {c['images']}", str(a["correct"]), str(b["correct"]), f"{b['correct'] - a['correct']:+d}")
+        else:
+            scores = self.set_columns("#scores", "", "value")
+            scores.add_row("accuracy", _pct(s.get("accuracy")))
+            scores.add_row("macro F1", f"{s.get('macro_f1', float('nan')):.3f}")
+            for name, value in (s.get("auc") or {}).items():
+                scores.add_row(_one_line(f"ROC AUC {name}", 30), "n/a" if value != value else f"{value:.3f}")
+        facts = []
+        if c:
+            facts += [f"regressions: {len(c['regressions'])}   fixes: {len(c['fixes'])}", c.get("mcnemar", {}).get("note", ""), "",
+                      f"A (before): {a['name']}  {a.get('path') or ''}", f"B (after):  {b['name']}  {b.get('path') or ''}",
+                      f"images:     {c['images']} of the '{c['split']}' split of {c.get('data') or '?'}",
+                      f"comparison: {results.comparison_path.with_suffix('.md')}  (and .json)"]
+        else:
+            op = s.get("operating_point")
+            if op:
+                facts.append(f"threshold P({op['label']}) >= {op['threshold']:.4f} (recall {op['valid_recall']:.3f} on validation): "
+                             f"recall {op['recall']:.3f}, precision {op['precision']:.3f}, {op['flagged']} flagged")
+            facts += ["", "compare with an earlier image run: pick it in Against on Setup, then ctrl+g"]
+        facts += [f"report:     {results.folder / 'report.md'}"]
+        facts += [f"{name + ':':<11} {path}" for name, png in (("confusion", "confusion.png"), ("mistakes", "misclassified.png"))
+                  if (path := results.png(png))]
+        self.query_one("#verdict-facts", Static).update(Text(escape_lines(facts)))
+        self.show_image_changes(results)
+        self.show_image_classes(results)
+        self.show_mistakes(results)
+        self._stack_image_changes()
+
+    def show_image_changes(self, results: ImageResults) -> None:
+        for table_id, rows, title_id, title, kind in (("#regressions", results.regressions, "#regressions-title", "Regressions", "right under A → wrong under B"),
+                                                      ("#fixes", results.fixes, "#fixes-title", "Fixes", "wrong under A → right under B")):
+            table = self.set_columns(table_id, "image", "true", "A", "B")
+            for row in rows:
+                table.add_row(_one_line(short_path(row["image"]), 22), _one_line(row["label"], 10), _one_line(f"{row['before']} {row['before_p']:.2f}", 14),
+                              _one_line(f"{row['after']} {row['after_p']:.2f}", 14))
+            self.query_one(title_id, Label).update(f"{title} ({len(rows)}): {kind}" if results.comparison else f"{title}: compare two runs to see them")
+        first = results.regressions[:1] or results.fixes[:1]
+        self.show_image_change(first[0] if first else None)
+
+    def show_image_change(self, row: dict | None) -> None:
+        question, base, tuned = (self.query_one(f"#change-{n}", Static) for n in ("question", "base", "tuned"))
+        c = self.results.comparison if isinstance(self.results, ImageResults) else None
+        if row is None or c is None:
+            question.update("no regressions and no fixes: A and B are right on the same images" if c else
+                            "pick an earlier image run in Against on Setup and press ctrl+g: its regressions and fixes show here")
+            base.update("")
+            tuned.update("")
+            return
+        head = Text()
+        head.append(escape_controls(row["image"]), style="bold")
+        head.append("\ntrue label: ", style="bold")
+        head.append(escape_controls(row["label"]))
+        question.update(head)
+        for widget, side, who in ((base, "before", f"A {c['before']['name']}"), (tuned, "after", f"B {c['after']['name']}")):
+            right = row[side] == row["label"]
+            text = Text()
+            text.append(escape_controls(f"{who}: "), style="bold")
+            text.append("right" if right else "wrong", style="green" if right else "red")
+            text.append("\npredicted " + escape_controls(f"{row[side]} with p = {row[f'{side}_p']:.3f}"))
+            widget.update(text)
+
+    def show_image_classes(self, results: ImageResults) -> None:
+        c, s = results.comparison, results.summary
+        pngs = [str(p) for p in (results.png("confusion.png"),) if p]
+        if c:
+            pngs = [f"(B) {p}" for p in pngs]
+            a, b = c["before"]["classification"], c["after"]["classification"]
+            note = Text.assemble(("accuracy ", "bold"), f"A {_pct(a['accuracy'])} → B {_pct(b['accuracy'])}", ("   macro F1 ", "bold"),
+                                 f"A {a['macro']['f1']:.3f} → B {b['macro']['f1']:.3f}")
+            self.show_class_pair(a, b, ("A", "B"), note, pngs)
+            return
+        auc = s.get("auc") or {}
+        table = self.set_columns("#class-table", "class", "n", "precision", "recall", "F1", "ROC AUC")
+        table.display = True
+        for label, m in (s.get("per_class") or {}).items():
+            value = auc.get(label)
+            table.add_row(_one_line(label, 24), str(m["support"]), *(f"{m[k]:.2f}" for k in ("precision", "recall", "f1")),
+                          "" if value is None else "n/a" if value != value else f"{value:.3f}")
+        for name in ("macro", "weighted"):
+            if name in s:
+                m = s[name]
+                table.add_row(Text(f"{name} avg", style="italic"), str(m["support"]), *(f"{m[k]:.2f}" for k in ("precision", "recall", "f1")),
+                              f"{auc['macro']:.3f}" if name == "macro" and auc.get("macro") == auc.get("macro") and "macro" in auc else "")
+        self.query_one("#class-note", Static).update(Text.assemble(("accuracy ", "bold"), _pct(s.get("accuracy")), ("   macro F1 ", "bold"),
+                                                                   f"{s.get('macro_f1', float('nan')):.3f}", f"   ({s.get('images', 0)} '{s.get('split', '?')}' images)"))
+        confusion = s.get("confusion") or {"labels": [], "matrix": []}
+        report = {"labels": confusion["labels"], "columns": confusion["labels"], "confusion": confusion["matrix"]}
+        self.query_one("#confusion-base", Static).update(confusion_table(report, f"{s.get('split', '?')}: accuracy {_pct(s.get('accuracy'))}"))
+        self.query_one("#confusion-tuned", Static).update("")
+        self.query_one("#confusion-paths", Static).update(Text(escape_controls("PNG: " + "   ".join(pngs)) if pngs else "", style="dim"))
+
+    def show_mistakes(self, results: ImageResults) -> None:
+        mistakes = results.mistakes()
+        table = self.query_one("#mistakes", DataTable)
+        table.clear()
+        for row in mistakes:
+            probs = row.get("probabilities") or {}
+            table.add_row(_one_line(short_path(row["image"]), 34), _one_line(row["label"], 12), _one_line(row["predicted"], 12),
+                          f"{probs.get(row['predicted'], float('nan')):.2f}")
+        grid = results.png("misclassified.png")
+        title = f"{len(mistakes)} misclassified of {len(results.predictions)} ({results.summary.get('split', '?')}), most confident first"
+        self.query_one("#mistakes-title", Label).update(escape_controls(title + ("; o: grid, enter: image" if grid else "")))
+        self.show_mistake(mistakes[0] if mistakes else None)
+
+    def show_mistake(self, row: dict | None) -> None:
+        detail = self.query_one("#mistake-detail", Static)
+        grid = self.results.png("misclassified.png") if isinstance(self.results, ImageResults) else None
+        lines = []
+        if row is not None:
+            probs = row.get("probabilities") or {}
+            lines += [row["image"], "  ".join(f"P({k}) {v:.3f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))]
+        else:
+            lines.append("no image is misclassified")
+        lines.append(f"grid: {grid}" if grid else "grid: none (nothing misclassified)")
+        detail.update(Text(escape_lines(lines)))
+
+    @on(DataTable.RowHighlighted, "#mistakes")
+    def mistake_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if isinstance(self.results, ImageResults):
+            mistakes = self.results.mistakes()
+            if 0 <= event.cursor_row < len(mistakes):
+                self.show_mistake(mistakes[event.cursor_row])
+
+    @on(DataTable.RowSelected, "#mistakes")
+    def mistake_selected(self, event: DataTable.RowSelected) -> None:
+        if isinstance(self.results, ImageResults):
+            mistakes = self.results.mistakes()
+            if 0 <= event.cursor_row < len(mistakes):
+                self.open_file(Path(mistakes[event.cursor_row]["image"]))
+
+    def action_open_grid(self) -> None:
+        grid = self.results.png("misclassified.png") if isinstance(self.results, ImageResults) else None
+        if grid is None:
+            self.notify("no grid of misclassified images to open: evaluate an image run with mistakes first", severity="warning")
+            return
+        self.open_file(grid)
+
+    def open_file(self, path: Path) -> None:
+        problem = open_in_viewer(path)
+        if problem:
+            self.notify(escape_controls(problem), severity="warning")
+        else:
+            self.notify(escape_controls(f"opened {path}"))
