@@ -470,6 +470,32 @@ def run_leg(tool: str, mode: str, a, size: int = 224, unfreeze: str = "2") -> di
     return leg
 
 
+def run_profile(a, size: int, unfreeze: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "mlx", "--mode", "profile", "--size", str(size), "--unfreeze", unfreeze,
+           "--batch", str(a.batch), "--steps", str(a.steps), "--work", str(a.work), "--weights", str(a.weights)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        sys.exit(f"the profile leg failed:\n{(proc.stderr or proc.stdout)[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def profile_table(r: dict, size: int, unfreeze: str, batch: int) -> list[str]:
+    lines = [f"\nmlxft phase 2, last {unfreeze} blocks, batch {batch} at {size} px, load {os.getloadavg()[0]:.1f}: each call eager and alone (ms)",
+             "| op | calls | forward | backward |", "|---|---:|---:|---:|"]
+    lines += [f"| {row['kind']} | {row['calls']} | {row['forward_ms']:.1f} | {row['backward_ms']:.1f} |" for row in r["rows"]]
+    lines.append(f"| whole step, eager | | {r['eager_forward_ms']:.1f} | {r['eager_step_ms'] - r['eager_forward_ms']:.1f} |")
+    base = r["compiled"][0]
+    lines.append("compiled, with ops swapped for same-shape stand-ins (what a swap saves is that op's share):")
+    lines.append("| swapped | forward ms | forward+backward ms | share of the step |")
+    lines.append("|---|---:|---:|---:|")
+    prev = base["forward_backward_ms"]
+    for c in r["compiled"]:
+        share = "" if c is base else f"{(prev - c['forward_backward_ms']) / base['forward_backward_ms']:.0%} ({c['swapped'][-1]})"
+        lines.append(f"| {', '.join(c['swapped']) or 'nothing'} | {c['forward_ms']:.0f} | {c['forward_backward_ms']:.0f} | {share} |")
+        prev = c["forward_backward_ms"]
+    return lines
+
+
 def check_parity(work: Path) -> tuple[list[str], bool]:
     """Lines comparing the two tools' logits, loss and gradients; False when they disagree beyond float32 noise."""
     m, t = np.load(work / "parity-mlx.npz"), np.load(work / "parity-torch.npz")
@@ -545,6 +571,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--per-class", type=int, default=16, help="training images per class in the job's data folder (features are cached for these)")
     p.add_argument("--tools", default="mlx,torch")
+    p.add_argument("--profile", action="store_true", help="instead of the comparison: where mlxft's phase-2 step spends its time "
+                   "(each --sizes x --unfreeze, batch --batch)")
     p.add_argument("--channels-last", action="store_true", help="PyTorch legs in channels_last memory format")
     p.add_argument("--mlx-cache-limit-gb", type=float, help="mx.set_cache_limit in the MLX legs (default: as mlxft leaves it)")
     p.add_argument("--out", type=Path)
@@ -579,6 +607,18 @@ def main(argv: list[str]) -> None:
     images, data_from = image_folder(a.work, a.per_class)
     write_batches(a.work, images, sizes, a.batch * (a.warmup + a.steps))
     print(f"images: {data_from}; {a.batch * (a.warmup + a.steps)} augmented views per size, batch {a.batch}", flush=True)
+    if a.profile:
+        lines = []
+        for size in sizes:
+            for unfreeze in a.unfreeze.split(","):
+                r = run_profile(a, size, unfreeze)
+                lines += profile_table(r, size, unfreeze, a.batch)
+        print("\n" + "\n".join(lines))
+        if a.out:
+            from mlxft.atomic import atomic_write_text
+
+            atomic_write_text(a.out, json.dumps({"profile": lines}, indent=1))
+        return
     legs, parity = [], []
     if "torch" in tools and "mlx" in tools:
         rng = np.random.default_rng(0)

@@ -367,8 +367,9 @@ def _random_batchnorm(channels: int, seed: int) -> nn.BatchNorm:
     return bn
 
 
-@pytest.mark.parametrize("make", [lambda: SameConv2d(6, 10, 3, 2), lambda: PointwiseConv2d(6, 10), lambda: DepthwiseConv2d(6, 5, 2)],
-                         ids=["same-3x3-s2", "pointwise", "depthwise-5x5-s2"])
+@pytest.mark.parametrize("make", [lambda: SameConv2d(6, 10, 3, 2), lambda: PointwiseConv2d(6, 10), lambda: DepthwiseConv2d(6, 5, 2),
+                                  lambda: PointwiseConv2d(6, 10, stride=2), lambda: nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=True)],
+                         ids=["same-3x3-s2", "pointwise", "depthwise-5x5-s2", "pointwise-s2", "nn.Conv2d-with-bias"])
 def test_batchnorm_folded_into_the_conv_equals_conv_then_batchnorm_forward_and_gradients(make):
     mx.random.seed(3)
     conv = make()
@@ -392,7 +393,7 @@ def test_batchnorm_folded_into_the_conv_equals_conv_then_batchnorm_forward_and_g
         g_fused = nn.value_and_grad(fused, loss)(fused, x)[1]
         g_plain = nn.value_and_grad(plain, loss)(plain, x)[1]
         flat_fused, flat_plain = dict(tree_flatten(g_fused)), dict(tree_flatten(g_plain))
-        assert flat_fused.keys() == flat_plain.keys() == {"conv.weight", "bn.weight", "bn.bias"}  # running statistics get none
+        assert flat_fused.keys() == flat_plain.keys() == {"conv.weight", "bn.weight", "bn.bias"} | ({"conv.bias"} if "bias" in conv else set())
         for k in flat_plain:
             a, b = np.array(flat_fused[k]), np.array(flat_plain[k])
             assert np.allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max()), f"{k}, training={training}"

@@ -168,14 +168,19 @@ def folded_batchnorm(bn: nn.BatchNorm) -> tuple[mx.array, mx.array] | None:
     return scale, (shift + bn.bias if "bias" in bn else shift)
 
 
-def conv_bn(conv, bn: nn.BatchNorm, x: mx.array) -> mx.array:
+def conv_bn(conv: nn.Module, bn: nn.BatchNorm, x: mx.array) -> mx.array:
     """bn(conv(x)); in eval mode one conv whose kernel is scaled by the BatchNorm, plus its shift.
 
-    `conv` is a conv module of this file (it has `conv(x, weight)`, weight [Cout, kh, kw, Cin]). Gradients reach the
-    kernel and the BatchNorm's weight and bias through the scaled kernel; running statistics stay constants.
+    `conv` is an nn.Conv2d or a conv module of this file (weight [Cout, kh, kw, Cin]). Gradients reach the kernel,
+    its bias and the BatchNorm's weight and bias through the scaled kernel; running statistics stay constants.
     """
     folded = folded_batchnorm(bn)
     if folded is None:
         return bn(conv(x))
     scale, shift = folded
-    return conv.conv(x, conv.weight * scale.reshape(-1, 1, 1, 1)) + shift
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    if "bias" in conv:
+        shift = shift + conv.bias * scale
+    if isinstance(conv, (DepthwiseConv2d, SameConv2d, PointwiseConv2d)):
+        return conv.conv(x, weight) + shift
+    return mx.conv2d(x, weight, conv.stride, conv.padding, conv.dilation, conv.groups) + shift
