@@ -19,7 +19,7 @@ from mlx.utils import tree_flatten
 
 from mlxft.errors import BrokenFileError, ModelError
 from mlxft.vision import backbones, efficientnet, resnet, vit
-from mlxft.vision.ops import DepthwiseConv2d, depthwise_conv2d_shifted, same_padding
+from mlxft.vision.ops import DepthwiseConv2d, PointwiseConv2d, SameConv2d, conv_bn, depthwise_conv2d_shifted, same_padding
 from mlxft.vision.weights import UnsafePickleError, read_torch_checkpoint, strided_view
 
 ASSETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets" / "models"
@@ -335,22 +335,83 @@ def test_tf_same_padding_sizes(size, kernel, stride, expected):
     assert same_padding(size, kernel, stride) == expected
 
 
-@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
-def test_shifted_depthwise_conv_equals_grouped_conv2d_forward_and_backward(kernel, stride):
-    mx.random.seed(kernel * 10 + stride)
-    x, w = mx.random.normal((2, 13, 11, 6)), mx.random.normal((6, kernel, kernel, 1))
-    ref = lambda x, w: mx.conv2d(x, w, stride=stride, groups=6)
-    ours = lambda x, w: depthwise_conv2d_shifted(x, w, stride)
+def assert_same_values_and_gradients(ours, ref, x, w):
+    """ours(x, w) equals ref(x, w), and so do the gradients of both arguments for a random cotangent."""
+    assert ours(x, w).shape == ref(x, w).shape
     assert np.allclose(np.array(ours(x, w)), np.array(ref(x, w)), atol=1e-5)
     cot = mx.random.normal(ref(x, w).shape)
     g_ref = mx.grad(lambda x, w: (ref(x, w) * cot).sum(), argnums=(0, 1))(x, w)
     g_ours = mx.grad(lambda x, w: (ours(x, w) * cot).sum(), argnums=(0, 1))(x, w)
     for a, b in zip(g_ours, g_ref):
         assert np.allclose(np.array(a), np.array(b), atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_shifted_depthwise_conv_equals_grouped_conv2d_forward_and_backward(kernel, stride):
+    mx.random.seed(kernel * 10 + stride)
+    x, w = mx.random.normal((2, 13, 11, 6)), mx.random.normal((6, kernel, kernel, 1))
+    ref = lambda x, w: mx.conv2d(x, w, stride=stride, groups=6)
+    assert_same_values_and_gradients(lambda x, w: depthwise_conv2d_shifted(x, w, stride), ref, x, w)
     layer = DepthwiseConv2d(6, kernel, stride)
     plain = DepthwiseConv2d(6, kernel, stride, shifted=False)
     plain.weight = layer.weight
     assert np.allclose(np.array(layer(x)), np.array(plain(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_conv_as_a_matmul_equals_conv2d_forward_and_backward(stride):
+    mx.random.seed(stride)
+    x, w = mx.random.normal((2, 9, 7, 12)), mx.random.normal((5, 1, 1, 12))
+    layer = PointwiseConv2d(12, 5, stride=stride)
+    ref = lambda x, w: mx.conv2d(x, w, stride=stride)
+    assert_same_values_and_gradients(layer.conv, ref, x, w)
+    layer.weight = w
+    assert np.allclose(np.array(layer(x)), np.array(ref(x, w)), atol=1e-5)
+
+
+def _random_batchnorm(channels: int, seed: int) -> nn.BatchNorm:
+    """A BatchNorm with running statistics, weight and bias far from their defaults (so the fold is exercised)."""
+    rng = np.random.default_rng(seed)
+    bn = nn.BatchNorm(channels, eps=1e-3)
+    bn.update({"weight": mx.array(rng.uniform(0.5, 2, channels).astype(np.float32)), "bias": mx.array(rng.normal(0, 1, channels).astype(np.float32))})
+    bn.running_mean = mx.array(rng.normal(0, 2, channels).astype(np.float32))
+    bn.running_var = mx.array(rng.uniform(0.1, 3, channels).astype(np.float32))
+    return bn
+
+
+@pytest.mark.parametrize("make", [lambda: SameConv2d(6, 10, 3, 2), lambda: PointwiseConv2d(6, 10), lambda: DepthwiseConv2d(6, 5, 2),
+                                  lambda: PointwiseConv2d(6, 10, stride=2), lambda: nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=True)],
+                         ids=["same-3x3-s2", "pointwise", "depthwise-5x5-s2", "pointwise-s2", "nn.Conv2d-with-bias"])
+def test_batchnorm_folded_into_the_conv_equals_conv_then_batchnorm_forward_and_gradients(make):
+    mx.random.seed(3)
+    conv = make()
+    bn = _random_batchnorm(conv.weight.shape[0], seed=4)
+    x = mx.random.normal((2, 11, 9, 6))
+
+    class Pair(nn.Module):
+        def __init__(self, fused: bool):
+            super().__init__()
+            self.conv, self.bn, self.fused = conv, bn, fused
+
+        def __call__(self, x):
+            return conv_bn(self.conv, self.bn, x) if self.fused else self.bn(self.conv(x))
+
+    for training in (False, True):  # eval: the folded kernel; training: batch statistics, the plain path
+        fused, plain = Pair(True).train(training), Pair(False).train(training)
+        ref = plain(x)
+        assert np.allclose(np.array(fused(x)), np.array(ref), atol=1e-4), f"training={training}"
+        cot = mx.random.normal(ref.shape)
+        loss = lambda m, x: (m(x) * cot).sum()
+        g_fused = nn.value_and_grad(fused, loss)(fused, x)[1]
+        g_plain = nn.value_and_grad(plain, loss)(plain, x)[1]
+        flat_fused, flat_plain = dict(tree_flatten(g_fused)), dict(tree_flatten(g_plain))
+        assert flat_fused.keys() == flat_plain.keys() == {"conv.weight", "bn.weight", "bn.bias"} | ({"conv.bias"} if "bias" in conv else set())
+        for k in flat_plain:
+            a, b = np.array(flat_fused[k]), np.array(flat_plain[k])
+            assert np.allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max()), f"{k}, training={training}"
+        dx_fused = mx.grad(lambda v: (fused(v) * cot).sum())(x)
+        dx_plain = mx.grad(lambda v: (plain(v) * cot).sum())(x)
+        assert np.allclose(np.array(dx_fused), np.array(dx_plain), atol=1e-4)
 
 
 def test_position_embedding_resize_is_the_identity_at_the_native_grid_and_resizes_otherwise():

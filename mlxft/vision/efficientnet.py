@@ -11,7 +11,7 @@ import re
 import mlx.nn as nn
 
 from mlxft.vision.backbones import Backbone, LoadedBackbone, Preprocess, head_classes, load_strict
-from mlxft.vision.ops import DepthwiseConv2d, SameConv2d
+from mlxft.vision.ops import DepthwiseConv2d, PointwiseConv2d, SameConv2d, conv_bn
 
 BN_EPS = 1e-3
 # (repeats, kernel, stride, expand, in, out): the EfficientNet-B0 block strings the Lite models share.
@@ -43,11 +43,11 @@ def block_table(variant: str) -> list[tuple[int, int, int, int, int]]:
 class ConvBN(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
         super().__init__()
-        self.conv = SameConv2d(cin, cout, kernel, stride)
+        self.conv = PointwiseConv2d(cin, cout) if kernel == 1 and stride == 1 else SameConv2d(cin, cout, kernel, stride)
         self.bn = nn.BatchNorm(cout, eps=BN_EPS)
 
     def __call__(self, x):
-        return nn.relu6(self.bn(self.conv(x)))
+        return nn.relu6(conv_bn(self.conv, self.bn, x))
 
 
 class MBConv(nn.Module):
@@ -57,18 +57,18 @@ class MBConv(nn.Module):
         super().__init__()
         mid = cin * expand
         if expand != 1:
-            self.expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self.expand_conv = PointwiseConv2d(cin, mid)
             self.bn0 = nn.BatchNorm(mid, eps=BN_EPS)
         self.depthwise_conv = DepthwiseConv2d(mid, kernel, stride, same=True, shifted=shifted)
         self.bn1 = nn.BatchNorm(mid, eps=BN_EPS)
-        self.project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self.project_conv = PointwiseConv2d(mid, cout)
         self.bn2 = nn.BatchNorm(cout, eps=BN_EPS)
         self.residual = stride == 1 and cin == cout
 
     def __call__(self, x):
-        y = nn.relu6(self.bn0(self.expand_conv(x))) if "expand_conv" in self else x
-        y = nn.relu6(self.bn1(self.depthwise_conv(y)))
-        y = self.bn2(self.project_conv(y))
+        y = nn.relu6(conv_bn(self.expand_conv, self.bn0, x)) if "expand_conv" in self else x
+        y = nn.relu6(conv_bn(self.depthwise_conv, self.bn1, y))
+        y = conv_bn(self.project_conv, self.bn2, y)
         return x + y if self.residual else y
 
 

@@ -1,8 +1,11 @@
-"""Convolution pieces the backbones share: TF "SAME" padding, and a depthwise conv as k*k shifted multiply-adds.
+"""Convolution pieces the backbones share: TF "SAME" padding, a depthwise conv as k*k shifted multiply-adds, a 1x1
+conv as one matmul, and eval-mode BatchNorm folded into the conv before it.
 
 MLX's CPU `conv2d(groups=C)` is ~30x behind torch for depthwise kernels (see benchmarks/README.md, "vision ops");
 the same sum written as k*k strided slices times a per-channel weight is a handful of elementwise ops that the
-CPU backend runs at memory speed, forward and backward.
+CPU backend runs at memory speed, forward and backward. A frozen (eval-mode) BatchNorm is an affine map per
+channel, so `conv_bn` scales the kernel instead of the activations: exact in the maths, differentiable in every
+weight, and one pass over the activations fewer each way (benchmarks/README.md, "vision.py").
 """
 
 from __future__ import annotations
@@ -105,14 +108,18 @@ class DepthwiseConv2d(nn.Module):
         self.kernel, self.stride, self.same, self.shifted = kernel, stride, same, shifted
 
     def __call__(self, x: mx.array) -> mx.array:
+        return self.conv(x, self.weight)
+
+    def conv(self, x: mx.array, weight: mx.array) -> mx.array:
+        """This conv with another kernel of the same shape (e.g. one with a BatchNorm folded in)."""
         if self.same:
             x = pad_same(x, self.kernel, self.stride)
         else:
             p = self.kernel // 2
             x = mx.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
         if self.shifted:
-            return depthwise_conv2d_shifted(x, self.weight, self.stride)
-        return mx.conv2d(x, self.weight, stride=self.stride, groups=x.shape[-1])
+            return depthwise_conv2d_shifted(x, weight, self.stride)
+        return mx.conv2d(x, weight, stride=self.stride, groups=x.shape[-1])
 
 
 class SameConv2d(nn.Conv2d):
@@ -124,3 +131,56 @@ class SameConv2d(nn.Conv2d):
 
     def __call__(self, x: mx.array) -> mx.array:
         return super().__call__(pad_same(x, self.kernel_size_same, self.stride[0]))
+
+    def conv(self, x: mx.array, weight: mx.array) -> mx.array:
+        return mx.conv2d(pad_same(x, self.kernel_size_same, self.stride[0]), weight, stride=self.stride)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A bias-free 1x1 conv as one matmul over the pixels; the weight is nn.Conv2d's [Cout, 1, 1, Cin].
+
+    MLX's CPU conv2d runs some 1x1 shapes several times slower than the same matmul (EfficientNet's
+    144 -> 24 projection at 56x56: 78 vs 13 ms of CPU for batch 16).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__(in_channels, out_channels, 1, stride=stride, bias=False)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.conv(x, self.weight)
+
+    def conv(self, x: mx.array, weight: mx.array) -> mx.array:
+        s = self.stride[0]
+        if s != 1:
+            x = x[:, ::s, ::s, :]
+        b, h, w, c = x.shape
+        return (x.reshape(-1, c) @ weight.reshape(weight.shape[0], c).T).reshape(b, h, w, weight.shape[0])
+
+
+def folded_batchnorm(bn: nn.BatchNorm) -> tuple[mx.array, mx.array] | None:
+    """(scale, shift) with bn(y) == y * scale + shift, for a BatchNorm in eval mode; None in training mode."""
+    if bn.training:
+        return None
+    scale = mx.rsqrt(bn.running_var + bn.eps)
+    if "weight" in bn:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    return scale, (shift + bn.bias if "bias" in bn else shift)
+
+
+def conv_bn(conv: nn.Module, bn: nn.BatchNorm, x: mx.array) -> mx.array:
+    """bn(conv(x)); in eval mode one conv whose kernel is scaled by the BatchNorm, plus its shift.
+
+    `conv` is an nn.Conv2d or a conv module of this file (weight [Cout, kh, kw, Cin]). Gradients reach the kernel,
+    its bias and the BatchNorm's weight and bias through the scaled kernel; running statistics stay constants.
+    """
+    folded = folded_batchnorm(bn)
+    if folded is None:
+        return bn(conv(x))
+    scale, shift = folded
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    if "bias" in conv:
+        shift = shift + conv.bias * scale
+    if isinstance(conv, (DepthwiseConv2d, SameConv2d, PointwiseConv2d)):
+        return conv.conv(x, weight) + shift
+    return mx.conv2d(x, weight, conv.stride, conv.padding, conv.dilation, conv.groups) + shift

@@ -13,6 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlxft.vision.backbones import IMAGENET, Backbone, LoadedBackbone, Preprocess, head_classes, load_strict, timm_preprocess
+from mlxft.vision.ops import PointwiseConv2d, conv_bn
 
 BN_EPS = 1e-5
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
@@ -30,11 +31,11 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(mid, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm(cout, eps=BN_EPS)
         if stride != 1 or cin != cout:
-            self.downsample = [nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm(cout, eps=BN_EPS)]
+            self.downsample = [PointwiseConv2d(cin, cout, stride=stride), nn.BatchNorm(cout, eps=BN_EPS)]
 
     def __call__(self, x):
-        y = nn.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
+        y = nn.relu(conv_bn(self.conv1, self.bn1, x))
+        y = conv_bn(self.conv2, self.bn2, y)
         return nn.relu(y + _shortcut(self, x))
 
 
@@ -45,26 +46,26 @@ class Bottleneck(nn.Module):
         super().__init__()
         cout = mid * 4
         s1, s2 = (stride, 1) if caffe else (1, stride)  # Caffe ResNet v1 strides the 1x1, torchvision the 3x3
-        self.conv1 = nn.Conv2d(cin, mid, 1, stride=s1, bias=False)
+        self.conv1 = PointwiseConv2d(cin, mid, stride=s1)
         self.bn1 = nn.BatchNorm(mid, eps=BN_EPS)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride=s2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm(mid, eps=BN_EPS)
-        self.conv3 = nn.Conv2d(mid, cout, 1, bias=False)
+        self.conv3 = PointwiseConv2d(mid, cout)
         self.bn3 = nn.BatchNorm(cout, eps=BN_EPS)
         if stride != 1 or cin != cout:
-            self.downsample = [nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm(cout, eps=BN_EPS)]
+            self.downsample = [PointwiseConv2d(cin, cout, stride=stride), nn.BatchNorm(cout, eps=BN_EPS)]
 
     def __call__(self, x):
-        y = nn.relu(self.bn1(self.conv1(x)))
-        y = nn.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
+        y = nn.relu(conv_bn(self.conv1, self.bn1, x))
+        y = nn.relu(conv_bn(self.conv2, self.bn2, y))
+        y = conv_bn(self.conv3, self.bn3, y)
         return nn.relu(y + _shortcut(self, x))
 
 
 def _shortcut(block, x):
     if "downsample" in block:
         conv, bn = block.downsample
-        return bn(conv(x))
+        return conv_bn(conv, bn, x)
     return x
 
 
@@ -91,7 +92,7 @@ class ResNet(Backbone):
         self.head = nn.Linear(cin, num_classes) if num_classes else None
 
     def stem(self, x):
-        x = nn.relu(self.bn1(self.conv1(x)))
+        x = nn.relu(conv_bn(self.conv1, self.bn1, x))
         if self.caffe:  # Keras "same" max-pool: pad bottom/right only, with -inf
             x = mx.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)], constant_values=-float("inf"))
         else:
