@@ -318,8 +318,8 @@ class LMClassifyJob(SFTJob):
             emit(LogMessage("warning", f"no '{d.valid_split}' split in {d.path} and classify.valid_fraction is 0: validation, early stopping and keep_best are off"))
         self.template = c.prompt_template or default_template(d.text_key, train_records[0].data)
         names = template_fields(self.template)
-        train_rows, train_labels = _read_rows(train_records, names, d.label_key)
-        valid_rows, valid_labels = _read_rows(valid_records, names, d.label_key)
+        train_rows, train_labels = read_rows(train_records, names, d.label_key)
+        valid_rows, valid_labels = read_rows(valid_records, names, d.label_key)
         self.classes = label_order(train_labels)
         if len(self.classes) < 2:
             raise DataError(f"{d.path}: every training row has the label {self.classes[0]!r}; a classifier needs at least two",
@@ -453,7 +453,8 @@ class LMClassifyJob(SFTJob):
             "method": self.adapter_cfg.get("fine_tune_type", self.recipe.method),
             "num_labels": len(self.classes), "id2label": {str(i): str(x) for i, x in enumerate(self.classes)},
             "label2id": {str(x): i for i, x in enumerate(self.classes)}, "label_type": "int" if isinstance(self.classes[0], int) else "str",
-            "prompt_template": self.template, "text_key": d.text_key, "max_length": d.max_seq_length,
+            "quantize": [self.recipe.quantize.bits, self.recipe.quantize.group_size] if self.recipe.quantize else None,
+            "prompt_template": self.template, "text_key": d.text_key, "label_key": d.label_key, "max_length": d.max_seq_length,
             "prompt_max_length": self.encoder.max_length, "pad_token_id": self.pad_id, "hidden_size": self.hidden,
             "verbalizer": {str(x): {"word": w, "token_ids": [int(t) for t in ids]} for x, w, ids in zip(self.classes, self.words, self.word_ids)} or None,
             "verbalizer_set": c.verbalizer is not None,
@@ -484,7 +485,7 @@ class LMClassifyJob(SFTJob):
         atomic_write_text(run.model_json_path, json.dumps({"model": self.recipe.model, "model_path": str(self.loaded.path)}, indent=2))
 
 
-def _read_rows(records: list, names: list[str], label_key: str) -> tuple[list[dict[str, str]], list]:
+def read_rows(records: list, names: list[str], label_key: str) -> tuple[list[dict[str, str]], list]:
     """The template's fields and the label of every row; every bad row is named in one DataError."""
     rows, labels, problems = [], [], []
     for r in records:
