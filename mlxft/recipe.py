@@ -134,7 +134,7 @@ def _template_fields(value: str | None) -> str | None:
         raise ValueError(f"not a valid template ({exc}); name columns in braces, e.g. 'Review: {{text}}\\nSentiment:', and double literal braces") from None
     if not fields:
         raise ValueError("names no column; put the text's column in braces, e.g. 'Review: {text}\\nSentiment:'")
-    bad = [f for f in fields if not f or any(c in f for c in ".[]!:")]
+    bad = [f for f in fields if not f or f.isdigit() or any(c in f for c in ".[]!:")]
     if bad:
         raise ValueError(f"{{{bad[0]}}} is not a column name; name columns plainly, e.g. {{text}} or {{premise}}")
     return value
