@@ -145,6 +145,37 @@ async def test_the_form_makes_an_image_classifier_recipe_from_its_own_fields(tmp
         assert "vision" not in form.values()
 
 
+async def test_the_form_makes_a_text_classifier_recipe_from_its_own_fields(tmp_path):
+    data = tmp_path / "reviews"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\ngood film,1\nbad film,0\n")
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        form = screen.query_one(RecipeForm)
+        form.set_field("kind", "lm-classify")
+        form.set_field("model", "smollm2-135m-instruct")
+        form.set_field("data.path", str(data))
+        form.set_field("classify.head", "verbalizer")
+        form.set_field("classify.prompt_template", "Review: {text}\\nSentiment:")  # typed as one line, the line break as \n
+        form.set_field("classify.verbalizer", "{0: ' negative', 1: ' positive'}")
+        await pilot.pause()
+        recipe = screen.check_recipe()
+        assert recipe is not None, [screen_text(r.query_one(".field-error")) for r in form.query("FieldRow") if r.has_class("-invalid")]
+        assert recipe.kind == "lm-classify" and recipe.classify.head == "verbalizer" and recipe.method == "lora"
+        assert recipe.classify.prompt_template == "Review: {text}\nSentiment:" and recipe.classify.verbalizer == {"0": " negative", "1": " positive"}
+        values = form.values()
+        assert "vision" not in values and "preference" not in values and values["classify"]["head"] == "verbalizer"
+        form.set_values(values)  # shown again as it was typed
+        assert form.query_one("#f-classify-prompt-template").value == "Review: {text}\\nSentiment:"
+        form.set_field("classify.prompt_template", "{nothing")
+        await pilot.pause()
+        assert screen.check_recipe() is None and "not a valid template" in screen_text(form.query_one("#row-f-classify-prompt-template .field-error"))
+        form.set_field("kind", "lm-lora")  # the classify section is not written into an SFT recipe
+        await pilot.pause()
+        assert "classify" not in form.values()
+
+
 async def test_every_recipe_in_the_repo_round_trips_through_the_form(tmp_path):
     app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
     async with app.run_test(size=(100, 32)) as pilot:

@@ -501,6 +501,16 @@ def read_rows(records: list, names: list[str], label_key: str) -> tuple[list[dic
     return rows, labels
 
 
+def measure_prompt_lengths(recipe: Recipe, tokenizer, records: list) -> list[int]:
+    """The token lengths of the prompts training builds from these rows, after the length policy (what the memory plan sizes)."""
+    d, c = recipe.data, recipe.classify
+    template = c.prompt_template or default_template(d.text_key, records[0].data)
+    rows, _ = read_rows(records, template_fields(template), d.label_key)
+    ids, cut = PromptEncoder(tokenizer, template, d.max_seq_length).encode(rows)
+    dropped = set(cut) if d.overlong == "drop" else set()
+    return [len(x) for i, x in enumerate(ids) if i not in dropped]
+
+
 def verbalizer_words(classes: list, given: dict[str, str] | None) -> list[str]:
     """Each label's word: the recipe's, else the label's name after a space."""
     given = given or {}
