@@ -121,6 +121,17 @@ async def test_memory_line_plans_from_the_data_with_the_numbers_mlxft_plan_print
         assert f"~{total} peak {against}" in line and basis in line, (line, cli.stdout)
 
 
+def fill(form: RecipeForm, fields: dict) -> None:
+    for key, value in fields.items():
+        form.set_field(key, value)
+
+
+def checked_recipe(screen, form: RecipeForm):
+    recipe = screen.check_recipe()
+    assert recipe is not None, [screen_text(r.query_one(".field-error")) for r in form.query("FieldRow") if r.has_class("-invalid")]
+    return recipe
+
+
 async def test_the_form_makes_an_image_classifier_recipe_from_its_own_fields(tmp_path):
     images = tmp_path / "images" / "train" / "cat"
     images.mkdir(parents=True)
@@ -128,14 +139,10 @@ async def test_the_form_makes_an_image_classifier_recipe_from_its_own_fields(tmp
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         form = screen.query_one(RecipeForm)
-        form.set_field("kind", "image-classify")
-        form.set_field("model", "efficientnet-lite0")
-        form.set_field("data.path", str(tmp_path / "images"))
-        form.set_field("vision.image_size", "128")
-        form.set_field("vision.sampler", "balanced")
+        fill(form, {"kind": "image-classify", "model": "efficientnet-lite0", "data.path": str(tmp_path / "images"), "vision.image_size": "128",
+                    "vision.sampler": "balanced"})
         await pilot.pause()
-        recipe = screen.check_recipe()
-        assert recipe is not None, [screen_text(r.query_one(".field-error")) for r in form.query("FieldRow") if r.has_class("-invalid")]
+        recipe = checked_recipe(screen, form)
         assert recipe.kind == "image-classify" and recipe.vision.image_size == 128 and recipe.vision.sampler == "balanced"
         values = form.values()
         assert "lora" not in values and "preference" not in values and values["vision"]["image_size"] == 128
@@ -153,15 +160,11 @@ async def test_the_form_makes_a_text_classifier_recipe_from_its_own_fields(tmp_p
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         form = screen.query_one(RecipeForm)
-        form.set_field("kind", "lm-classify")
-        form.set_field("model", "smollm2-135m-instruct")
-        form.set_field("data.path", str(data))
-        form.set_field("classify.head", "verbalizer")
-        form.set_field("classify.prompt_template", "Review: {text}\\nSentiment:")  # typed as one line, the line break as \n
-        form.set_field("classify.verbalizer", "{0: ' negative', 1: ' positive'}")
+        fill(form, {"kind": "lm-classify", "model": "smollm2-135m-instruct", "data.path": str(data), "classify.head": "verbalizer",
+                    "classify.prompt_template": "Review: {text}\\nSentiment:",  # typed as one line, the line break as \n
+                    "classify.verbalizer": "{0: ' negative', 1: ' positive'}"})
         await pilot.pause()
-        recipe = screen.check_recipe()
-        assert recipe is not None, [screen_text(r.query_one(".field-error")) for r in form.query("FieldRow") if r.has_class("-invalid")]
+        recipe = checked_recipe(screen, form)
         assert recipe.kind == "lm-classify" and recipe.classify.head == "verbalizer" and recipe.method == "lora"
         assert recipe.classify.prompt_template == "Review: {text}\nSentiment:" and recipe.classify.verbalizer == {"0": " negative", "1": " positive"}
         values = form.values()
