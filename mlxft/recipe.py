@@ -160,6 +160,9 @@ class ClassifySection(_Strict):
     verbalizer: Annotated[dict[str, Annotated[str, Field(min_length=1)]], BeforeValidator(_label_keys)] | None = Field(
         None, description="The word(s) for each label, e.g. {0: ' negative', 1: ' positive'}; null: each label's name after a space. head verbalizer "
         "scores them; with head score they make the zero-shot base that `mlxft eval` reports.")
+    score_init: Literal["words", "random"] = Field(
+        "words", description="head score: words: each label's row starts as the LM head's row for its word's first token (classify.verbalizer, "
+        "else the label's name), so training starts from the zero-shot verbalizer's choice; random: normal(0, 0.02), as transformers initialises it.")
     class_weights: Literal["auto", "none"] | Annotated[dict[str, Annotated[float, Field(gt=0)]], BeforeValidator(_label_keys)] = Field(
         "auto", description="auto: weight the loss by inverse class frequency; none: every text counts the same; or a weight per label, e.g. {spam: 3.0} (unnamed labels weigh 1).")
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="Share of the target spread evenly over the labels.")

@@ -113,6 +113,19 @@ def test_the_score_head_has_a_row_per_label_and_integer_labels_round_trip(tiny_l
     assert {cfg["label2id"][r["label"]] for r in clf(["red cat dog", "blue fish a"])} <= {0, 1}
 
 
+def test_a_score_head_started_from_the_label_words_chooses_as_the_zero_shot_verbalizer_does(tiny_llama, colours, tmp_path):
+    words = {"red": " dog", "blue": " fish"}  # one token each
+    score = job_for(tiny_llama, colours, tmp_path, classify={"head": "score", "verbalizer": words})
+    verbalizer = job_for(tiny_llama, colours, tmp_path, classify={"head": "verbalizer", "verbalizer": words})
+    samples = verbalizer.valid[:5]
+    batch = batch_arrays([s.ids for s in samples], [s.label for s in samples], 0, None)
+    for job in (score, verbalizer):
+        job.model.eval()
+    np.testing.assert_allclose(np.array(score.logits(score.model, *batch)), np.array(verbalizer.logits(verbalizer.model, *batch)), rtol=1e-4, atol=1e-4)
+    drawn = job_for(tiny_llama, colours, tmp_path, classify={"score_init": "random"})
+    assert float(np.array(drawn.model.score.weight).std()) == pytest.approx(0.02, rel=0.2)
+
+
 # -- the verbalizer -----------------------------------------------------------------------------------
 
 

@@ -287,19 +287,26 @@ class LMClassifyJob(SFTJob):
         self.body, self.head = model_parts(self.model, self.loaded.model_type)
         k = len(self.classes)
         self.hidden = hidden = int(self.body(mx.array([[0]])).shape[-1])
+        self.first_tokens = mx.array(np.array([w[0] for w in self.word_ids], dtype=np.int32)) if self.word_ids else None
         if c.head == "score":
-            mx.random.seed(recipe.seed + 1)  # the head's initial weights: the same on a fresh start and on resume
             self.model.score = nn.Linear(hidden, k, bias=False)
-            std = float(self.loaded.config.get("initializer_range", 0.02))
-            self.model.score.weight = mx.random.normal((k, hidden), scale=std)
+            self.model.score.weight, how = self._initial_score(k, hidden)
             if self.recipe.method == "full" and _head_module(self.model) is getattr(self.model, "lm_head", None):
                 self.model.lm_head.freeze()  # the score head replaces it: nothing would train it but weight decay
             mx.eval(self.model.score.parameters())
-            emit(LogMessage("info", f"score head: {hidden} hidden -> {k} labels ({', '.join(map(str, self.classes))}), trained with the {self.recipe.method} body"))
-        self.first_tokens = mx.array(np.array([w[0] for w in self.word_ids], dtype=np.int32)) if self.word_ids else None
+            emit(LogMessage("info", f"score head: {hidden} hidden -> {k} labels ({', '.join(map(str, self.classes))}), {how}; trained with the {self.recipe.method} body"))
         self.uniform_loss = math.log(k)
         self.weights = mx.array(class_weights(self._counts, c.class_weights, [str(x) for x in self.classes]))
         self._log_balance(emit)
+
+    def _initial_score(self, k: int, hidden: int) -> tuple[mx.array, str]:
+        """The score head's first weights: the LM head's rows of the label words' first tokens, or normal(0, 0.02)."""
+        if self.recipe.classify.score_init == "words" and self.first_tokens is not None:
+            rows = head_columns(self.model, self.head, mx.eye(hidden, dtype=mx.float32), self.first_tokens).T
+            return rows.astype(mx.float32), "starting from the LM head's rows of the label words " + ", ".join(repr(w) for w in self.words)
+        mx.random.seed(self.recipe.seed + 1)  # the same on a fresh start and on resume
+        std = float(self.loaded.config.get("initializer_range", 0.02))
+        return mx.random.normal((k, hidden), scale=std), f"initialised at random (normal, std {std:g})"
 
     # -- data ----------------------------------------------------------------------------------
     def _load_data(self, recipe: Recipe, tokenizer, emit) -> None:
