@@ -8,7 +8,7 @@ ensure_fast_blas()  # before anything imports mlx.core
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "image_classifier", "load", "train"]
+__all__ = ["__version__", "classifier", "image_classifier", "load", "train"]
 
 
 def train(recipe, **kwargs):
@@ -30,3 +30,11 @@ def image_classifier(run):
     from mlxft.vision.predict import load_classifier
 
     return load_classifier(run)
+
+
+def classifier(run):
+    """A trained text classifier (an lm-classify run or its adapter folder): clf(texts, top_k=1) -> [{"label", "score"}],
+    the shape of transformers' pipeline("text-classification")."""
+    from mlxft.llm.classify_predict import load_text_classifier
+
+    return load_text_classifier(run)

@@ -318,6 +318,8 @@ def cmd_eval(args) -> int:
     from mlxft.runs import RunDir
     from mlxft.textsafe import escape_lines
 
+    if args.run and _is_text_classifier(args.run):
+        return _eval_texts(args)
     if args.run:
         return _eval_images(args)
     if args.against:
@@ -354,6 +356,10 @@ def cmd_predict(args) -> int:
     from mlxft.textsafe import escape_controls
     from mlxft.vision.predict import image_paths, load_classifier
 
+    if _is_text_classifier(args.run):
+        return _predict_texts(args)
+    if args.images is None:
+        raise MlxftError("give an image or a folder of images: `mlxft predict RUN IMAGE|FOLDER`")
     clf = load_classifier(args.run)
     paths = image_paths(args.images)
     if not paths:
@@ -412,6 +418,80 @@ def _eval_images(args) -> int:
         return 0
     lines = format_comparison(comparison).splitlines() if comparison else format_evaluation(result).splitlines()
     print(escape_lines([*lines, *(f"{k.replace('_', ' ')}: {v}" for k, v in paths.items())]))
+    return 0
+
+
+def _classifier_data_and_out(args, folder: Path, data_name: str) -> tuple[str, Path]:
+    """The data a classifier run is evaluated on (--data, else its recipe's) and the report folder (--out, else RUN/eval/SPLIT)."""
+    from mlxft.recipe import load_recipe
+    from mlxft.runs import RunDir
+
+    run = RunDir.containing(folder)
+    data = args.data
+    if data is None:
+        if run is None:
+            raise MlxftError(f"{args.run}: not inside a run directory, so its data is unknown", hint=f"pass --data {data_name}")
+        data = load_recipe(run.recipe_path).data.path
+    out = Path(args.out) if args.out else (run.eval_dir / args.split if run else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
+    return data, out
+
+
+def _is_text_classifier(run: str) -> bool:
+    from mlxft.llm.classify_predict import is_text_classifier
+
+    return is_text_classifier(run)
+
+
+def _predict_texts(args) -> int:
+    """`mlxft predict RUN "text" | --file F`: a table, or --json: one record per input, in input order, every label's probability."""
+    from mlxft.data.readers import Record, iter_rows
+    from mlxft.llm.classify_predict import load_text_classifier
+    from mlxft.textsafe import dump_json, escape_controls
+
+    if (args.images is None) == (args.file is None):
+        raise MlxftError("give one text or --file F (.jsonl .csv .tsv .parquet)", hint='e.g. mlxft predict RUN "what a great film" or mlxft predict RUN --file reviews.csv')
+    if args.top_k is not None and args.top_k < 1:
+        raise MlxftError(f"--top-k {args.top_k}: must be 1 or more")
+    clf = load_text_classifier(args.run)
+    if args.file is None:
+        inputs = [args.images]
+    else:
+        rows = list(iter_rows(args.file))
+        bad = [f"{r.where}: {r.reason}" for r in rows if not isinstance(r, Record)]
+        if bad:
+            raise MlxftError(f"{len(bad)} unreadable row(s) in {args.file}:\n  " + "\n  ".join(bad[:20]))
+        fields = clf.encoder.fields
+        inputs = [r.data for r in rows]
+        if len(fields) == 1 and inputs and all(fields[0] not in r for r in inputs) and all("text" in r for r in inputs):
+            inputs = [{fields[0]: r["text"]} for r in inputs]  # a file's `text` column fills a template that names another
+    probs = clf.probabilities(inputs, args.batch_size)
+    labels = clf.labels
+    k = min(args.top_k or (len(labels) if args.json else 1), len(labels))
+    for item, p in zip(inputs, probs):
+        order = p.argsort()[::-1]
+        shown = item if isinstance(item, str) else {f: item.get(f) for f in clf.encoder.fields}
+        if args.json:
+            text = shown if isinstance(shown, str) or len(shown) > 1 else next(iter(shown.values()))
+            print(dump_json({"text": text, "label": labels[order[0]], "scores": {labels[i]: float(p[i]) for i in order[:k]}}))
+        else:
+            text = shown if isinstance(shown, str) else " | ".join(str(v) for v in shown.values())
+            text = " ".join(text.split())
+            print(escape_controls("  ".join(f"{labels[i]} {p[i]:.3f}" for i in order[:k]) + f"  {text[:70] + ('…' if len(text) > 70 else '')}"))
+    if clf.truncated:
+        print(f"note: {clf.truncated} text(s) were cut to the classifier's {clf.encoder.max_length} prompt tokens", file=sys.stderr)
+    return 0
+
+
+def _eval_texts(args) -> int:
+    from mlxft.llm.classify_eval import evaluate_texts, format_text_evaluation, write_text_evaluation
+    from mlxft.llm.classify_predict import load_text_classifier
+    from mlxft.textsafe import escape_lines
+
+    clf = load_text_classifier(args.run)
+    data, out = _classifier_data_and_out(args, clf.folder, "DATA")
+    result = evaluate_texts(clf, data, args.split, base=not args.no_base, batch_size=args.batch_size)
+    paths = write_text_evaluation(result, out)
+    print(escape_lines([*format_text_evaluation(result).splitlines(), *(f"{k}: {v}" for k, v in paths.items())]))
     return 0
 
 
@@ -615,15 +695,16 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("eval", help="base vs fine-tuned on the same benchmark: target cluster, the rest, regressions, a verdict; "
-                                    "or an image classifier run on a labelled image split (--against: two runs compared)")
-    s.add_argument("run", nargs="?", metavar="RUN", help="an image-classify run (or its model folder): evaluate it on --split of --data")
+                                    "or a classifier run (image-classify, lm-classify) on a labelled split (--against: two image runs compared)")
+    s.add_argument("run", nargs="?", metavar="RUN", help="an image-classify or lm-classify run (or its model / adapter folder): evaluate it on --split of --data")
     s.add_argument("--model", help="language models: the base model")
     s.add_argument("--adapter", help="language models: adapter folder or run directory")
     s.add_argument("--bench", help="language models: benchmark JSONL: id, prompt or messages, expected, cluster, grader")
-    s.add_argument("--data", help="image classifiers: the image data (default: the run's data.path)")
-    s.add_argument("--split", default="test", help="image classifiers: the labelled split to evaluate (default test)")
+    s.add_argument("--data", help="classifiers: the labelled data (default: the run's data.path)")
+    s.add_argument("--split", default="test", help="classifiers: the labelled split to evaluate (default test)")
     s.add_argument("--against", metavar="RUN_A", help="image classifiers: also evaluate this earlier run on the same images and compare "
                                                        "(A before, RUN after): scores of each, regressions and fixes by path, a verdict")
+    s.add_argument("--no-base", action="store_true", help="text classifiers: skip the zero-shot base (the untrained model scoring the label words)")
     s.add_argument("--threshold-for", metavar="LABEL=RECALL", help="image classifiers: choose the threshold on P(LABEL) that reaches RECALL on the valid split, and report the operating point")
     s.add_argument("--target", action="append", help="the cluster(s) the fine-tune targets (default: every labelled cluster; the whole benchmark when none is labelled)")
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
@@ -640,11 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
                         'then {"finished": true, "out": ..., "verdict": ..., "paths": {...}}')
     s.set_defaults(fn=cmd_eval)
 
-    s = sub.add_parser("predict", help="label images with a trained image classifier")
-    s.add_argument("run", metavar="RUN", help="an image-classify run directory (or its model folder)")
-    s.add_argument("images", metavar="IMAGE|FOLDER", help="one image, or a folder (every image under it)")
-    s.add_argument("--top-k", type=int, help="labels shown per image (default 1; --json: all)")
-    s.add_argument("--json", action="store_true", help="one JSON object per image: image, label, scores")
+    s = sub.add_parser("predict", help="label images or texts with a trained classifier (image-classify or lm-classify run)")
+    s.add_argument("run", metavar="RUN", help="an image-classify run directory (or its model folder), or an lm-classify run (or its adapter folder)")
+    s.add_argument("images", nargs="?", metavar="IMAGE|FOLDER|TEXT", help="one image, or a folder (every image under it); for a text classifier, one text")
+    s.add_argument("--file", help="text classifiers: a .jsonl/.csv/.tsv/.parquet of texts (the prompt's columns, or `text`)")
+    s.add_argument("--batch-size", type=int, default=16, help="text classifiers: texts per forward pass")
+    s.add_argument("--top-k", type=int, help="labels shown per input (default 1; --json: all)")
+    s.add_argument("--json", action="store_true", help="one JSON object per input, in input order: image or text, label, scores")
     s.set_defaults(fn=cmd_predict)
 
     data = sub.add_parser("data", help="curate data: split, failure clusters, review, build training sets").add_subparsers(dest="data_command", metavar="DATA_COMMAND")

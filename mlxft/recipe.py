@@ -14,7 +14,8 @@ from mlxft.errors import RecipeError
 LM_KINDS = ("lm-lora", "lm-qlora", "lm-dora", "lm-full")
 PREFERENCE_KINDS = ("lm-dpo", "lm-orpo")
 VISION_KINDS = ("image-classify",)
-KINDS = (*LM_KINDS, *PREFERENCE_KINDS, *VISION_KINDS)
+CLASSIFY_KINDS = ("lm-classify",)
+KINDS = (*LM_KINDS, *PREFERENCE_KINDS, *CLASSIFY_KINDS, *VISION_KINDS)
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -64,9 +65,10 @@ class _Strict(BaseModel):
 
 class DataSection(_Strict):
     path: str = Field(description="A folder with train/valid/test .jsonl files, one .jsonl file, or a saved `datasets` folder.")
-    format: Literal["auto", "text", "completion", "chat", "preference", "image-classification"] = Field(
+    format: Literal["auto", "text", "completion", "chat", "preference", "classification", "image-classification"] = Field(
         "auto", description="text: {text}; completion: {prompt, completion}; chat: {messages: [{role, content}]}; "
         "preference (lm-dpo, lm-orpo): {prompt, chosen, rejected} and the other published layouts; "
+        "classification (lm-classify): {text, label} rows, or any columns classify.prompt_template names, plus the label; "
         "image-classification (image-classify): <split>/<label>/<image> folders or {image, label} rows."
     )
     mask_prompt: bool = Field(True, description="Train only on completions / assistant turns; prompt tokens get no loss.")
@@ -77,7 +79,8 @@ class DataSection(_Strict):
     )
     prompt_key: str = Field("prompt", description="Column holding the prompt (completion format).")
     completion_key: str = Field("completion", description="Column holding the completion (completion format).")
-    text_key: str = Field("text", description="Column holding the text (text format).")
+    text_key: str = Field("text", description="Column holding the text (text and classification formats).")
+    label_key: str = Field("label", description="Column holding the label (classification format): a class name or an integer.")
     messages_key: str = Field("messages", description="Column holding the chat turns (chat format).")
     chosen_key: str = Field("chosen", description="Column holding the preferred answer (preference format).")
     rejected_key: str = Field("rejected", description="Column holding the rejected answer (preference format).")
@@ -117,6 +120,54 @@ class PreferenceSection(_Strict):
         "plus init_adapter) and cached in the run directory; live: computed each step with the adapter switched off (the base is the reference).",
     )
     adapter: Literal["lora", "dora", "full"] = Field("lora", description="What is trained: LoRA or DoRA adapters (lora section), or every weight. With init_adapter, that adapter's kind.")
+
+
+def _template_fields(value: str | None) -> str | None:
+    """A prompt template names row columns in braces ({text}); literal braces are doubled ({{ }})."""
+    if value is None:
+        return None
+    import string
+
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); name columns in braces, e.g. 'Review: {{text}}\\nSentiment:', and double literal braces") from None
+    if not fields:
+        raise ValueError("names no column; put the text's column in braces, e.g. 'Review: {text}\\nSentiment:'")
+    bad = [f for f in fields if not f or f.isdigit() or any(c in f for c in ".[]!:")]
+    if bad:
+        raise ValueError(f"{{{bad[0]}}} is not a column name; name columns plainly, e.g. {{text}} or {{premise}}")
+    return value
+
+
+def _label_keys(value: Any) -> Any:
+    """Labels as mapping keys are compared as text: YAML's `0:` and `"0":` name the same label."""
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, (int, str)) and not isinstance(k, bool) else k: v for k, v in value.items()}
+    return value
+
+
+class ClassifySection(_Strict):
+    """Text classification with a causal LM (lm-classify): a `score` head on the last token, or label words (verbalizer)."""
+
+    head: Literal["score", "verbalizer"] = Field(
+        "score", description="score: a new Linear(hidden, labels, bias=False) on the final hidden state of the last token (transformers' "
+        "*ForSequenceClassification); verbalizer: no new weights, each label scored by the log-probability of its word(s) after the prompt.")
+    adapter: Literal["lora", "dora", "full"] = Field("lora", description="What trains in the body: LoRA or DoRA adapters (lora section), or every weight. The score head trains in every case.")
+    prompt_template: Annotated[str | None, AfterValidator(_template_fields)] = Field(
+        None, description="The input built from each row's columns, e.g. 'Review: {text}\\nSentiment:' or 'Premise: {text_a}\\nHypothesis: {text_b}\\nRelation:'. "
+        "null: the data.text_key column as it is (rows with text_a and text_b: the two, one per line).")
+    verbalizer: Annotated[dict[str, Annotated[str, Field(min_length=1)]], BeforeValidator(_label_keys)] | None = Field(
+        None, description="The word(s) for each label, e.g. {0: ' negative', 1: ' positive'}; null: each label's name after a space. head verbalizer "
+        "scores them; with head score they make the zero-shot base that `mlxft eval` reports.")
+    score_init: Literal["words", "random"] = Field(
+        "words", description="head score: words: each label's row starts as the LM head's row for its word's first token (classify.verbalizer, "
+        "else the label's name), so training starts from the zero-shot verbalizer's choice; random: normal(0, 0.02), as transformers initialises it.")
+    class_weights: Literal["auto", "none"] | Annotated[dict[str, Annotated[float, Field(gt=0)]], BeforeValidator(_label_keys)] = Field(
+        "auto", description="auto: weight the loss by inverse class frequency; none: every text counts the same; or a weight per label, e.g. {spam: 3.0} (unnamed labels weigh 1).")
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="Share of the target spread evenly over the labels.")
+    valid_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="Without a valid split, this share of the training rows (stratified by label, seeded) is held out for validation; 0: none.")
 
 
 class VisionSection(_Strict):
@@ -187,9 +238,9 @@ class TrainSection(_Strict):
 
 
 class Recipe(_Strict):
-    kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full", "lm-dpo", "lm-orpo", "image-classify"] = Field(
+    kind: Literal["lm-lora", "lm-qlora", "lm-dora", "lm-full", "lm-dpo", "lm-orpo", "lm-classify", "image-classify"] = Field(
         description="The job: LoRA, QLoRA, DoRA or full fine-tuning of a causal LM; lm-dpo / lm-orpo: preference tuning (DPO, ORPO) on preference pairs; "
-        "image-classify: a pretrained image backbone with a new head."
+        "lm-classify: a text classifier from a causal LM (classify section); image-classify: a pretrained image backbone with a new head."
     )
     model: str = Field(description="A key in models/, a Hugging Face Hub id, a local folder, or a .gguf file; for image-classify a backbone (a key in models/vision such as efficientnet-lite0 or dinov2-small, a Hub id, a folder or a .pth).")
     name: Annotated[str | None, AfterValidator(_run_name)] = Field(None, description="Run name: one folder name (no '/'); the run directory is output_dir/name.")
@@ -204,6 +255,7 @@ class Recipe(_Strict):
     quantize: QuantizeSection | None = Field(None, description="Quantize the base on load (QLoRA). lm-qlora defaults to 4 bits.")
     train: TrainSection = Field(default_factory=TrainSection)
     preference: PreferenceSection = Field(default_factory=PreferenceSection)
+    classify: ClassifySection = Field(default_factory=ClassifySection)
     vision: VisionSection = Field(default_factory=VisionSection)
     init_adapter: str | None = Field(
         None, description="Start from a trained adapter (a run directory or an adapter folder), e.g. DPO on top of an SFT run; its rank, targets and kind are used."
@@ -215,12 +267,15 @@ class Recipe(_Strict):
             self.__dict__["quantize"] = QuantizeSection()
         if self.method == "full" and self.quantize is not None:
             raise ValueError("full fine-tuning cannot train a quantized base; remove `quantize` or use lm-qlora")
-        if self.kind in VISION_KINDS:
-            return self._vision_rules()
-        if "vision" in self.model_fields_set:
-            raise ValueError(f"the vision section is read by image-classify only, and kind is {self.kind}; remove it")
-        if self.data.format == "image-classification":
-            raise ValueError(f"data.format image-classification trains with kind image-classify, not {self.kind}")
+        # A classifier kind has its own section and data format, which every other kind refuses by name.
+        for section, kinds, fmt, rules in (("vision", VISION_KINDS, "image-classification", self._vision_rules),
+                                           ("classify", CLASSIFY_KINDS, "classification", self._classify_rules)):
+            if self.kind in kinds:
+                return rules()
+            if section in self.model_fields_set:
+                raise ValueError(f"the {section} section is read by {' or '.join(kinds)} only, and kind is {self.kind}; remove it")
+            if self.data.format == fmt:
+                raise ValueError(f"data.format {fmt} trains with kind {' or '.join(kinds)}, not {self.kind}")
         if self.kind not in PREFERENCE_KINDS:
             if self.data.format == "preference":
                 raise ValueError(f"data.format preference trains with kind lm-dpo or lm-orpo, not {self.kind}")
@@ -233,17 +288,24 @@ class Recipe(_Strict):
             raise ValueError(f"preference.reference live needs the base as the reference, and {why}; use preference.reference: precompute")
         return self
 
+    def _classify_rules(self):
+        if self.data.format not in ("auto", "classification"):
+            raise ValueError(f"lm-classify trains on labelled texts: set data.format to classification (or auto), not {self.data.format}")
+        if "preference" in self.model_fields_set:
+            raise ValueError("the preference section is read by lm-dpo and lm-orpo only, and kind is lm-classify; remove it")
+        unread = [f"data.{k}" for k in _changed(self.data, ("mask_prompt", "prompt_key", "completion_key", "messages_key", "chosen_key", "rejected_key"))]
+        if unread:
+            raise ValueError(f"lm-classify does not read {', '.join(unread)} (the input is classify.prompt_template over the row's columns, "
+                             "the label is data.label_key); remove them")
+        return self
+
     def _vision_rules(self):
         if self.data.format not in ("auto", "image-classification"):
             raise ValueError(f"image-classify trains on labelled images: set data.format to image-classification (or auto), not {self.data.format}")
-        def changed(section, names):  # fields set to something other than their default: a setting this job would ignore
-            fields = type(section).model_fields
-            return [k for k in names if k in section.model_fields_set and getattr(section, k) != fields[k].get_default(call_default_factory=True)]
-
-        lm_only = [f"data.{k}" for k in changed(self.data, sorted(set(DataSection.model_fields) - {"path", "format", "train_split", "valid_split", "test_split"}))]
-        lm_only += [k for k in ("lora", "quantize", "preference") if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].get_default(call_default_factory=True)]
+        lm_only = [f"data.{k}" for k in _changed(self.data, sorted(set(DataSection.model_fields) - {"path", "format", "train_split", "valid_split", "test_split"}))]
+        lm_only += [k for k in ("lora", "quantize", "preference", "classify") if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].get_default(call_default_factory=True)]
         lm_only += ["init_adapter"] if self.init_adapter else []
-        lm_only += [f"train.{k}" for k in changed(self.train, ("steps", "epochs", "learning_rate", "grad_checkpoint"))]
+        lm_only += [f"train.{k}" for k in _changed(self.train, ("steps", "epochs", "learning_rate", "grad_checkpoint"))]
         if lm_only:
             raise ValueError(f"image-classify does not read {', '.join(lm_only)} (language-model settings; an image classifier's "
                              "phases and learning rates are vision.head_epochs, vision.finetune_epochs and theirs); remove them")
@@ -255,6 +317,8 @@ class Recipe(_Strict):
             return "image-classify"
         if self.kind in PREFERENCE_KINDS:
             return self.preference.adapter
+        if self.kind in CLASSIFY_KINDS:
+            return self.classify.adapter
         return {"lm-lora": "lora", "lm-qlora": "lora", "lm-dora": "dora", "lm-full": "full"}[self.kind]
 
     def to_dict(self) -> dict:
@@ -262,6 +326,8 @@ class Recipe(_Strict):
         data = self.model_dump(mode="json")
         if self.kind not in PREFERENCE_KINDS:
             data.pop("preference")
+        if self.kind not in CLASSIFY_KINDS:
+            data.pop("classify")
         if self.kind not in VISION_KINDS:
             data.pop("vision")
         else:
@@ -273,6 +339,12 @@ class Recipe(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _changed(section, names) -> list[str]:
+    """The fields among `names` set to something other than their default: settings a job that ignores them must refuse."""
+    fields = type(section).model_fields
+    return [k for k in names if k in section.model_fields_set and getattr(section, k) != fields[k].get_default(call_default_factory=True)]
 
 
 def _location(loc: tuple) -> str:
@@ -287,7 +359,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors():
         # Pydantic repeats a union error once per alternative; keep the location readable.
-        loc = tuple(p for p in e["loc"] if p not in ("constrained-int", "int", "float", "list[str]", "literal['all-linear']", "literal['all']", "QuantizeSection"))
+        loc = tuple(p for p in e["loc"] if p not in ("constrained-int", "int", "float", "list[str]", "literal['all-linear']", "literal['all']", "QuantizeSection")
+                    and not (isinstance(p, str) and p.startswith(("function-before[", "literal['auto'", "dict[str,"))))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = UNKNOWN_KEY

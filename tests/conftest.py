@@ -98,3 +98,23 @@ def train_and_sigkill_at(recipe: dict, out: Path, step: int, cwd: Path, timeout:
     run_dir = next(Path(out).iterdir())
     assert '"RunFinished"' not in (run_dir / "metrics.jsonl").read_text(), "the run must have been killed before it finished"
     return run_dir
+
+
+def assert_resumes_like(run_dir: Path, reference_dir: Path, steps: int, metrics: bool = True) -> None:
+    """Resume a killed run with `mlxft train --resume` and check that every step's loss (and training metrics) equals the
+    uninterrupted run's."""
+    import subprocess
+    import sys
+
+    def step_reports(folder: Path) -> dict[int, dict]:
+        lines = (Path(folder) / "metrics.jsonl").read_text().splitlines()
+        return {e["step"]: e for e in map(json.loads, lines) if e["event"] == "StepReport"}
+
+    out = subprocess.run([sys.executable, "-m", "mlxft", "train", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    expected, got = step_reports(reference_dir), step_reports(run_dir)
+    assert sorted(got) == list(range(1, steps + 1))
+    for step, e in expected.items():
+        assert got[step]["loss"] == pytest.approx(e["loss"], rel=1e-6, abs=1e-7), f"step {step}"
+        for k, v in (e["metrics"].items() if metrics else ()):
+            assert got[step]["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), f"step {step} {k}"

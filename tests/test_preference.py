@@ -4,15 +4,13 @@ a run learns its pairs, and a run killed with SIGKILL resumes to the same metric
 import json
 import math
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from conftest import ANIMALS, COLORS, train_and_sigkill_at, write_jsonl
+from conftest import ANIMALS, COLORS, assert_resumes_like, train_and_sigkill_at, write_jsonl
 from mlxft.api import train
 from mlxft.data.pairs import PairEncoder, PairStats, encode_pairs
 from mlxft.data.sources import Record
@@ -23,7 +21,6 @@ from mlxft.llm.loading import load_model
 from mlxft.llm.preference import REFERENCE_FILE, PreferenceJob, dpo_loss, log_sigmoid, orpo_loss
 from mlxft.recipe import DataSection, recipe_from_dict
 
-MLXFT = [sys.executable, "-m", "mlxft"]
 TRUE_COLOR = dict(zip(ANIMALS, COLORS))  # a preference the model can learn and generalise: each animal's one colour
 
 
@@ -249,17 +246,8 @@ def test_dpo_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_llama, pai
     sections = dict(train={"steps": steps, "save_every": 10, "eval_every": None, "log_every": 1, "keep_checkpoints": 3}, lora={"dropout": 0.1})
     reference = train(dpo_recipe(tiny_llama, pairs, tmp_path / "ref", **sections))
     assert reference.ok, reference.error
-    expected = {e["step"]: e for e in events(reference.path, "StepReport")}
-
     run_dir = train_and_sigkill_at(dpo_recipe(tiny_llama, pairs, tmp_path / "killed", **sections), tmp_path / "killed", 10, tmp_path)
-    out = subprocess.run(MLXFT + ["train", "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    got = {e["step"]: e for e in events(run_dir, "StepReport")}
-    assert sorted(got) == list(range(1, steps + 1))
-    for step, e in expected.items():
-        assert got[step]["loss"] == pytest.approx(e["loss"], rel=1e-6, abs=1e-7), f"step {step}"
-        for k, v in e["metrics"].items():
-            assert got[step]["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), f"step {step} {k}"
+    assert_resumes_like(run_dir, reference.path, steps)
 
 
 def test_data_validate_measures_preference_pairs_as_training_sees_them(tiny_llama, pairs):

@@ -112,7 +112,7 @@ def test_a_folder_as_recipe_says_it_is_a_folder(tmp_path):
     assert "is a folder" in err.value.problems[0][1]
 
 
-@pytest.mark.parametrize("kind", ["lm-lora", "lm-full", "lm-dpo", "lm-orpo"])
+@pytest.mark.parametrize("kind", ["lm-lora", "lm-full", "lm-dpo", "lm-orpo", "lm-classify"])
 def test_a_saved_recipe_validates_back_to_itself(kind):
     r = recipe_from_dict({"kind": kind, "model": "m", "data": {"path": "d"}})
     again = recipe_from_dict(yaml.safe_load(r.to_yaml()))

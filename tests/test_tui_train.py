@@ -121,6 +121,17 @@ async def test_memory_line_plans_from_the_data_with_the_numbers_mlxft_plan_print
         assert f"~{total} peak {against}" in line and basis in line, (line, cli.stdout)
 
 
+def fill(form: RecipeForm, fields: dict) -> None:
+    for key, value in fields.items():
+        form.set_field(key, value)
+
+
+def checked_recipe(screen, form: RecipeForm):
+    recipe = screen.check_recipe()
+    assert recipe is not None, [screen_text(r.query_one(".field-error")) for r in form.query("FieldRow") if r.has_class("-invalid")]
+    return recipe
+
+
 async def test_the_form_makes_an_image_classifier_recipe_from_its_own_fields(tmp_path):
     images = tmp_path / "images" / "train" / "cat"
     images.mkdir(parents=True)
@@ -128,14 +139,10 @@ async def test_the_form_makes_an_image_classifier_recipe_from_its_own_fields(tmp
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         form = screen.query_one(RecipeForm)
-        form.set_field("kind", "image-classify")
-        form.set_field("model", "efficientnet-lite0")
-        form.set_field("data.path", str(tmp_path / "images"))
-        form.set_field("vision.image_size", "128")
-        form.set_field("vision.sampler", "balanced")
+        fill(form, {"kind": "image-classify", "model": "efficientnet-lite0", "data.path": str(tmp_path / "images"), "vision.image_size": "128",
+                    "vision.sampler": "balanced"})
         await pilot.pause()
-        recipe = screen.check_recipe()
-        assert recipe is not None, [screen_text(r.query_one(".field-error")) for r in form.query("FieldRow") if r.has_class("-invalid")]
+        recipe = checked_recipe(screen, form)
         assert recipe.kind == "image-classify" and recipe.vision.image_size == 128 and recipe.vision.sampler == "balanced"
         values = form.values()
         assert "lora" not in values and "preference" not in values and values["vision"]["image_size"] == 128
@@ -144,6 +151,33 @@ async def test_the_form_makes_an_image_classifier_recipe_from_its_own_fields(tmp
         form.set_field("kind", "lm-lora")  # the vision section is not written into an LM recipe
         await pilot.pause()
         assert "vision" not in form.values()
+
+
+async def test_the_form_makes_a_text_classifier_recipe_from_its_own_fields(tmp_path):
+    data = tmp_path / "reviews"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\ngood film,1\nbad film,0\n")
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        form = screen.query_one(RecipeForm)
+        fill(form, {"kind": "lm-classify", "model": "smollm2-135m-instruct", "data.path": str(data), "classify.head": "verbalizer",
+                    "classify.prompt_template": "Review: {text}\\nSentiment:",  # typed as one line, the line break as \n
+                    "classify.verbalizer": "{0: ' negative', 1: ' positive'}"})
+        await pilot.pause()
+        recipe = checked_recipe(screen, form)
+        assert recipe.kind == "lm-classify" and recipe.classify.head == "verbalizer" and recipe.method == "lora"
+        assert recipe.classify.prompt_template == "Review: {text}\nSentiment:" and recipe.classify.verbalizer == {"0": " negative", "1": " positive"}
+        values = form.values()
+        assert "vision" not in values and "preference" not in values and values["classify"]["head"] == "verbalizer"
+        form.set_values(values)  # shown again as it was typed
+        assert form.query_one("#f-classify-prompt-template").value == "Review: {text}\\nSentiment:"
+        form.set_field("classify.prompt_template", "{nothing")
+        await pilot.pause()
+        assert screen.check_recipe() is None and "not a valid template" in screen_text(form.query_one("#row-f-classify-prompt-template .field-error"))
+        form.set_field("kind", "lm-lora")  # the classify section is not written into an SFT recipe
+        await pilot.pause()
+        assert "classify" not in form.values()
 
 
 async def test_every_recipe_in_the_repo_round_trips_through_the_form(tmp_path):

@@ -82,7 +82,8 @@ def normalize_record(record: Record, fmt: str, keys) -> dict:
     """The canonical form of one row for the language-model encoder; a DataError naming file, line and field."""
     src = _source_format(record, fmt, keys)
     if src not in formats.LM_FORM:
-        raise DataError(f"{record.where}: {src} data is not trained by language-model recipes", hint="use text, completion, instruction, chat or sharegpt data")
+        hint = "text,label rows train a classifier: kind: lm-classify" if src == "classification" else "use text, completion, instruction, chat or sharegpt data"
+        raise DataError(f"{record.where}: {src} data is not trained by language-model recipes", hint=hint)
     try:
         return formats.normalize(record, src, column_mapping(keys))
     except formats.RowProblem as p:

@@ -137,6 +137,25 @@ def _check_labels(
     return names
 
 
+def roc_auc(truth, probs, labels: Sequence[str]) -> dict[str, float]:
+    """ROC AUC of class probabilities [N, classes] against label ids: binary (P(second label)), or one-vs-rest per
+    class with their macro mean; NaN where a class is absent."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    truth, probs = np.asarray(truth), np.asarray(probs)
+
+    def one(positive: int) -> float:
+        y = truth == positive
+        return float(roc_auc_score(y, probs[:, positive])) if 0 < y.sum() < len(y) else float("nan")
+
+    if len(labels) == 2:
+        return {labels[1]: one(1)}
+    per = {name: one(i) for i, name in enumerate(labels)}
+    finite = [v for v in per.values() if v == v]
+    return {**per, "macro": float(np.mean(finite)) if finite else float("nan")}
+
+
 def errors_for_class(
     items: Sequence, y_true: Sequence, y_pred: Sequence, cls
 ) -> tuple[list, list]:

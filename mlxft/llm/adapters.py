@@ -68,14 +68,19 @@ def trainable_weights(model: nn.Module) -> dict[str, mx.array]:
     return dict(tree_flatten(model.trainable_parameters()))
 
 
-def save_adapter(model: nn.Module, folder: str | Path, config: dict) -> Path:
-    """Write adapters.safetensors + adapter_config.json into `folder` atomically (a complete folder or the old one)."""
+def save_adapter(model: nn.Module, folder: str | Path, config: dict, weights: dict | None = None, also=None) -> Path:
+    """Write adapters.safetensors + adapter_config.json into `folder` atomically (a complete folder or the old one).
+
+    `weights` default to every trainable weight; `also(tmp)` writes more files into the folder before it is published.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_for(folder)
-    weights = trainable_weights(model)
+    weights = trainable_weights(model) if weights is None else weights
     mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), weights, metadata={"format": "mlx"})
     atomic_write_text(tmp / ADAPTER_CONFIG, json.dumps(config, indent=2))
+    if also is not None:
+        also(tmp)
     publish_dir(tmp, folder)
     return folder
 

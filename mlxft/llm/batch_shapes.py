@@ -48,8 +48,11 @@ class BatchShape:
         return dict(batch_size=self.batch, seq_len=self.length, trained_tokens=self.trained)
 
 
-def ceiling_batch(batch_size: int, max_seq_length: int) -> BatchShape:
-    """The largest batch a recipe allows: every sample max_seq_length tokens, every position trained."""
+def ceiling_batch(batch_size: int, max_seq_length: int, one_position: bool = False) -> BatchShape:
+    """The largest batch a recipe allows: every sample max_seq_length tokens, every position trained
+    (`one_position`: a classifier's, which feeds the whole prompt and reads one position of each)."""
+    if one_position:
+        return BatchShape(batch_size, _round_up(max_seq_length, PAD_MULTIPLE), _round_up(batch_size, TARGET_MULTIPLE))
     length = padded_length(max_seq_length)
     return BatchShape(batch_size, length, batch_size * length)
 
@@ -219,7 +222,7 @@ def _measure(recipe, tokenizer) -> DataLengths:
     from mlxft.data.encode import SampleEncoder, encode_records
     from mlxft.data.pairs import PairEncoder, encode_pairs
     from mlxft.data.readers import Record, canonical_split, find_splits, iter_rows
-    from mlxft.recipe import PREFERENCE_KINDS
+    from mlxft.recipe import CLASSIFY_KINDS, PREFERENCE_KINDS
 
     d = recipe.data
     if canonical_split(d.train_split) not in find_splits(d.path):
@@ -248,6 +251,14 @@ def _measure(recipe, tokenizer) -> DataLengths:
     if not exact:
         picked = [r for _, _, r in sorted(longest, reverse=True)] + sample
     try:
+        if recipe.kind in CLASSIFY_KINDS:
+            from mlxft.llm.classify import measure_prompt_lengths
+
+            # A classifier feeds the whole prompt (one longer than an SFT sample's inputs) and reads one position of each.
+            lengths = tuple(n + 1 for n in measure_prompt_lengths(recipe, tokenizer, picked))
+            if not lengths:
+                return DataLengths(d.path, rows=rows, problem=f"no usable texts in the {d.train_split} split")
+            return DataLengths(d.path, lengths, (1,) * len(lengths), rows, exact)
         if recipe.kind in PREFERENCE_KINDS:
             # A pair counts as one sample as long as its longer answer, trained on both answers' tokens.
             pairs, _ = encode_pairs(picked, PairEncoder(tokenizer, d), d.max_seq_length, d.overlong)

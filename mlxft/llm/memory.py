@@ -28,7 +28,7 @@ from mlxft.catalogue import format_parameter_count  # noqa: F401  (the catalogue
 from mlxft.errors import MlxftError, ModelError
 from mlxft.job import total_steps_for
 from mlxft.llm.batch_shapes import DataLengths, candidate_batches, ceiling_batch
-from mlxft.recipe import PREFERENCE_KINDS, LoraSection, TrainSection
+from mlxft.recipe import CLASSIFY_KINDS, PREFERENCE_KINDS, LoraSection, TrainSection
 
 OVERHEAD_BYTES = RUNTIME_OVERHEAD_BYTES
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -354,7 +354,7 @@ def recipe_settings(recipe, config: dict | None = None) -> dict:
         rank=recipe.lora.rank,
         targets=recipe.lora.targets,
         lora_layers=recipe.lora.layers,
-        **ceiling_batch(recipe.train.batch_size, recipe.data.max_seq_length).settings(),
+        **ceiling_batch(recipe.train.batch_size, recipe.data.max_seq_length, recipe.kind in CLASSIFY_KINDS).settings(),
         compute_dtype=dtype,
         grad_checkpoint=recipe.train.grad_checkpoint,
         gpu=gpu,
@@ -390,9 +390,11 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None):
     def size(settings: dict, batch_size: int, max_len: int) -> tuple[dict, str]:
         if data is None or data.problem or not data.samples:
             why = data.problem if data is not None and data.problem else "no data measured"
-            top = ceiling_batch(batch_size * per, max_len)
+            one = recipe.kind in CLASSIFY_KINDS
+            top = ceiling_batch(batch_size * per, max_len, one)
             return {**settings, **top.settings()}, (
-                f"planned from max_seq_length={max_len} ({why}): batch {unit(batch_size)} x {top.length} tokens, all {top.trained:,} positions trained"
+                f"planned from max_seq_length={max_len} ({why}): batch {unit(batch_size)} x {top.length} tokens, "
+                + ("one position of each read by the head" if one else f"all {top.trained:,} positions trained")
             )
         measured = data.capped(max_len, recipe.data.overlong)
         micro = None

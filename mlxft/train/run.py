@@ -12,6 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlxft.events import LogMessage, RunFinished, RunStarted
+from mlxft.llm.classify import LMClassifyJob
 from mlxft.llm.preference import PreferenceJob
 from mlxft.llm.sft import SFTJob
 from mlxft.vision.classify import ImageClassifyJob
@@ -20,7 +21,7 @@ from mlxft.runs import RunDir
 from mlxft.train.loop import DivergedError, LoopHooks, Trainer
 
 JOBS = {"lm-lora": SFTJob, "lm-qlora": SFTJob, "lm-dora": SFTJob, "lm-full": SFTJob, "lm-dpo": PreferenceJob, "lm-orpo": PreferenceJob,
-        "image-classify": ImageClassifyJob}
+        "lm-classify": LMClassifyJob, "image-classify": ImageClassifyJob}
 
 
 def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = False) -> RunFinished:

@@ -29,6 +29,7 @@ from mlxft.data.split import split_rows
 from mlxft.errors import DataError, ModelError
 from mlxft.events import LogMessage
 from mlxft.job import Batch, Phase
+from mlxft.labels import class_count_metrics, class_weights, finish_class_metrics, label_order
 from mlxft.recipe import Recipe
 from mlxft.atomic import atomic_save_safetensors, atomic_write_text, publish_dir, temp_dir_for
 from mlxft.runs import RunDir
@@ -55,20 +56,6 @@ def steps_for_epochs(epochs: float, n: int, batch_size: int, accumulation: int) 
     """Optimizer steps in `epochs` passes over n samples (as the Trainer cuts them into batches)."""
     per_epoch = max(1, math.ceil(math.ceil(n / batch_size) / accumulation))
     return max(1, math.ceil(epochs * per_epoch))
-
-
-def label_order(labels) -> list:
-    """Class names in a stable order: integers numerically, names alphabetically."""
-    values = set(labels)
-    return sorted(values) if all(isinstance(v, int) for v in values) else sorted(map(str, values))
-
-
-def class_weights(counts: list[int], setting) -> np.ndarray:
-    """Per-class loss weights: 'auto' = n / (k * count_c) (inverse frequency, mean 1 over samples), 'none' = 1."""
-    counts = np.asarray(counts, dtype=np.float64)
-    if setting == "none":
-        return np.ones(len(counts), np.float32)
-    return (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(np.float32)
 
 
 class ImageClassifyJob:
@@ -369,24 +356,11 @@ class ImageClassifyJob:
         n = x.shape[0]
         ce = nn.losses.cross_entropy(logits, labels).mean()  # unweighted: the held-out loss as it is
         pred = logits.argmax(-1)
-        metrics = {"loss": ce, "accuracy": (pred == labels).astype(mx.float32).mean()}
-        for c in range(len(self.classes)):
-            # Shares of the batch; their weighted means are shares of the split, from which F1 follows.
-            t, p = labels == c, pred == c
-            metrics[f"_tp{c}"] = (t & p).astype(mx.float32).mean()
-            metrics[f"_fp{c}"] = (~t & p).astype(mx.float32).mean()
-            metrics[f"_fn{c}"] = (t & ~p).astype(mx.float32).mean()
+        metrics = {"loss": ce, "accuracy": (pred == labels).astype(mx.float32).mean(), **class_count_metrics(pred, labels, len(self.classes))}
         return metrics, mx.array(float(n))
 
     def finish_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        out = {k: v for k, v in metrics.items() if not k.startswith("_")}
-        f1s = []
-        for c, name in enumerate(self.classes):
-            tp, fp, fn = metrics[f"_tp{c}"], metrics[f"_fp{c}"], metrics[f"_fn{c}"]
-            f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 1.0)
-            out[f"recall/{name}"] = tp / (tp + fn) if tp + fn > 0 else float("nan")
-        out["macro_f1"] = float(np.mean(f1s))
-        return out
+        return finish_class_metrics(metrics, self.classes)
 
     # -- what it saves -------------------------------------------------------------------------------
     def save(self, folder: Path) -> None:

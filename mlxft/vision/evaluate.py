@@ -15,7 +15,7 @@ import numpy as np
 from mlxft.atomic import atomic_write_bytes, atomic_write_text
 from mlxft.data.sources import read_split
 from mlxft.errors import DataError, MlxftError
-from mlxft.eval.classification import ClassificationReport, classification_report, draw_confusion_matrix, format_report
+from mlxft.eval.classification import ClassificationReport, classification_report, draw_confusion_matrix, format_report, roc_auc
 from mlxft.vision.predict import ImageClassifier
 
 MAX_SHOWN_MISTAKES = 24
@@ -74,21 +74,6 @@ def _split_images(clf: ImageClassifier, data_path: str, split: str) -> tuple[lis
         raise DataError(f"{len(unknown)} image(s) have a label the classifier was not trained on:\n  " + "\n  ".join(unknown[:10]),
                         hint=f"its labels: {', '.join(clf.labels)}")
     return [r.data["image"] for r in records], np.array([index[str(r.data["label"])] for r in records])
-
-
-def roc_auc(truth: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, float]:
-    """ROC AUC: binary (P(second label)), or one-vs-rest per class with their macro mean; NaN where a class is absent."""
-    from sklearn.metrics import roc_auc_score
-
-    def one(positive: int) -> float:
-        y = truth == positive
-        return float(roc_auc_score(y, probs[:, positive])) if 0 < y.sum() < len(y) else float("nan")
-
-    if len(labels) == 2:
-        return {labels[1]: one(1)}
-    per = {name: one(i) for i, name in enumerate(labels)}
-    finite = [v for v in per.values() if v == v]
-    return {**per, "macro": float(np.mean(finite)) if finite else float("nan")}
 
 
 def threshold_for_recall(truth: np.ndarray, scores: np.ndarray, positive: int, recall: float) -> float:

@@ -20,12 +20,18 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from mlxft.errors import RecipeError
-from mlxft.recipe import PREFERENCE_KINDS, VISION_KINDS, DataSection, LoraSection, PreferenceSection, QuantizeSection, Recipe, TrainSection, VisionSection, recipe_from_dict
+from mlxft.recipe import (CLASSIFY_KINDS, PREFERENCE_KINDS, VISION_KINDS, ClassifySection, DataSection, LoraSection, PreferenceSection, QuantizeSection,
+                          Recipe, TrainSection, VisionSection, recipe_from_dict)
 
 SECTIONS = (("", Recipe), ("data", DataSection), ("lora", LoraSection), ("quantize", QuantizeSection), ("preference", PreferenceSection),
-            ("vision", VisionSection), ("train", TrainSection))
+            ("classify", ClassifySection), ("vision", VisionSection), ("train", TrainSection))
 SECTION_TITLES = {"": "Job", "data": "Data", "lora": "Adapter (LoRA / DoRA)", "quantize": "Quantized base (QLoRA only)",
-                  "preference": "Preference tuning (lm-dpo / lm-orpo only)", "vision": "Image classification (image-classify only)", "train": "Training"}
+                  "preference": "Preference tuning (lm-dpo / lm-orpo only)", "classify": "Text classification (lm-classify only)",
+                  "vision": "Image classification (image-classify only)", "train": "Training"}
+
+
+# One-line inputs: a newline in these fields is typed and shown as \n (a prompt template's line break).
+ESCAPED_FIELDS = {"classify.prompt_template"}
 
 
 @dataclass
@@ -61,7 +67,7 @@ def field_specs() -> list[FieldSpec]:
     specs = []
     for section, model in SECTIONS:
         for name, info in model.model_fields.items():
-            if section == "" and name in ("data", "lora", "quantize", "preference", "vision", "train"):
+            if section == "" and name in ("data", "lora", "quantize", "preference", "classify", "vision", "train"):
                 continue
             required = info.default is PydanticUndefined and info.default_factory is None
             default = None if required else (info.default_factory() if info.default_factory else info.default)
@@ -194,6 +200,8 @@ class RecipeForm(VerticalScroll):
                 if not raw:
                     continue
                 value = raw if spec.raw_string and raw != "null" else _read_yaml(raw)
+                if spec.key in ESCAPED_FIELDS and isinstance(value, str):
+                    value = value.replace("\\n", "\n")
             if spec.key == "kind":
                 kind = value
             _set(data, spec.key, value)
@@ -201,11 +209,13 @@ class RecipeForm(VerticalScroll):
             data.pop("quantize", None)  # only QLoRA quantizes the base
         if kind not in PREFERENCE_KINDS:
             data.pop("preference", None)  # only DPO and ORPO read it
+        if kind not in CLASSIFY_KINDS:
+            data.pop("classify", None)
         if kind not in VISION_KINDS:
             data.pop("vision", None)
         else:
             data.pop("lora", None)  # an image classifier has no adapter section (its choices are LM defaults)
-        for section in ("data", "lora", "train", "quantize", "preference", "vision"):
+        for section in ("data", "lora", "train", "quantize", "preference", "classify", "vision"):
             if section in data and not data[section]:
                 data.pop(section)
         return data
@@ -227,7 +237,7 @@ class RecipeForm(VerticalScroll):
                     if value is PydanticUndefined or (value is None and spec.default is None):
                         w.value = ""
                     else:
-                        w.value = format_value(value)
+                        w.value = format_value(value).replace("\n", "\\n") if spec.key in ESCAPED_FIELDS else format_value(value)
         finally:
             self._loading = False
         self.post_message(self.Changed())
