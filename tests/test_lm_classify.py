@@ -365,3 +365,52 @@ def test_recipe_rules_for_lm_classify(tiny_llama, colours, tmp_path):
     assert r.method == "full" and r.classify.verbalizer == {"0": " no", "1": " yes"}
     assert recipe_from_dict(r.to_dict()) == r
     assert math.isclose(r.classify.label_smoothing, 0.0)
+
+
+# -- the real small model on real reviews (slow) ------------------------------------------------------
+
+ASSET_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "models" / "smollm2-135m-instruct-4bit"
+IMDB = ASSET_MODEL.parents[1] / "data" / "imdb"
+TRAIN_TEXTS, TEST_TEXTS = 320, 200  # about 4 minutes on 2 busy CPU cores
+
+
+def imdb_rows(name: str, n: int, seed: int, words: int) -> list[dict]:
+    """n balanced reviews (seeded), each cut to its last `words` words: a review's verdict is usually at its end."""
+    import csv
+
+    rows = list(csv.DictReader(open(IMDB / name, encoding="utf-8")))
+    random.Random(seed).shuffle(rows)
+    picked = [r for r in rows if r["label"] == "1"][: n // 2] + [r for r in rows if r["label"] == "0"][: n // 2]
+    random.Random(seed + 1).shuffle(picked)
+    return [{"text": " ".join(r["text"].replace("<br />", " ").split()[-words:]), "label": int(r["label"])} for r in picked]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ASSET_MODEL.is_dir() or not IMDB.is_dir(), reason="../shared/assets is not here")
+def test_on_real_reviews_the_real_model_clearly_beats_chance_and_holds_its_zero_shot_level(tmp_path):
+    """SmolLM2-135M-Instruct (dequantized, float32) on IMDB: 320 review endings, one epoch of the verbalizer head with LoRA
+    on the last 8 blocks; then 200 held-out test reviews scored by the tuned classifier and by the untrained model.
+
+    Measured here: tuned 0.76 against a zero-shot 0.74 (160 test reviews). The zero-shot verbalizer is already strong on
+    this prompt, and a run this short does not clearly beat it (score heads of the same length did not either, see the
+    issue note): the test holds the tuned model to chance by a wide margin and to the zero-shot level within noise."""
+    from mlxft.llm.classify_eval import evaluate_texts
+    from mlxft.llm.classify_predict import load_text_classifier
+
+    data = tmp_path / "imdb"
+    write_jsonl(data / "train.jsonl", imdb_rows("imdb_train_5000.csv", TRAIN_TEXTS, 0, 45))
+    write_jsonl(data / "test.jsonl", imdb_rows("imdb_test_2000.csv", TEST_TEXTS, 1, 45))
+    run = train({
+        "kind": "lm-classify", "model": str(ASSET_MODEL), "output_dir": str(tmp_path / "runs"), "seed": 0,
+        "data": {"path": str(data), "max_seq_length": 96},
+        "classify": {"head": "verbalizer", "prompt_template": "Review: {text}\nSentiment:", "verbalizer": {0: " negative", 1: " positive"}, "valid_fraction": 0},
+        "lora": {"rank": 8, "alpha": 16, "layers": 8},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "warmup_steps": 2, "eval_every": None, "save_every": None, "log_every": 10},
+    })
+    assert run.ok, run.error
+    result = evaluate_texts(load_text_classifier(run.path), str(data), "test", base=True)
+    tuned, base = result.report.accuracy, result.base.report.accuracy
+    print(f"\nIMDB, {TRAIN_TEXTS} train / {TEST_TEXTS} test reviews: tuned verbalizer accuracy {tuned:.3f} (macro-F1 {result.report.macro.f1:.3f}), "
+          f"zero-shot {base:.3f}, ECE {result.calibration.ece:.3f}")
+    assert tuned >= 0.70 and result.report.macro.f1 >= 0.68, (tuned, base)  # chance is 0.5
+    assert tuned >= base - 0.02, (tuned, base)  # 0.02 is 4 of 200 reviews
