@@ -96,6 +96,8 @@ class ImageClassifyJob:
         bs, acc = recipe.train.batch_size, recipe.train.grad_accumulation
         head = steps_for_epochs(v.head_epochs, len(self.train), bs, acc) if v.head_epochs else 0
         tune = steps_for_epochs(v.finetune_epochs, len(self.train), bs, acc) if v.finetune_epochs else 0
+        prefix, blocks = self._block_prefixes(), self.backbone.blocks()
+        self._block_depths = [(prefix[id(b)], len(blocks) - 1 - i) for i, b in enumerate(blocks)]  # (path prefix, blocks above it)
         decay = self._layer_scale if v.layer_decay < 1 else None
         self.phases = ([Phase("head", head, v.head_learning_rate, setup=self._phase_head)] if head else []) + (
             [Phase("finetune", tune, v.finetune_learning_rate, setup=self._phase_finetune, warmup_steps=v.finetune_warmup_steps, lr_scale=decay)]
@@ -190,35 +192,27 @@ class ImageClassifyJob:
             return  # already applied (a resumed run enters its phase again)
         v = self.recipe.vision
         mx.random.seed(self.recipe.seed + 1)  # the LoRA A matrices: the same on a fresh start and on resume
-        blocks, paths = self.backbone.blocks(), []
-        index = {id(b): i for i, b in enumerate(blocks)}
+        prefix, paths = self._block_prefixes(), []
         for block in self._chosen_blocks():
             for k in swap_in_adapters(block, self._lora_keys(block), "lora", v.lora_rank, v.lora_alpha / v.lora_rank, v.lora_dropout):
-                paths.append(f"{self._block_prefix(index[id(block)])}{k}")
+                paths.append(prefix[id(block)] + k)
         mx.eval(self.model.parameters())
         self.lora_paths = sorted(paths)
 
-    def _block_prefix(self, i: int) -> str:
-        """The parameter-path prefix of block i ('layers.3.'), from the model's own module tree."""
-        target = self.backbone.blocks()[i]
-        for name, m in self.model.named_modules():
-            if m is target:
-                return name + "."
-        raise ValueError(f"block {i} is not part of the model")
+    def _block_prefixes(self) -> dict[int, str]:
+        """The parameter-path prefix ('layers.3.') of every module of the model, keyed by the module's identity."""
+        return {id(m): name + "." for name, m in self.model.named_modules()}
 
     # -- layer-wise learning-rate decay ---------------------------------------------------------------
     def _layer_scale(self, path: str) -> float:
         """finetune_learning_rate * layer_decay^k for a parameter k blocks below the top block (the head: 1, the stem: deepest)."""
-        if not hasattr(self, "_depth_of"):
-            blocks = self.backbone.blocks()
-            self._depth_of = [(self._block_prefix(i), len(blocks) - 1 - i) for i in range(len(blocks))]
         if path.startswith("head."):
             return 1.0
-        for prefix, depth in self._depth_of:
+        for prefix, depth in self._block_depths:
             if path.startswith(prefix):
                 return self.recipe.vision.layer_decay ** depth
         # Not in a block: the stem (embeddings, first conv) sits below every block; final norms sit at the top.
-        return 1.0 if path.startswith(("norm.", "fc_norm.")) else self.recipe.vision.layer_decay ** len(self._depth_of)
+        return 1.0 if path.startswith(("norm.", "fc_norm.")) else self.recipe.vision.layer_decay ** len(self._block_depths)
 
     def _freeze_norm_statistics(self) -> None:
         # Running statistics are not parameters to train: unfreezing a block must not hand them to the optimizer.
@@ -380,9 +374,9 @@ class ImageClassifyJob:
         flat = dict(tree_flatten(self.model.parameters()))
         if not self.lora_paths:
             return flat, {}
-        lora = {}
+        lora, modules = {}, dict(self.model.named_modules())
         for path in self.lora_paths:
-            layer = self._module(path)
+            layer = modules[path]
             flat[f"{path}.weight"] = (layer.linear.weight.astype(mx.float32) + layer.delta_weight().astype(mx.float32)).astype(layer.linear.weight.dtype)
             if "bias" in layer.linear:
                 flat[f"{path}.bias"] = flat.pop(f"{path}.linear.bias")
@@ -391,8 +385,6 @@ class ImageClassifyJob:
                 lora[f"{path}.{leaf}"] = flat.pop(f"{path}.{leaf}")
         return flat, lora
 
-    def _module(self, path: str):
-        return dict(self.model.named_modules())[path]
 
     def config(self) -> dict:
         p = self.pre
@@ -423,9 +415,9 @@ class ImageClassifyJob:
 
         The fused weight must equal the base plus the update it names, or the checkpoint is of another backbone.
         """
-        weights = dict(weights)
+        weights, modules = dict(weights), dict(self.model.named_modules())
         for path in self.lora_paths:
-            layer = self._module(path)
+            layer = modules[path]
             try:
                 a, b = lora[f"{path}.lora_a"], lora[f"{path}.lora_b"]
                 fused = weights.pop(f"{path}.weight")
