@@ -358,6 +358,8 @@ def cmd_predict(args) -> int:
 
     if _is_text_classifier(args.run):
         return _predict_texts(args)
+    if args.file is not None:
+        raise MlxftError(f"--file is for text classifiers (lm-classify); {args.run} is an image classifier", hint="mlxft predict RUN IMAGE|FOLDER")
     if args.images is None:
         raise MlxftError("give an image or a folder of images: `mlxft predict RUN IMAGE|FOLDER`")
     clf = load_classifier(args.run)

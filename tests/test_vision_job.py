@@ -189,6 +189,8 @@ def test_predict_and_eval_of_the_trained_classifier(backbone, images, tmp_path):
     assert len(rows) == 12 and all(set(r["scores"]) == {"red", "blue"} for r in rows)
     right = sum(Path(r["image"]).parent.name == r["label"] for r in rows)
     assert right >= 11
+    out = subprocess.run(MLXFT + ["predict", str(run.path), "--file", "texts.csv"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "--file is for text classifiers (lm-classify)" in out.stderr and "Traceback" not in out.stderr
 
     out = subprocess.run(MLXFT + ["eval", str(run.path), "--split", "test", "--threshold-for", "red=0.9"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
