@@ -226,6 +226,22 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from mlxft.export import ExportOptions, export_run
+
+    options = ExportOptions(dtype=args.dtype, quantize=args.quantize, base=args.base)
+    result = export_run(args.run_dir, args.format, out=args.out, options=options)
+    if args.json:
+        print(json.dumps({"folder": str(result.folder), "format": result.format, "files": result.files, "notes": result.notes}))
+        return 0
+    print(f"{result.format} export: {result.folder}")
+    for name in result.files:
+        print(f"  {name}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from mlxft.backend import doctor, format_doctor
 
@@ -675,6 +691,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-quantized", action="store_true", help="keep the GGUF's 4/8-bit weights instead of dequantizing")
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     s.set_defaults(fn=cmd_import)
+
+    s = sub.add_parser("export", help="write a run in a format other tools read: PEFT, a fused model, GGUF for llama.cpp/Ollama, ...")
+    s.add_argument("run_dir")
+    s.add_argument("--format", required=True, help="see the list below; a run exports in the formats its kind allows")
+    s.add_argument("--out", help="the export folder (default RUN/exports/FORMAT); an earlier export there is replaced, nothing else is")
+    s.add_argument("--dtype", help="the weights' type where the format has a choice: float16, bfloat16, float32 (gguf: f16, q8_0)")
+    s.add_argument("--quantize", type=int, choices=[4, 8], help="fused into a quantized base: re-quantize to these bits (default: keep it dequantized)")
+    s.add_argument("--base", help="the base model, where the run's recorded one has moved (a folder or Hub id)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("doctor", help="OS, MLX device, BLAS speed, memory, Hub token, caches")
     s.add_argument("--json", action="store_true")
