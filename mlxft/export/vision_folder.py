@@ -59,8 +59,8 @@ def write(run, recipe, folder: Path, options, target: str) -> list[str]:
     atomic_write_text(folder / CONFIG, json.dumps(exported.config, indent=2) + "\n")
     for name, content in exported.files.items():
         atomic_write_text(folder / name, json.dumps(content, indent=2) + "\n")
-    how = ('timm.create_model("local-dir:' + str(folder.name) + '", pretrained=True)' if target == "timm"
-           else f'AutoModelForImageClassification.from_pretrained("{folder.name}") and AutoImageProcessor')
+    how = ('timm.create_model("local-dir:FOLDER", pretrained=True)' if target == "timm"
+           else "AutoModelForImageClassification.from_pretrained(FOLDER) and AutoImageProcessor.from_pretrained(FOLDER)")
     return exported.notes + [f"{len(exported.weights)} tensors in {dtype}; load with {how}"]
 
 
@@ -87,7 +87,7 @@ def save_weights(path: Path, weights: dict[str, np.ndarray], dtype: str) -> None
     target = getattr(mx, dtype)
     arrays = {}
     for name, value in weights.items():
-        a = mx.array(np.ascontiguousarray(value))
+        a = mx.array(np.asarray(value, order="C"))  # (ascontiguousarray would make a 0-d counter 1-d)
         arrays[name] = a.astype(target) if mx.issubdtype(a.dtype, mx.floating) else a
     atomic_save_safetensors(path, arrays, metadata={"format": "pt"})
 
@@ -96,14 +96,19 @@ def save_weights(path: Path, weights: dict[str, np.ndarray], dtype: str) -> None
 
 
 def torch_tensors(model) -> dict[str, np.ndarray]:
-    """Every weight of `model` in our names, conv kernels transposed OHWI -> OIHW (torch's layout)."""
+    """Every weight of `model` in our names, conv kernels transposed OHWI -> OIHW (torch's layout), and the
+    `num_batches_tracked` counter torch's BatchNorm keeps (0: unused in eval mode; written so loaders find every buffer)."""
+    import mlx.nn as nn
     from mlx.utils import tree_flatten
 
     conv = model.conv_weight_names()
     out = {}
     for name, value in tree_flatten(model.parameters()):
-        a = np.array(value.astype(value.dtype))
+        a = np.array(value)
         out[name] = np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if name in conv and a.ndim == 4 else a
+    for path, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm):
+            out[f"{path}.num_batches_tracked"] = np.array(0, dtype=np.int64)
     return out
 
 
@@ -173,6 +178,10 @@ def to_timm(model, config: dict) -> Exported:
     if args:
         out["model_args"] = args
     notes = [f"timm architecture {arch}" + (f" with model_args {json.dumps(args)}" if args else "")]
+    half = (pre["resize"] - pre["size"]) / 2
+    if round(half) != math.floor(half):  # torchvision's CenterCrop: int(round(margin / 2)); mlxft's centre_crop: margin // 2
+        notes.append(f"timm's centre crop rounds the {half:g} px margin up where mlxft's rounds it down: timm's {pre['size']} px crop "
+                     f"of a {pre['resize']} px side sits 1 px further right/down than the crops this model was trained on")
     if isinstance(model, VisionTransformer) and abs(model.layers[0].norm1.eps - 1e-6) > 1e-9:
         notes.append(f"timm's ViT LayerNorm eps is 1e-6; this model's is {model.layers[0].norm1.eps:g} (a difference far below "
                      "float32 logit noise, but the transformers format keeps it exactly)")

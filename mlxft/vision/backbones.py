@@ -47,7 +47,8 @@ def timm_preprocess(config: dict) -> Preprocess | None:
     size = int(cfg.get("input_size", [3, 224, 224])[-1])
     crop = float(cfg.get("crop_pct", 0.875))
     return Preprocess(size=size, resize=int(math.floor(size / crop)), mean=tuple(255 * m for m in cfg["mean"]),
-                      std=tuple(255 * s for s in cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"))
+                      std=tuple(255 * s for s in cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"),
+                      keep_aspect=cfg.get("crop_mode", "center") != "squash")  # timm's "squash": both sides to the resize
 
 
 class Backbone(nn.Module):

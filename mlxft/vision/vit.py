@@ -198,7 +198,8 @@ def from_checkpoint(weights: dict, config: dict, source: str) -> LoadedBackbone:
     grid = int(round(math.sqrt(tokens)))
     fc1 = renamed.get("layers.0.mlp.fc1.weight")
     hidden = int(fc1.shape[0]) if fc1 is not None else 4 * dim
-    heads = int(config.get("num_attention_heads") or config.get("num_heads") or max(dim // 64, 1))
+    args = config.get("model_args") or {}  # timm configs written with model_args (timm's save_for_hf, mlxft's timm export)
+    heads = int(config.get("num_attention_heads") or config.get("num_heads") or args.get("num_heads") or max(dim // 64, 1))
     default_eps = 1e-12 if layout == "ViTModel" else 1e-6
     eps = float(config.get("layer_norm_eps", default_eps))
     layer_scale = "layers.0.ls1" in renamed
