@@ -576,6 +576,12 @@ def cmd_data_validate(args) -> int:
         from mlxft.llm.loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)  # token counts need no weights
+    if args.openai:
+        from mlxft.data.openai_format import check_openai_path
+
+        checks = check_openai_path(args.path)
+        print("\n".join(c.summary() for c in checks))
+        return 0 if all(c.ok for c in checks) else 1
     report = validate_data(args.path, fmt=args.format, mapping=_mapping(args.map), tokenizer=tokenizer, max_seq_length=args.max_seq_length, overlong=args.overlong,
                            allow_outside_paths=args.allow_outside_paths)
     print(report.to_json() if args.json else report.format_text())
@@ -599,9 +605,9 @@ def cmd_data_convert(args) -> int:
     from mlxft.data.convert import convert_data
 
     result = convert_data(args.path, args.out, fmt=args.format, mapping=_mapping(args.map), to_chat=args.to_chat, overwrite=args.overwrite,
-                          allow_outside_paths=args.allow_outside_paths)
+                          allow_outside_paths=args.allow_outside_paths, to=args.to)
     print(result.summary())
-    return 0
+    return 1 if result.problems else 0
 
 
 def cmd_data_split(args) -> int:
@@ -773,8 +779,11 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--max-seq-length", type=int, default=2048)
             d.add_argument("--overlong", default="truncate", choices=["truncate", "drop"])
             d.add_argument("--json", action="store_true")
+            d.add_argument("--openai", action="store_true", help="check OpenAI fine-tuning JSONL (a file, or a folder of split files) against OpenAI's rules")
         else:
             d.add_argument("--out", required=True)
+            d.add_argument("--to", default="mlxft", choices=["mlxft", "openai"],
+                           help="openai: OpenAI fine-tuning JSONL (SFT from chat/completion data, DPO from preference data), checked against its rules")
             d.add_argument("--to-chat", action="store_true", help="write prompt/completion pairs as two-turn conversations")
             d.add_argument("--overwrite", action="store_true")
         d.set_defaults(fn=fn)

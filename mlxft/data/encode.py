@@ -1,7 +1,12 @@
-"""Formats -> token ids with a loss mask: chat templates, prompt masking on every assistant turn, length policy."""
+"""Formats -> token ids with a loss mask: chat templates, prompt masking on every assistant turn, length policy.
+
+An assistant turn with `weight: 0` (OpenAI's per-turn weight) gets no loss, whatever data.mask_prompt says; a row's
+`tools` and its turns' `tool_calls` are rendered by the chat template when it supports tools, else refused by name.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,12 +101,26 @@ class SampleEncoder:
     def __init__(self, tokenizer, data_cfg):
         self.hf = getattr(tokenizer, "_tokenizer", tokenizer)  # the Hugging Face tokenizer inside mlx-lm's wrapper
         self.cfg = data_cfg
-        self.has_template = bool(getattr(self.hf, "chat_template", None))
+        template = getattr(self.hf, "chat_template", None)
+        self.has_template = bool(template)
+        # A template that renders tools names them (Qwen2.5, Llama 3.1, Mistral: `tools`, `tool_calls`); one that never does drops them.
+        text = template if isinstance(template, str) else json.dumps(template or "")
+        self.renders_tools = "tools" in text or "tool_calls" in text
         self.eos = tokenizer.eos_token_id
 
     # -- rendering -------------------------------------------------------------------------
-    def _template(self, messages: list[dict], generation_prompt: bool) -> str:
-        return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    def _template(self, messages: list[dict], generation_prompt: bool, tools: list | None = None) -> str:
+        from mlxft.data.openai_format import template_turns
+
+        extra = {"tools": tools} if tools else {}
+        return self.hf.apply_chat_template(template_turns(messages), tokenize=False, add_generation_prompt=generation_prompt, **extra)
+
+    def _check_tools(self, record: Record, messages: list[dict], tools: list | None) -> None:
+        uses = [what for what, used in (("tools", bool(tools)), ("tool_calls", any("tool_calls" in m for m in messages))) if used]
+        if uses and not self.renders_tools:
+            raise DataError(f"{record.where}: the row has {' and '.join(uses)}, and this model's chat template does not render tools "
+                            "(it never mentions tools or tool_calls), so they would be silently dropped",
+                            hint="use a model whose chat template supports tool calling (Qwen2.5, Llama 3.1, Mistral), or remove the tool turns")
 
     def _encode_spans(self, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
         """Tokenize `text` (special tokens already in it) and mark tokens that start inside a trained span."""
@@ -110,30 +129,37 @@ class SampleEncoder:
         mask = [any(a <= start < b for a, b in spans) for start, _ in offsets]
         return ids, mask
 
-    def answer_turns(self, record: Record, messages: list[dict], first: int) -> tuple[list[int], list[bool]]:
+    def answer_turns(self, record: Record, messages: list[dict], first: int, tools: list | None = None) -> tuple[list[int], list[bool]]:
         """The conversation rendered whole, with loss on the assistant turns from messages[first] on only (a preference answer)."""
-        return self._chat(record, messages, first=first, mask=True)
+        return self._chat(record, messages, first=first, mask=True, tools=tools)
 
-    def _chat(self, record: Record, messages: list[dict], first: int = 0, mask: bool | None = None) -> tuple[list[int], list[bool]]:
+    def _chat(self, record: Record, messages: list[dict], first: int = 0, mask: bool | None = None,
+              tools: list | None = None) -> tuple[list[int], list[bool]]:
         if not self.has_template:
             raise DataError(f"{record.where}: chat data needs a tokenizer with a chat template, and this model has none", hint="use the text or prompt/completion format for base models")
-        full = self._template(messages, False)
-        if not (self.cfg.mask_prompt if mask is None else mask):
+        self._check_tools(record, messages, tools)
+        full = self._template(messages, False, tools)
+        prompt_masked = self.cfg.mask_prompt if mask is None else mask
+        unweighted = {i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight", 1) == 0}
+        if not prompt_masked and not unweighted:
             return self._encode_spans(full, [(0, len(full))])
-        spans = []
+        spans = {}
         last = len(messages) - 1
         for i, m in enumerate(messages):
-            if m["role"] != "assistant" or i < first:
+            if m["role"] != "assistant" or (i < first and i not in unweighted):
                 continue
-            prefix = self._template(messages[:i], True) if i else ""
-            upto = full if i == last else self._template(messages[: i + 1], False)  # the usual final turn: one render fewer
+            prefix = self._template(messages[:i], True, tools) if i else ""
+            upto = full if i == last else self._template(messages[: i + 1], False, tools)  # the usual final turn: one render fewer
             if not full.startswith(upto) or not upto.startswith(prefix):
                 raise DataError(
                     f"{record.where}: this model's chat template renders earlier turns differently once later turns exist, so assistant turns cannot be located",
-                    hint="set data.mask_prompt=false to train on the whole conversation",
+                    hint="set data.mask_prompt=false to train on the whole conversation" if not unweighted else
+                         "per-turn weights need each assistant turn located; drop the weight-0 turns or use another model",
                 )
-            spans.append((len(prefix), len(upto)))
-        return self._encode_spans(full, spans)
+            spans[i] = (len(prefix), len(upto))
+        if prompt_masked:
+            return self._encode_spans(full, [span for i, span in spans.items() if i >= first and i not in unweighted])
+        return self._encode_spans(full, _outside(len(full), [spans[i] for i in sorted(unweighted)]))
 
     def _completion(self, record: Record, prompt: str, completion: str) -> tuple[list[int], list[bool]]:
         if self.has_template:
@@ -154,12 +180,22 @@ class SampleEncoder:
         """`fmt` is auto, a training format (text, completion, chat) or a source format such as instruction."""
         row = normalize_record(record, fmt, self.cfg)
         if "messages" in row:
-            ids, mask = self._chat(record, row["messages"])
+            ids, mask = self._chat(record, row["messages"], tools=row.get("tools"))
         elif "completion" in row:
             ids, mask = self._completion(record, row["prompt"], row["completion"])
         else:
             ids, mask = self._text(row["text"])
         return Encoded(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=bool))
+
+
+def _outside(length: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans of [0, length) outside the sorted, disjoint `holes`."""
+    spans, start = [], 0
+    for a, b in holes:
+        if a > start:
+            spans.append((start, a))
+        start = max(start, b)
+    return spans + ([(start, length)] if start < length else [])
 
 
 def apply_length_policy(enc: Encoded, where: str, max_len: int, overlong: str, stats: EncodeStats) -> Encoded | None:

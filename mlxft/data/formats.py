@@ -8,7 +8,9 @@ Formats and what `normalize` returns for a row:
                         instruction + "\\n\\n" + input when input is not blank. A row with a
                         non-empty `system` or `history` ([[question, answer], ...]) becomes
                         {"messages"} instead, so neither is lost.
-  chat                  {messages: [{role, content}]}  -> {"messages"}
+  chat                  {messages: [{role, content}]}  -> {"messages"}; OpenAI's SFT rows are chat rows:
+                        an assistant turn's `weight` (0: no loss on it) and `tool_calls`, a tool
+                        turn's `tool_call_id` and the row's `tools` are kept (openai_format.py)
   sharegpt              {conversations: [{from, value}], system?} -> {"messages"}; human/user ->
                         user, gpt/assistant/model -> assistant, system -> system,
                         observation/tool/function -> tool, function_call -> assistant
@@ -68,7 +70,7 @@ SIGNATURES = {
 OPENAI_PREFERENCE = ("preferred_output", "non_preferred_output")  # OpenAI's preference fine-tuning rows
 HH_MARKERS = ("\n\nHuman:", "\n\nAssistant:")  # Anthropic HH transcripts
 ROLE_NAMES = {
-    "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "model": "assistant",
+    "system": "system", "developer": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "model": "assistant",
     "chatgpt": "assistant", "bot": "assistant", "function_call": "assistant", "tool": "tool", "observation": "tool", "function": "tool",
     "ipython": "tool",
 }
@@ -195,23 +197,26 @@ def check_turns(value, col: str, *, need_assistant: bool = True, after: str | No
     `after` is the role of the turn these continue (an answer continues its prompt's last turn)."""
     if not isinstance(value, list) or not value:
         raise RowProblem(col, f"must be a non-empty list of turns, got {_type_name(value) if not isinstance(value, list) else 'an empty list'}")
+    from mlxft.data.openai_format import content_text, turn_extras
+
     turns = []
     for i, turn in enumerate(value):
         at = f"{col}[{i}]"
         if not isinstance(turn, dict):
             raise RowProblem(at, f"must be an object with role and content, got {_type_name(turn)}")
         role = turn.get("role", turn.get("from"))
+        calls = turn.get("tool_calls") is not None  # OpenAI: an assistant turn that calls tools may have no content
         content = turn["content"] if "content" in turn else turn.get("value")
-        if role is None or ("content" not in turn and "value" not in turn):
+        if role is None or ("content" not in turn and "value" not in turn and not calls):
             raise RowProblem(at, "must have 'role' and 'content' (or ShareGPT 'from' and 'value')")
         if not isinstance(role, str) or role.lower() not in ROLE_NAMES:
             raise RowProblem(f"{at}.role", f"is {role!r}", hint=f"roles are system, user, assistant, tool (ShareGPT: {', '.join(k for k in ROLE_NAMES if k not in ('system', 'user', 'assistant', 'tool'))})")
         role = ROLE_NAMES[role.lower()]
-        if not isinstance(content, str):
-            raise RowProblem(f"{at}.content", f"must be a string, got {_type_name(content)}")
-        if role in ("user", "assistant") and not content.strip():
+        content = content_text(content, at, role, calls)
+        extras = turn_extras(turn, at, role)  # weight, tool_calls, tool_call_id (openai_format.py)
+        if role in ("user", "assistant") and not content.strip() and "tool_calls" not in extras:
             raise RowProblem(f"{at}.content", f"the {role} turn is empty")
-        turns.append({"role": role, "content": content})
+        turns.append({"role": role, "content": content, **extras})
     _check_order(turns, col, need_assistant, after)
     return turns
 
@@ -308,7 +313,7 @@ def normalize(record: Record | dict, fmt: str, mapping: dict | None = None, *, c
         system = data.get(cols["system"]) if fmt == "sharegpt" else None
         if isinstance(system, str) and system.strip() and isinstance(turns, list) and not (turns and isinstance(turns[0], dict) and turns[0].get("from", turns[0].get("role")) == "system"):
             turns = [{"role": "system", "content": system}, *turns]
-        return {"messages": check_turns(turns, col)}
+        return _with_tools({"messages": check_turns(turns, col)}, data, "tools")
     if fmt == "preference":
         return _preference(data, cols)
     if fmt == "classification":
@@ -319,6 +324,15 @@ def normalize(record: Record | dict, fmt: str, mapping: dict | None = None, *, c
     if check_images:
         inspect_image(image, cols["image"])
     return {"image": image, "label": label}
+
+
+def _with_tools(row: dict, data: dict, col: str) -> dict:
+    """`row` with the tools the data offers the model (OpenAI's `tools`), when it has any."""
+    if data.get("tools") is None:
+        return row
+    from mlxft.data.openai_format import check_tools
+
+    return {**row, "tools": check_tools(data["tools"], col)}
 
 
 def _instruction(data: dict, cols: dict[str, str]) -> dict:
@@ -472,7 +486,7 @@ def _openai_preference(data: dict, cols: dict[str, str]) -> dict:
         raise RowProblem(f"{icol}.messages[{len(prompt) - 1}].role", "the input must end on a user turn: the outputs answer it")
     chosen = check_turns(_present(data, ccol), ccol, need_assistant=True, after="user")
     rejected = check_turns(_present(data, rcol), rcol, need_assistant=True, after="user")
-    return _pair(prompt, chosen, rejected, rcol)
+    return _with_tools(_pair(prompt, chosen, rejected, rcol), given, f"{icol}.tools")
 
 
 def example_text(canonical: dict) -> str:

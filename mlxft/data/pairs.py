@@ -84,14 +84,14 @@ class PairEncoder:
         except formats.RowProblem as p:
             raise DataError(f"{record.where}: {p.field}: {p.reason}", hint=p.hint) from None
 
-    def _render(self, record: Record, prompt, answer) -> tuple[list[int], list[bool], int]:
+    def _render(self, record: Record, prompt, answer, tools: list | None = None) -> tuple[list[int], list[bool], int]:
         """(ids, mask, head): head counts the tokens before the prompt's first text (BOS, the template's opening)."""
         enc = self.samples
         if isinstance(prompt, str) and enc.has_template:
             prompt, answer = [{"role": "user", "content": prompt}], [{"role": "assistant", "content": answer}]
         if isinstance(prompt, list):
-            ids, mask = enc.answer_turns(record, prompt + answer, first=len(prompt))
-            full = enc._template(prompt, True)
+            ids, mask = enc.answer_turns(record, prompt + answer, first=len(prompt), tools=tools)
+            full = enc._template(prompt, True, tools)
             first = next((t["content"] for t in prompt if t["role"] != "system" and t["content"]), "")
             at = full.find(first) if first else -1
             head = len(enc.hf(full[:at], add_special_tokens=False)["input_ids"]) if at > 0 else 0
@@ -108,7 +108,7 @@ class PairEncoder:
         row = self.normalize(record)
         out, head = [], 0
         for answer in (row["chosen"], row["rejected"]):
-            ids, mask, head = self._render(record, row["prompt"], answer)
+            ids, mask, head = self._render(record, row["prompt"], answer, row.get("tools"))
             out.append(Encoded(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=bool)))
         return out[0], out[1], head
 
