@@ -346,6 +346,45 @@ def test_transformers_loads_the_export_and_gives_the_run_s_logits(runs, sources,
     assert theirs.shape == ours.shape and np.abs(theirs - ours).max() < 1e-5
 
 
+SQUASH = {"size": 32, "resize": 36, "mean": [120.0, 110.0, 100.0], "std": [60.0, 61.0, 62.0], "interpolation": "bilinear",
+          "channels": "RGB", "keep_aspect": False}  # google/vit-style: the whole image to resize x resize, then the crop
+
+
+def mlxft_pixels(image: Path, pre: dict) -> np.ndarray:
+    from mlxft.vision.images import centre_crop, decode
+
+    crop = centre_crop(decode(str(image), pre["resize"], pre["interpolation"], pre["keep_aspect"]), pre["size"])
+    return normalise(crop[None], pre["mean"], pre["std"], "RGB")[0]
+
+
+def wide_image(path: Path) -> Path:
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.interop
+def test_transformers_preprocessing_of_a_squashing_model_matches_mlxft(tmp_path):
+    auto_processor = import_or_skip("transformers", "AutoImageProcessor")
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(vf.hf_preprocessor(SQUASH)))
+    image = wide_image(tmp_path / "wide.png")
+    theirs = auto_processor.from_pretrained(tmp_path)(images=Image.open(image), return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+    # PIL (the slow processor) resizes exactly as mlxft does; torchvision (the fast one, when installed) may round a pixel
+    # one grey level the other way
+    level = 1.01 / min(SQUASH["std"])
+    assert np.abs(theirs - mlxft_pixels(image, SQUASH)).max() < level
+
+
+@pytest.mark.interop
+def test_timm_preprocessing_of_a_squashing_model_matches_mlxft(tmp_path):
+    timm = import_or_skip("timm")
+    model, config = classifier(tiny_resnet(kind="basic"), dict(SQUASH))
+    exported = vf.to_timm(model, config)
+    data = timm.data.resolve_data_config(pretrained_cfg=exported.config["pretrained_cfg"])
+    image = wide_image(tmp_path / "wide.png")
+    theirs = timm.data.create_transform(**data)(Image.open(image).convert("RGB")).numpy().transpose(1, 2, 0)
+    assert np.abs(theirs - mlxft_pixels(image, SQUASH)).max() < 1e-5
+
+
 # ---------------------------------------------------------------- real pretrained weights (../shared/assets)
 
 def real_images(root: Path, per_class: dict[str, int]) -> Path:
