@@ -242,6 +242,27 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from mlxft.export import ExportOptions
+    from mlxft.export.push import push_run
+    from mlxft.textsafe import escape_controls
+
+    options = ExportOptions(dtype=args.dtype, quantize=args.quantize, base=args.base)
+    result = push_run(args.run_dir, args.repo, fmt=args.format, out=args.out, private=args.private, dry_run=args.dry_run, options=options)
+    if args.json:
+        print(json.dumps({"repo": result.repo, "folder": str(result.folder), "files": result.files, "notes": result.notes,
+                          "url": result.url, "commit_url": result.commit_url, "dry_run": result.dry_run}))
+        return 0
+    print(escape_controls(f"{'dry run: would upload' if result.dry_run else 'uploaded'} {result.folder} to {result.repo}:"))
+    for name in result.files:
+        print(f"  {escape_controls(name)}")
+    for note in result.notes:
+        print(f"note: {escape_controls(note)}")
+    if result.url:
+        print(escape_controls(result.commit_url or result.url))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from mlxft.backend import doctor, format_doctor
 
@@ -701,6 +722,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base", help="the base model, where the run's recorded one has moved (a folder or Hub id)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("push", help="export a run with a model card and upload it to a Hugging Face Hub repo (--dry-run: the folder only)")
+    s.add_argument("run_dir")
+    s.add_argument("--repo", required=True, help="OWNER/NAME on the Hub (created if missing; the token is HF_TOKEN or `hf auth login`'s)")
+    s.add_argument("--format", default="mlx", help="the export format to push (default mlx: the result as saved); see `mlxft export --help`")
+    s.add_argument("--private", action="store_true", help="create the repo private (a repo that exists keeps its visibility)")
+    s.add_argument("--dry-run", action="store_true", help="write the folder that would be uploaded and list its files; no network")
+    s.add_argument("--out", help="the folder to upload from (default RUN/exports/hub-FORMAT); an earlier export there is replaced, nothing else is")
+    s.add_argument("--dtype", help="as for `mlxft export`")
+    s.add_argument("--quantize", type=int, choices=[4, 8], help="as for `mlxft export`")
+    s.add_argument("--base", help="the base model (a folder or Hub id) where the run's recorded one has moved; a Hub id is named in the card")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_push)
 
     s = sub.add_parser("doctor", help="OS, MLX device, BLAS speed, memory, Hub token, caches")
     s.add_argument("--json", action="store_true")
