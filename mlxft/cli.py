@@ -83,6 +83,11 @@ def cmd_runs(args) -> int:
     from mlxft.runs import list_runs
     from mlxft.textsafe import escape_controls
 
+    if args.log_mlflow:
+        return _log_mlflow(args)
+    if args.uri or args.experiment:
+        raise MlxftError("--uri and --experiment go with --log-mlflow RUN", hint="mlxft runs --log-mlflow RUN_DIR [--uri sqlite:///mlflow.db]")
+
     runs = list_runs(args.dir)
     if args.json:
         print(json.dumps([{**vars(r), "path": str(r.path)} for r in runs], indent=2))
@@ -99,6 +104,19 @@ def cmd_runs(args) -> int:
         best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "-"
         # Run names and models come from recipes and metrics files: printed escaped, padded as shown.
         print(f"{escape_controls(r.path.name):<32} {escape_controls(r.status):<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {escape_controls(r.model)}")
+    return 0
+
+
+def _log_mlflow(args) -> int:
+    from mlxft.textsafe import escape_controls
+    from mlxft.tracking import log_run_dir
+
+    done = log_run_dir(args.log_mlflow, uri=args.uri, experiment=args.experiment)
+    if args.json:
+        print(json.dumps(done))
+        return 0
+    print(escape_controls(f"logged {args.log_mlflow} to MLflow run {done['run_id']} (experiment {done['experiment']!r} at {done['uri']}): "
+                          f"{done['metrics']} metric values, artifacts {', '.join(done['artifacts']) or 'none'}, status {done['status']}"))
     return 0
 
 
@@ -677,9 +695,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.set_defaults(fn=cmd_stop)
 
-    s = sub.add_parser("runs", help="list the runs in a folder with status, step and losses")
+    s = sub.add_parser("runs", help="list the runs in a folder with status, step and losses; or --log-mlflow RUN: log a run to MLflow after the fact")
     s.add_argument("dir", nargs="?", default="runs")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--log-mlflow", metavar="RUN", help="log this run directory (recipe as params, metrics.jsonl as metrics, result, eval and loss curve as artifacts) into a new MLflow run")
+    s.add_argument("--uri", help="with --log-mlflow: the tracking store or server (default: the recipe's tracking.mlflow.uri, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
+    s.add_argument("--experiment", help="with --log-mlflow: the MLflow experiment (default: the recipe's, else mlxft)")
     s.set_defaults(fn=cmd_runs)
 
     s = sub.add_parser("tui", help="the terminal app: models, data, training with live charts, evaluation, chat")
