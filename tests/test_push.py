@@ -213,6 +213,69 @@ def test_the_eval_summary_and_verdict_go_into_eval_results_that_validate(run_cop
     assert eval_results_to_model_index(name, results) == index  # what the Hub parses round-trips
 
 
+def test_the_card_reads_what_mlxft_eval_wrote(run_copy, tiny_llama, tmp_path, capsys):
+    """A real `mlxft eval` of the run (base vs tuned on a benchmark): its summary's verdict and accuracies are in the card."""
+    from huggingface_hub import ModelCard
+
+    from conftest import write_jsonl
+
+    bench = write_jsonl(tmp_path / "bench.jsonl", [{"id": f"c{i}", "prompt": f"What color is the {a}?", "expected": f"The {a} is red.", "cluster": "colors"}
+                                                   for i, a in enumerate(["cat", "dog", "bird"])] + [{"id": "n1", "prompt": "Count?", "expected": "one"}])
+    assert _cli("eval", "--model", str(tiny_llama), "--adapter", str(run_copy), "--bench", str(bench), "--max-tokens", "4") == 0
+    summary = json.loads((run_copy / "eval" / "summary.json").read_text())
+    assert _cli("push", str(run_copy), "--repo", "acme/tiny-lora", "--dry-run") == 0
+    card = ModelCard.load(run_copy / "exports" / "hub-mlx" / "README.md", ignore_metadata_errors=False)
+    assert f"**Verdict: {summary['verdict']}**" in card.text
+    values = [r.metric_value for r in card.data.eval_results]
+    assert values == [round(summary["target"]["tuned_accuracy"], 4), round(summary["rest"]["tuned_accuracy"], 4)]
+
+
+def test_an_image_classifier_card_after_mlxft_eval(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from tests.image_runs import train_image_runs
+
+    runs = train_image_runs(tmp_path, which=("weak",))
+    run = runs["weak"]
+    assert _cli("eval", str(run), "--split", "test") == 0
+    summary = json.loads((run / "eval" / "test" / "summary.json").read_text())
+    assert _cli("push", str(run), "--repo", "acme/tiny-images", "--dry-run") == 0
+    folder = run / "exports" / "hub-mlx"
+    card = ModelCard.load(folder / "README.md", ignore_metadata_errors=False)
+    assert (card.data.pipeline_tag, card.data.library_name) == ("image-classification", "mlx")
+    [accuracy, f1] = card.data.eval_results
+    assert (accuracy.task_type, accuracy.metric_type, accuracy.metric_value, accuracy.dataset_split) == \
+        ("image-classification", "accuracy", round(summary["accuracy"], 4), "test")
+    assert f1.metric_value == round(summary["macro_f1"], 4)
+    assert "mlxft predict tiny-images image.jpg" in card.text and "mlx_lm" not in card.text
+    assert (folder / "model.safetensors").is_file() and (folder / "loss_curve.png").is_file()
+
+
+def test_a_text_classifier_card_after_mlxft_eval(tiny_llama, tmp_path):
+    import random
+
+    from huggingface_hub import ModelCard
+
+    from conftest import write_jsonl
+    from mlxft.api import train
+    from test_lm_classify import classify_recipe, colour_row
+
+    rng = random.Random(0)
+    for split, n in (("train", 32), ("valid", 8), ("test", 8)):
+        write_jsonl(tmp_path / "colours" / f"{split}.jsonl", [colour_row(rng) for _ in range(n)])
+    run = train(classify_recipe(tiny_llama, tmp_path / "colours", tmp_path / "runs", train={"steps": 4, "eval_every": 2, "save_every": None}))
+    assert run.ok, run.error
+    assert _cli("eval", str(run.path), "--split", "test") == 0
+    summary = json.loads((run.path / "eval" / "test" / "summary.json").read_text())
+    assert _cli("push", str(run.path), "--repo", "acme/tiny-colours", "--dry-run") == 0
+    card = ModelCard.load(run.path / "exports" / "hub-mlx" / "README.md", ignore_metadata_errors=False)
+    assert (card.data.pipeline_tag, card.data.library_name) == ("text-classification", "mlx")
+    assert [(r.task_type, r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("text-classification", "accuracy", round(summary["accuracy"], 4)), ("text-classification", "f1", round(summary["macro_f1"], 4))]
+    assert f"(8 texts): accuracy {summary['accuracy']:.1%}, macro F1 {summary['macro_f1']:.3f}" in card.text
+    assert 'mlxft predict tiny-colours "some text"' in card.text
+
+
 def test_a_broken_eval_summary_is_named_and_left_out(run_copy, capsys):
     (run_copy / "eval" / "test").mkdir(parents=True)
     (run_copy / "eval" / "test" / "summary.json").write_text(json.dumps({"accuracy": "high"}))

@@ -296,7 +296,7 @@ def _classifier_finding(s: dict, rel: str, run: RunDir) -> EvalFinding | None:
              + (f", ECE {s['ece']:.3f}" if _number(s.get("ece")) else "") + "."]
     base = s.get("base")
     if isinstance(base, dict) and _number(base.get("accuracy")):
-        lines.append(f"The untrained base, scoring the label words zero-shot: accuracy {_pct(base['accuracy'])}.")
+        lines += ["", f"The untrained base, scoring the label words zero-shot: accuracy {_pct(base['accuracy'])}."]
     results = [EvalResult(task_type=task, dataset_type=dataset, dataset_name=dataset, dataset_split=split, metric_type="accuracy",
                           metric_value=round(float(s["accuracy"]), 4))]
     if _number(s.get("macro_f1")):
@@ -308,8 +308,8 @@ def _classifier_finding(s: dict, rel: str, run: RunDir) -> EvalFinding | None:
         if c.get("verdict"):
             verdict = c["verdict"]
             before = (c.get("before") or {}).get("name", "the earlier run")
-            lines.append(f"Against {before} on the same images: accuracy {_pct((c.get('before') or {}).get('accuracy'))} -> {_pct((c.get('after') or {}).get('accuracy'))}. "
-                         f"**Verdict: {verdict}**" + (f" — {c['verdict_text']}" if c.get("verdict_text") else ""))
+            lines += ["", f"Against the run `{before}` on the same images: accuracy {_pct((c.get('before') or {}).get('accuracy'))} -> {_pct((c.get('after') or {}).get('accuracy'))}. "
+                         f"**Verdict: {verdict}**" + (f" — {c['verdict_text']}" if c.get("verdict_text") else "")]
     return EvalFinding(rel, lines, results, verdict=verdict)
 
 
@@ -350,7 +350,8 @@ def _hardware(facts: RunFacts) -> str:
         machine = f"{cpu_name()}, {machine_memory()[0] / GB:.0f} GB memory"
     except Exception:  # facts about the machine are a courtesy; a push must not fail on them
         machine = "this machine"
-    peak = f"; peak memory {facts.peak_memory_gb:.2f} GB" if facts.peak_memory_gb else ""
+    gb = facts.peak_memory_gb
+    peak = (f"; peak memory {gb:.2f} GB" if gb >= 1 else f"; peak memory {gb * 1000:.0f} MB") if gb else ""
     return f"{backend} ({machine}){peak}"
 
 
