@@ -191,9 +191,11 @@ def _quoted(text: str) -> str:
 
 
 def _artifact_name(recipe) -> str:
-    from mlxft.train.run import JOBS
+    """The run's result folder name, without importing the jobs: that would load MLX, here on a worker thread."""
+    from mlxft.recipe import VISION_KINDS
+    from mlxft.runs import ADAPTER_DIR
 
-    return JOBS[recipe.kind].artifact
+    return "model" if recipe.kind in VISION_KINDS else ADAPTER_DIR
 
 
 def _artifact_root(uri: str) -> str | None:

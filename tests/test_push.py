@@ -320,9 +320,11 @@ def test_a_peft_export_gets_a_peft_card(run_copy, tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "acme/base"}))
     (folder / "adapter_model.safetensors").write_bytes(b"")
     run = RunDir(run_copy)
-    write_card(run, run.load_recipe(), folder, "peft", "acme/tiny-lora-peft", base_override="acme/base")
+    write_card(run, run.load_recipe(), folder, "peft", "acme/tiny-lora-peft", base_override="acme/base",
+               export_notes=["logits of the PEFT model match mlxft's within 3.1e-06"])
     meta = metadata_load(folder / "README.md")
     text = (folder / "README.md").read_text()
+    assert "## About this export\n\n- logits of the PEFT model match mlxft's within 3.1e-06\n" in text
     assert meta["library_name"] == "peft" and meta["base_model"] == "acme/base" and "base_model:adapter:acme/base" in meta["tags"]
     assert 'AutoPeftModelForCausalLM.from_pretrained("acme/tiny-lora-peft")' in text and "mlx_lm.generate" not in text
 

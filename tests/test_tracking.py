@@ -91,6 +91,25 @@ def test_event_metrics_name_every_number_of_a_step_and_an_evaluation():
     assert event_metrics(LogMessage("info", "hi")) == {}
 
 
+def test_the_result_folder_named_without_loading_the_jobs_is_each_jobs_own():
+    """The sink runs on a thread of the supervisor, which must not import MLX: it names the result folder itself."""
+    from types import SimpleNamespace
+
+    from mlxft.recipe import KINDS
+    from mlxft.tracking import _artifact_name
+    from mlxft.train.run import JOBS
+
+    assert {k: _artifact_name(SimpleNamespace(kind=k)) for k in KINDS} == {k: JOBS[k].artifact for k in KINDS}
+
+
+def test_the_supervisor_side_of_tracking_loads_no_mlx():
+    import subprocess
+    import sys
+
+    code = "import mlxft, sys, mlxft.tracking, mlxft.train.process, mlxft.eval.curves; print('mlx.core' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 # -- against a real MLflow store -----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory) -> Path:

@@ -412,7 +412,8 @@ def _usage(layout: Layout, facts: RunFacts, repo: str, folder: Path) -> list[str
     return lines
 
 
-def build_card(run: RunDir, recipe, folder: Path, fmt: str, repo: str, base_override: str | None = None, facts: RunFacts | None = None):
+def build_card(run: RunDir, recipe, folder: Path, fmt: str, repo: str, base_override: str | None = None, facts: RunFacts | None = None,
+               export_notes: list[str] = ()):
     """The ModelCard for the export in `folder` of `run`, to be pushed to `repo`."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -431,11 +432,11 @@ def build_card(run: RunDir, recipe, folder: Path, fmt: str, repo: str, base_over
         license=facts.license, datasets=facts.datasets or None, tags=list(dict.fromkeys(t for t in tags if t)),
         model_name=repo.split("/")[-1], eval_results=results or None, **extra,
     )
-    content = f"---\n{data.to_yaml()}\n---\n\n" + card_body(facts, layout, recipe, repo, folder) + "\n"
+    content = f"---\n{data.to_yaml()}\n---\n\n" + card_body(facts, layout, recipe, repo, folder, export_notes) + "\n"
     return ModelCard(content, ignore_metadata_errors=False)
 
 
-def card_body(facts: RunFacts, layout: Layout, recipe, repo: str, folder: Path) -> str:
+def card_body(facts: RunFacts, layout: Layout, recipe, repo: str, folder: Path, export_notes: list[str] = ()) -> str:
     """The card's Markdown: every line escaped, since names, paths and eval texts come from the user."""
     from mlxft.textsafe import escape_lines
 
@@ -458,6 +459,8 @@ def card_body(facts: RunFacts, layout: Layout, recipe, repo: str, folder: Path) 
         for finding in facts.evals:
             lines += [*finding.lines, ""]
     lines += ["## How to use it", "", *_usage(layout, facts, repo, folder), ""]
+    if export_notes:  # what the export measured or had to say (e.g. how much of a fine-tune survived a fuse into a quantized base)
+        lines += ["## About this export", "", *(f"- {_home_relative(note)}" for note in export_notes), ""]
     lines += ["## Training", ""]
     data_text = ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" for d in facts.datasets) or "a local data set"
     counts = f" ({facts.train_samples} training, {facts.valid_samples} validation samples)" if facts.train_samples is not None else ""
@@ -473,8 +476,10 @@ def card_body(facts: RunFacts, layout: Layout, recipe, repo: str, folder: Path) 
     return escape_lines(lines)
 
 
-def write_card(run: RunDir, recipe, folder: Path, fmt: str, repo: str, base_override: str | None = None) -> list[str]:
-    """README.md (the model card) and loss_curve.png in `folder`; returns notes (what was left out, and why)."""
+def write_card(run: RunDir, recipe, folder: Path, fmt: str, repo: str, base_override: str | None = None, export_notes: list[str] = ()) -> list[str]:
+    """README.md (the model card) and loss_curve.png in `folder`; returns notes (what was left out, and why).
+
+    `export_notes` are the export's own notes (what it measured); the card repeats them for the people who download it."""
     from mlxft.eval.curves import draw_loss_curve, loss_curve
 
     notes = []
@@ -488,6 +493,6 @@ def write_card(run: RunDir, recipe, folder: Path, fmt: str, repo: str, base_over
     notes += facts.problems
     if facts.base_id is None:
         notes.append(f"the base `{recipe.model}` has no known Hub id: the card has no base_model (pass --base OWNER/NAME to name it)")
-    card = build_card(run, recipe, folder, fmt, repo, base_override, facts=facts)
+    card = build_card(run, recipe, folder, fmt, repo, base_override, facts=facts, export_notes=list(export_notes))
     atomic_write_text(Path(folder) / CARD_NAME, str(card))
     return notes

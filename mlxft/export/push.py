@@ -144,7 +144,7 @@ def stage_push(run: RunDir, fmt: str, repo: str, out: Path | None, options: Expo
         result = export_run(run.path, fmt, out=work / "export", options=options)
         stage = result.folder
         recipe = run.load_recipe()
-        notes = list(result.notes) + write_card(run, recipe, stage, fmt, repo, base_override=options.base)
+        notes = list(result.notes) + write_card(run, recipe, stage, fmt, repo, base_override=options.base, export_notes=result.notes)
         if (stage / run.recipe_path.name).is_file():  # the copy that goes public: no tracking server, no home folder
             atomic_write_text(stage / run.recipe_path.name, card_recipe(recipe))
         stamp = json.loads((stage / EXPORT_STAMP).read_text(encoding="utf-8"))
