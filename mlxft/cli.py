@@ -352,9 +352,13 @@ def cmd_eval(args) -> int:
         else:
             print(f"{phase}: {done}/{total} answered", file=sys.stderr)
 
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    if labels and args.score != "labels":
+        raise MlxftError("--labels lists the candidates of --score labels", hint="add --score labels, or drop --labels")
     result = compare(
         args.model, args.adapter, args.bench, targets=args.target, default_grader=args.grader, max_tokens=args.max_tokens,
-        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split, on_progress=progress,
+        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split,
+        score=args.score, labels=labels, on_progress=progress,
     )
     run = RunDir(args.adapter)
     out = Path(args.out) if args.out else (run.eval_dir if run.recipe_path.is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
@@ -738,6 +742,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
     s.add_argument("--heldout", help="data folder for held-out loss of base and tuned")
     s.add_argument("--heldout-split", default="test")
+    s.add_argument("--score", choices=["generate", "labels"], default="generate",
+                   help="language models: generate answers and grade them (default), or rank each item's candidate labels by "
+                        "log-probability (one forward pass per item; the model cannot answer with a sentence)")
+    s.add_argument("--labels", help="with --score labels: the candidates, comma-separated (default: each item's one-of labels, "
+                                    "else every distinct expected answer of the benchmark)")
     s.add_argument("--max-tokens", type=int, default=128)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)

@@ -657,7 +657,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
             "",
             f"model:     {s.get('model')}",
             f"adapter:   {s.get('adapter')}",
-            f"benchmark: {s.get('bench')} ({len(results.rows)} items, greedy, max {settings.get('max_tokens', '?')} tokens)",
+            f"benchmark: {s.get('bench')} ({len(results.rows)} items, {'labels ranked by log-probability' if settings.get('score') == 'labels' else f"greedy, max {settings.get('max_tokens', '?')} tokens"})",
             f"training examples: {s.get('training_examples') if s.get('training_examples') is not None else 'unknown'}",
             f"report:    {results.folder / 'report.md'}",
             f"run log:   {results.folder / 'run-log.jsonl'}  (f: review its failures; headless: mlxft data failures / review)",
