@@ -513,6 +513,9 @@ def _eval_texts(args) -> int:
     data, out = _classifier_data_and_out(args, clf.folder, "DATA")
     result = evaluate_texts(clf, data, args.split, base=not args.no_base, batch_size=args.batch_size)
     paths = write_text_evaluation(result, out)
+    if args.progress_json:
+        print(json.dumps({"finished": True, "out": str(out), "verdict": None, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)
+        return 0
     print(escape_lines([*format_text_evaluation(result).splitlines(), *(f"{k}: {v}" for k, v in paths.items())]))
     return 0
 
