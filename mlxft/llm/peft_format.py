@@ -157,10 +157,14 @@ def _last_blocks_problem(layers: list[int], num_model_layers: int | None) -> str
 
 
 def _alpha_for(scale: float, rank: int, recorded) -> float | int:
-    """lora_alpha with alpha / r == scale exactly: the recorded alpha when it gives back the scale, else scale * r (or a neighbour)."""
+    """lora_alpha for PEFT's scaling = lora_alpha / r: the recorded alpha when it gives back the scale exactly, else scale * r
+    or the float next to it that does. (Some scales, e.g. 0.1 at r 3, are no float divided by r: then within one ulp.)"""
     candidates = [recorded] if _number(recorded) else []
-    x = scale * rank
-    candidates += [x, math.nextafter(x, math.inf), math.nextafter(x, -math.inf)]
+    x = below = above = scale * rank
+    candidates.append(x)
+    for _ in range(4):
+        below, above = math.nextafter(below, -math.inf), math.nextafter(above, math.inf)
+        candidates += [below, above]
     for alpha in candidates:
         if alpha / rank == scale:
             return int(alpha) if float(alpha).is_integer() else float(alpha)
@@ -494,7 +498,7 @@ def import_peft_adapter(src: str | Path, out: str | Path, *, base: str | None = 
     adapter = read_peft_adapter(src, num_model_layers=n_layers)
     notes = list(adapter.notes)
     if n_layers is None:
-        if peft_cfg.get("layers_to_transform") is not None and adapter.layout.layers[0] > 0:
+        if peft_cfg.get("layers_to_transform") is not None:
             raise ModelError(f"{src}: layers_to_transform: blocks {adapter.layout.layers} are adapted, and whether they are the base model's "
                              f"last blocks (all mlx-lm's format can say) depends on the base, whose config is not at hand ({spec or 'not named'})",
                              hint="pass the base model with --base (a folder, catalogue key or Hub id in the local cache)")
