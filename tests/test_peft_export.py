@@ -276,6 +276,26 @@ def test_a_base_the_adapter_does_not_fit_is_named(runs, tmp_path):
         export_run(runs["lora"], "peft", out=tmp_path / "x", options=ExportOptions(base=str(other)))
 
 
+def test_the_base_is_named_by_its_hub_id_where_the_catalogue_knows_it(runs, tmp_path):
+    from mlxft.export.peft import base_model_name
+
+    for spec in ("smollm2-135m-instruct", "mlx-community/SmolLM2-135M-Instruct-4bit"):
+        name, _, notes = base_model_name(None, None, ExportOptions(base=spec))
+        assert name == "HuggingFaceTB/SmolLM2-135M-Instruct" and any("the original of" in n for n in notes)
+    # the catalogue's config says 30 blocks: an adapter of a 2-block model is refused rather than mislabelled
+    with pytest.raises(MlxftError, match="the base \\(HuggingFaceTB/SmolLM2-135M-Instruct\\) has 30 blocks"):
+        export_run(runs["lora"], "peft", out=tmp_path / "x", options=ExportOptions(base="smollm2-135m-instruct"))
+
+
+def test_a_qlora_run_exports_its_lora_with_a_note(tiny_llama, chat_data, tmp_path):
+    run = _train(lm_recipe(tiny_llama, chat_data, tmp_path, kind="lm-qlora", quantize={"bits": 4, "group_size": 32},
+                           train={"steps": 2, "eval_every": None, "save_every": None}))
+    result = export_run(run, "peft")
+    assert any("QLoRA" in n and "unquantized base" in n for n in result.notes)
+    back, _ = P.import_peft_adapter(result.folder, tmp_path / "back")
+    assert _read_mlx(back)[0]["lora_parameters"] == _read_mlx(run / "adapter")[0]["lora_parameters"]
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("peft_type", "IA3", "peft_type: a IA3 adapter"),
     ("peft_type", "PREFIX_TUNING", "not other PEFT methods"),
@@ -565,3 +585,7 @@ def test_a_real_models_lora_loads_in_peft_with_the_same_logits(real_base, tmp_pa
     print(f"real model: max |logit diff| peft vs mlxft = {diff:.3g} (logits up to {np.abs(ours).max():.1f})")
     assert not np.allclose(ours, _logits(real_base, None, tokens), atol=1e-3)
     assert diff <= 1e-3
+    # Named by the catalogue key, the export records the Hub id (and the catalogue's 30 blocks agree with the adapter).
+    named = export_run(run, "peft", out=tmp_path / "hub", options=ExportOptions(base="smollm2-135m-instruct")).folder
+    assert json.loads((named / P.PEFT_CONFIG).read_text())["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (named / P.PEFT_WEIGHTS).read_bytes() == (folder / P.PEFT_WEIGHTS).read_bytes()

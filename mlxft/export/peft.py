@@ -140,7 +140,8 @@ def write(run, recipe, folder: Path, options) -> list[str]:
     layout = P.mlx_layout(cfg, {k: tuple(v.shape) for k, v in weights.items()})
     base, base_folder, notes = base_model_name(run, recipe, options)
     config = _read_config(base_folder) or {}
-    n_layers = config.get("num_hidden_layers", (config.get("text_config") or {}).get("num_hidden_layers")) or layout.layers[-1] + 1
+    n_layers = (config.get("num_hidden_layers", (config.get("text_config") or {}).get("num_hidden_layers"))
+                or P.base_layer_count(base) or layout.layers[-1] + 1)
     if layout.layers[-1] != n_layers - 1:
         raise MlxftError(f"{source}: the adapter's last block is {layout.layers[-1]}, but the base ({base}) has {n_layers} blocks",
                          hint="--base names another model than the one the run trained on?")
