@@ -331,6 +331,8 @@ def test_every_config_problem_is_named_at_once():
     (lambda t: {k: v for k, v in t.items() if not k.endswith("layers.1.self_attn.q_proj.lora_B.weight")}, "layers.1.self_attn.q_proj: lacks lora_B.weight"),
     (lambda t: {k: v for k, v in t.items() if "layers.0.self_attn.v_proj" not in k}, "layers.0: has no adapter on self_attn.v_proj"),
     (lambda t: {**t, "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight": mx.zeros((8, 64))}, "rank 8 but lora_B.weight rank 4"),
+    (lambda t: {k: mx.zeros((v.shape[0], 2) if "lora_B" in k else (2, v.shape[1])) for k, v in t.items()}, "r: the config says rank 4 but the tensors have rank 2"),
+    (lambda t: {k.replace("layers.0.", "layers.2."): v for k, v in t.items()}, "the adapter has block 2, this model only blocks 0..1"),
 ])
 def test_peft_tensors_mlxft_cannot_take_are_named(tiny_llama, tmp_path, change, message):
     folder = _write_peft(tmp_path / "a", {}, change(_qv_tensors()))

@@ -99,7 +99,7 @@ def _layout(entries: dict[tuple[int, str], dict[str, tuple]], leaf_names: dict[s
     """Check that every (block, module) holds A, B (and DoRA's magnitude), of one rank, the same modules in every block.
 
     `entries[(block, key)][leaf] = shape`; `a_shape(shape) -> (in, r)` and `b_shape(shape) -> (r, out)` read each side's
-    layout; `leaf_names` spell the leaves as the input names them, for messages.
+    layout; `leaf_names` spell the leaves (and the rank's field) as the input names them, for messages.
     """
     problems = []
     if not entries:
@@ -137,7 +137,7 @@ def _layout(entries: dict[tuple[int, str], dict[str, tuple]], leaf_names: dict[s
     if len(ranks) > 1:
         problems.append(f"rank: the modules have different ranks {sorted(ranks)}; mlx-lm's format has one rank")
     elif rank is not None and ranks and ranks != {rank}:
-        problems.append(f"r: the config says rank {rank} but the tensors have rank {ranks.pop()}")
+        problems.append(f"{leaf_names['rank']}: the config says rank {rank} but the tensors have rank {ranks.pop()}")
     if problems:
         return None, problems
     return BlockLayout(layers, keys, ranks.pop() if ranks else rank or 0, dora, dims), []
@@ -147,6 +147,8 @@ def _last_blocks_problem(layers: list[int], num_model_layers: int | None) -> str
     """mlx-lm adapts the last N blocks: the blocks must be contiguous and end at the model's last."""
     if layers != list(range(layers[0], layers[-1] + 1)):
         return f"layers_to_transform: blocks {layers} are not contiguous; mlx-lm's format adapts the last N blocks"
+    if num_model_layers is not None and layers[-1] >= num_model_layers:
+        return f"layers_to_transform: the adapter has block {layers[-1]}, this model only blocks 0..{num_model_layers - 1} (made for another base model?)"
     if num_model_layers is not None and layers[-1] != num_model_layers - 1:
         return (f"layers_to_transform: blocks {layers[0]}..{layers[-1]} are not the last blocks of this {num_model_layers}-block model; "
                 "mlx-lm's format adapts the last N blocks")
@@ -225,7 +227,7 @@ def mlx_layout(cfg: dict, shapes: dict[str, tuple]) -> BlockLayout:
             continue
         entries.setdefault((int(m.group(1)), m.group(2)), {})[m.group(3)] = tuple(shape)
     lp = cfg.get("lora_parameters") or {}
-    layout, problems = _layout(entries, {"lora_a": "lora_a", "lora_b": "lora_b", "m": "m"}, method == "dora", lp.get("rank"),
+    layout, problems = _layout(entries, {"lora_a": "lora_a", "lora_b": "lora_b", "m": "m", "rank": "lora_parameters.rank"}, method == "dora", lp.get("rank"),
                                a_shape=lambda s: (s[0], s[1]), b_shape=lambda s: (s[0], s[1]))
     problems = strays + problems
     if layout is not None and cfg.get("num_layers") is not None and len(layout.layers) != min(cfg["num_layers"], layout.layers[-1] + 1):
@@ -387,7 +389,7 @@ def mlx_adapter_from_peft(peft_cfg: dict, shapes: dict[str, tuple], *, num_model
             problems.append(f"{name}: outside the transformer blocks (model.layers.N); mlx-lm's format adapts the blocks only")
         else:
             problems.append(f"{name}: not a LoRA weight of a linear layer in a block (base_model.model.model.layers.N.<module>.lora_A.weight)")
-    names = {"lora_a": "lora_A.weight", "lora_b": "lora_B.weight", "m": "lora_magnitude_vector"}
+    names = {"lora_a": "lora_A.weight", "lora_b": "lora_B.weight", "m": "lora_magnitude_vector", "rank": "r"}
     layout, found = _layout(entries, names, dora, peft_cfg.get("r") if not peft_cfg.get("rank_pattern") else None,
                             a_shape=lambda s: (s[1], s[0]), b_shape=lambda s: (s[1], s[0]))
     problems += found
