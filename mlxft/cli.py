@@ -226,6 +226,21 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_import_adapter(args) -> int:
+    from mlxft.llm.peft_format import import_peft_adapter
+
+    src = Path(args.peft_dir)
+    out = Path(args.out) if args.out else Path("adapters-local") / (src.resolve().name or "adapter")
+    folder, notes = import_peft_adapter(src, out, base=args.base)
+    if args.json:
+        print(json.dumps({"folder": str(folder), "notes": notes}))
+        return 0
+    print(str(folder))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from mlxft.export import ExportOptions, export_run
 
@@ -699,6 +714,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     s.set_defaults(fn=cmd_import)
 
+    s = sub.add_parser("import-adapter", help="turn a PEFT LoRA/DoRA adapter folder into an mlx-lm adapter folder (--adapter also reads PEFT folders as they are)")
+    s.add_argument("peft_dir", metavar="PEFT_DIR", help="the folder PEFT's save_pretrained wrote: adapter_config.json + adapter_model.safetensors")
+    s.add_argument("--out", help="output folder, new or empty (default: adapters-local/<name>)")
+    s.add_argument("--base", help="the base model (folder, catalogue key or cached Hub id), where the adapter's base_model_name_or_path is not at hand")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_import_adapter)
+
     s = sub.add_parser("export", help="write a run in a format other tools read: PEFT, a fused model, GGUF for llama.cpp/Ollama, ...")
     s.add_argument("run_dir")
     s.add_argument("--format", required=True, help="see the list below; a run exports in the formats its kind allows")
@@ -717,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("generate", cmd_generate, "generate from a prompt, with or without an adapter"), ("chat", cmd_chat, "chat in the terminal")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--model", required=True, help="catalogue key, Hub id, folder or .gguf")
-        s.add_argument("--adapter", help="adapter folder or run directory")
+        s.add_argument("--adapter", help="adapter folder (mlx-lm or PEFT) or run directory")
         _add_sampling(s)
         if name == "generate":
             s.add_argument("--prompt", required=True)
@@ -733,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "or a classifier run (image-classify, lm-classify) on a labelled split (--against: two image runs compared)")
     s.add_argument("run", nargs="?", metavar="RUN", help="an image-classify or lm-classify run (or its model / adapter folder): evaluate it on --split of --data")
     s.add_argument("--model", help="language models: the base model")
-    s.add_argument("--adapter", help="language models: adapter folder or run directory")
+    s.add_argument("--adapter", help="language models: adapter folder (mlx-lm or PEFT) or run directory")
     s.add_argument("--bench", help="language models: benchmark JSONL: id, prompt or messages, expected, cluster, grader")
     s.add_argument("--data", help="classifiers: the labelled data (default: the run's data.path)")
     s.add_argument("--split", default="test", help="classifiers: the labelled split to evaluate (default test)")
