@@ -320,13 +320,26 @@ def test_a_peft_export_gets_a_peft_card(run_copy, tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "acme/base"}))
     (folder / "adapter_model.safetensors").write_bytes(b"")
     run = RunDir(run_copy)
-    write_card(run, run.load_recipe(), folder, "peft", "acme/tiny-lora-peft", base_override="acme/base",
+    write_card(run, run.load_recipe(), folder, "peft", "acme/tiny-lora-peft",  # the base: what adapter_config.json records
                export_notes=["logits of the PEFT model match mlxft's within 3.1e-06"])
     meta = metadata_load(folder / "README.md")
     text = (folder / "README.md").read_text()
     assert "## About this export\n\n- logits of the PEFT model match mlxft's within 3.1e-06\n" in text
     assert meta["library_name"] == "peft" and meta["base_model"] == "acme/base" and "base_model:adapter:acme/base" in meta["tags"]
     assert 'AutoPeftModelForCausalLM.from_pretrained("acme/tiny-lora-peft")' in text and "mlx_lm.generate" not in text
+
+
+def test_a_real_peft_export_pushes_with_a_peft_card(run_copy, capsys):
+    """`--format peft` through the export seam: the card follows what the PEFT export wrote."""
+    from huggingface_hub import ModelCard
+
+    assert _cli("push", str(run_copy), "--repo", "acme/tiny-lora-peft", "--format", "peft", "--dry-run", "--base", "acme/tiny-base") == 0
+    folder = run_copy / "exports" / "hub-peft"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    card = ModelCard.load(folder / "README.md", ignore_metadata_errors=False)
+    assert (card.data.library_name, card.data.base_model, config["base_model_name_or_path"]) == ("peft", "acme/tiny-base", "acme/tiny-base")
+    assert "base_model:adapter:acme/tiny-base" in card.data.tags and "adapter_model.safetensors" in capsys.readouterr().out
+    assert 'AutoPeftModelForCausalLM.from_pretrained("acme/tiny-lora-peft")' in card.text and "mlx_lm.generate" not in card.text
 
 
 # -- the upload ----------------------------------------------------------------------------------------

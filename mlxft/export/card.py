@@ -491,6 +491,9 @@ def write_card(run: RunDir, recipe, folder: Path, fmt: str, repo: str, base_over
         notes.append("no losses in metrics.jsonl: the card has no loss curve")
     facts = gather_facts(run, recipe, base_override)
     notes += facts.problems
+    recorded = _json(Path(folder) / "adapter_config.json").get("base_model_name_or_path")
+    if facts.base_id is None and isinstance(recorded, str) and HUB_ID.match(recorded) and not Path(recorded).exists():
+        facts.base_id = recorded  # what the export itself recorded as the base (e.g. a PEFT export given --base)
     if facts.base_id is None:
         notes.append(f"the base `{recipe.model}` has no known Hub id: the card has no base_model (pass --base OWNER/NAME to name it)")
     card = build_card(run, recipe, folder, fmt, repo, base_override, facts=facts, export_notes=list(export_notes))
