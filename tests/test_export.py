@@ -96,3 +96,11 @@ def test_the_command_prints_the_folder_and_files_and_json_for_programs(lora_run,
     assert json.loads(out.stdout)["folder"] == str(tmp_path / "e")
     out = subprocess.run(MLXFT + ["export", str(lora_run), "--format", "nope"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "unknown export format 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_mlxft_train_stays_callable_after_its_subpackage_is_imported(tiny_llama, chat_data, tmp_path):
+    import mlxft
+    import mlxft.train.process  # noqa: F401  (sets the attribute mlxft.train to the subpackage)
+
+    run = mlxft.train(lm_recipe(tiny_llama, chat_data, tmp_path, train={"steps": 1, "eval_every": None, "save_every": None}))
+    assert run.ok, run.error
