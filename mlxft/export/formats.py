@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from mlxft.export import ADAPTER_KINDS, ExportFormat
+from mlxft.export import ADAPTER_KINDS, LM_KINDS, ExportFormat
 
 IMAGE_KINDS = ("image-classify",)
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("mlx", ADAPTER_KINDS + IMAGE_KINDS, "the run's result as mlxft saved it (an mlx-lm adapter folder, or the image model)",
                  "mlxft.export.mlx_copy"),
+    ExportFormat("gguf", LM_KINDS, "one GGUF file for llama.cpp / Ollama: the adapter fused in, tokenizer and chat template inside "
+                 "(--dtype f16 | bf16 | f32 | q8_0), and a Modelfile", "mlxft.export.gguf_model"),
+    ExportFormat("gguf-adapter", LM_KINDS, "the LoRA adapter as a GGUF for llama.cpp --lora / Ollama ADAPTER, and a Modelfile "
+                 "(--with-base also writes the base as GGUF)", "mlxft.export.gguf_adapter"),
 )}
