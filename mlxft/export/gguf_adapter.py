@@ -120,6 +120,7 @@ def write(run, recipe, folder: Path, options) -> list[str]:
         info = write_model_gguf(folder / BASE_FILE, loaded.model, loaded.config, loaded.tokenizer, kind, name=str(spec))
         base_file = f"./{BASE_FILE}"
         notes.append(f"{BASE_FILE}: the base model ({spec}) at {kind.upper()}, {info.size / 1e6:.1f} MB")
+        notes += info.notes
     elif Path(spec).suffix.lower() == ".gguf" and Path(spec).is_file():
         base_file = str(Path(spec).resolve())  # trained from a GGUF: that file is the base
     if recipe.kind == "lm-qlora" or recipe.quantize is not None:

@@ -52,6 +52,7 @@ class GGUFWritten:
     tensors: int
     types: dict[str, int]           # GGUF type -> how many tensors have it
     padded_tokens: int
+    notes: list[str]                # the tokenizer's: where llama.cpp will tokenize differently
 
 
 def write_model_gguf(path: str | Path, model, config: dict, tokenizer, kind: str = "f16", name: str | None = None,
@@ -106,7 +107,7 @@ def write_model_gguf(path: str | Path, model, config: dict, tokenizer, kind: str
             on_written(hf, unpermute_rows(stored, heads) if heads else stored)
 
     size = write_gguf(Path(path), writer, tensors, written)
-    return GGUFWritten(Path(path), size, arch, len(tensors), types, vocab.padded)
+    return GGUFWritten(Path(path), size, arch, len(tensors), types, vocab.padded, vocab.notes)
 
 
 def _write_order(hf_name: str):
@@ -211,6 +212,7 @@ def write(run, recipe, folder: Path, options) -> list[str]:
     types = ", ".join(f"{n} {t}" for t, n in sorted(info.types.items()))
     notes = [f"{MODEL_FILE}: {info.size / 1e6:.1f} MB, llama.cpp architecture {info.arch}, {info.tensors} tensors ({types}); "
              f"{cfg.get('fine_tune_type', 'lora')} fused into the base"]
+    notes += info.notes
     if info.padded_tokens:
         notes.append(f"the embedding has {info.padded_tokens} rows the tokenizer has no token for; they are written as unused [PADn] tokens")
     effect = ""

@@ -37,6 +37,7 @@ class Vocab:
     add_space_prefix: bool | None = None
     chat_template: str | dict | None = None
     padded: int = 0                 # ids the embedding has and the tokenizer does not (written as [PADn], unused)
+    notes: list[str] = field(default_factory=list)  # where llama.cpp will tokenize differently, said plainly
 
     def add_to(self, writer) -> None:
         """Write this vocabulary's keys with a gguf.GGUFWriter."""
@@ -112,6 +113,11 @@ def vocab_from_tokenizer(tokenizer, vocab_size: int, config: dict | None = None)
     if spm:
         out.scores = _spm_scores(tokens, types, merges)
         out.add_space_prefix = _adds_space_prefix(backend)
+        if out.add_space_prefix and _no_prefix_after_added_token(backend, added):
+            out.notes.append(
+                "this SentencePiece-style tokenizer marks a word start only at the very start of a text (transformers' "
+                "legacy=False); llama.cpp marks one after every special token too, so the first word after a special "
+                "token (a chat turn's first word) gets an extra '▁' token there; plain text tokenizes the same")
     else:
         out.merges = merges
     out.special_ids = _special_ids(hf, config or {}, vocab_size)
@@ -182,6 +188,15 @@ def _adds_space_prefix(backend) -> bool:
     """Whether the tokenizer marks the start of a text as a word start ("a" -> "▁a"), as SentencePiece's dummy prefix does."""
     pieces = backend.encode("a", add_special_tokens=False).tokens
     return bool(pieces) and pieces[0].startswith(SPACE)
+
+
+def _no_prefix_after_added_token(backend, added: dict) -> bool:
+    """Whether text right after an added token gets no word-start mark ("[INST]a" -> "[INST]", "a"), unlike in llama.cpp."""
+    token = next((t.content for t in added.values() if t.content), None)
+    if token is None:
+        return False
+    pieces = backend.encode(token + "a", add_special_tokens=False).tokens
+    return len(pieces) >= 2 and pieces[0] == token and not pieces[1].startswith(SPACE)
 
 
 def _special_ids(hf, config: dict, vocab_size: int) -> dict[str, int]:
