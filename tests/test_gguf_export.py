@@ -8,6 +8,7 @@ logits differ by whole units, so a match below 1e-4 cannot be an accident.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -21,7 +22,7 @@ import yaml
 from mlx.utils import tree_flatten, tree_unflatten
 
 from conftest import ASSETS, lm_recipe
-from tiny import CHATML, CORPUS, build_adapter, build_tokenizer
+from tiny import CORPUS, build_adapter, build_tokenizer
 
 gguf = pytest.importorskip("gguf")
 pytestmark = pytest.mark.interop
@@ -130,6 +131,12 @@ def tiny(tmp_path_factory):
     return get
 
 
+def load_tokenizer(folder):
+    from mlxft.llm.loading import load_tokenizer as load
+
+    return load(str(folder))
+
+
 def mlxft_logits(model_folder: Path, adapter: Path | None, ids: list[int]) -> np.ndarray:
     from mlxft.llm.adapters import load_adapter
     from mlxft.llm.loading import load_model
@@ -138,6 +145,13 @@ def mlxft_logits(model_folder: Path, adapter: Path | None, ids: list[int]) -> np
     if adapter is not None:
         load_adapter(loaded.model, adapter)
     return np.array(loaded.model(mx.array([ids]))[0])
+
+
+def mean_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
+    """Mean KL(p || q) per token between two [tokens, vocab] logit arrays."""
+    from mlxft.export.gguf_model import logit_change
+
+    return logit_change(mx.array(p_logits), mx.array(q_logits))[1]
 
 
 def hf_ids(model_folder: Path, text: str) -> list[int]:
@@ -235,7 +249,7 @@ def test_fused_gguf_has_llama_cpps_names_shapes_types_and_metadata(tiny, arch, t
     assert "FROM ./model.gguf" in modelfile and "TEMPLATE is" not in modelfile and "No TEMPLATE" in modelfile
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "llama3"])
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_fused_gguf_reimported_gives_the_logits_of_base_plus_adapter(tiny, arch, tmp_path):
     model, adapter, run = tiny(arch)
     ids = hf_ids(model, TEXTS[0] + " " + TEXTS[1])
@@ -248,6 +262,9 @@ def test_fused_gguf_reimported_gives_the_logits_of_base_plus_adapter(tiny, arch,
         folder = import_gguf(out.folder / "model.gguf", tmp_path / f"{kind}-imported")
         diffs[kind] = float(np.abs(mlxft_logits(folder, None, ids) - tuned).max())
         assert any(f"{kind.upper()} weights give logits within" in n for n in out.notes)
+        if kind == "f32":  # the tokenizer comes back too (SentencePiece's rebuilt from pieces and scores)
+            assert all(hf_ids(folder, t) == hf_ids(model, t) for t in TEXTS)
+            assert json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") == load_tokenizer(str(model)).chat_template
     print(arch, "max|logit|", np.abs(tuned).max(), "fine-tune moves them by", np.abs(tuned - base).max(), diffs)
     # measured on these tiny models: f32 <= 6e-6, f16 <= 5e-3, bf16 <= 0.05, q8_0 <= 0.15
     for kind, tol in (("f32", 1e-4), ("f16", 1e-2), ("bf16", 0.1), ("q8_0", 0.25)):
@@ -476,18 +493,26 @@ def test_q8_0_rows_that_are_not_whole_blocks_fall_back_to_f16():
     assert np.abs(back - x).max() <= np.abs(x).max() / 127  # one step of the block's scale at most
 
 
-def test_mlxft_export_on_the_command_line_trains_nothing_and_prints_the_files_and_numbers(tiny, tmp_path, capsys):
+def test_a_trained_run_exports_on_the_command_line_and_llama_cpp_answers_as_mlxft(tiny_llama, chat_data, tmp_path, capsys):
+    from mlxft.api import train
     from mlxft.cli import main
 
-    _, _, run = tiny("qwen3")
+    finished = train(lm_recipe(tiny_llama, chat_data, tmp_path, train={"steps": 4, "eval_every": None, "save_every": None}))
+    assert finished.ok, finished.error
+    run = finished.path
     assert main(["export", str(run), "--format", "gguf", "--dtype", "q8_0", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["format"] == "gguf" and sorted(out["files"]) == ["Modelfile", "model.gguf"]
     assert Path(out["folder"]) == run / "exports" / "gguf"
     assert any("Q8_0 weights give logits within" in n for n in out["notes"])
-    assert main(["export", str(run), "--format", "gguf-adapter", "--with-base"]) == 0
+    assert main(["export", str(run), "--format", "gguf-adapter", "--with-base", "--dtype", "f32"]) == 0
     text = capsys.readouterr().out
-    assert "adapter.gguf" in text and "base.gguf" in text and "alpha" in text
+    assert "adapter.gguf" in text and "base.gguf" in text and "alpha 8" in text  # the recipe's alpha (rank 4, alpha 8)
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    folder = run / "exports" / "gguf-adapter"
+    ids = hf_ids(tiny_llama, TEXTS[1])
+    tuned = mlxft_logits(tiny_llama, run / "adapter", ids)
+    assert np.abs(llama_cpp_logits(folder / "base.gguf", ids, lora=folder / "adapter.gguf") - tuned).max() <= 1e-4
 
 
 # -- the real small model ----------------------------------------------------------------------------
@@ -503,7 +528,7 @@ def test_a_real_lora_run_exports_to_gguf_and_reads_back(tmp_path):
     from mlxft.api import train
 
     recipe = lm_recipe(REAL, REAL_DATA, tmp_path, lora={"rank": 8, "alpha": 16, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "layers": 8},
-                       train={"steps": 6, "batch_size": 2, "learning_rate": 2e-4, "eval_every": None, "save_every": None},
+                       train={"steps": 8, "batch_size": 2, "learning_rate": 2e-3, "eval_every": None, "save_every": None},
                        data={"max_seq_length": 192})
     finished = train(recipe)
     assert finished.ok, finished.error
@@ -522,8 +547,19 @@ def test_a_real_lora_run_exports_to_gguf_and_reads_back(tmp_path):
         assert "output.weight" not in {t.name for t in reader.tensors}  # tied embeddings, as the base's
         report[f"{kind}_gguf_mb"] = path.stat().st_size / 1e6
         folder = import_gguf(path, tmp_path / f"{kind}-imported")
-        report[f"{kind}_reimport_max_logit_diff"] = float(np.abs(mlxft_logits(folder, None, ids) - tuned).max())
+        back = mlxft_logits(folder, None, ids)
+        report[f"{kind}_reimport_max_logit_diff"] = float(np.abs(back - tuned).max())
+        report[f"{kind}_reimport_kl"] = mean_kl(tuned, back)
         report[f"{kind}_notes"] = out.notes
+    report["fine_tune_kl"] = mean_kl(tuned, base)
+    if importlib.util.find_spec("llama_cpp") is None:
+        report["llama_cpp"] = "not installed"
+    else:
+        folder = adapter.folder
+        report["llama_cpp_base_plus_adapter_kl"] = mean_kl(tuned, llama_cpp_logits(folder / "base.gguf", ids, lora=folder / "adapter.gguf"))
+        report["llama_cpp_fused_q8_0_kl"] = mean_kl(tuned, llama_cpp_logits(tmp_path / "q8_0" / "model.gguf", ids))
+        assert report["llama_cpp_base_plus_adapter_kl"] < 0.05 * report["fine_tune_kl"]
     print(json.dumps(report, indent=2))
     assert report["f16_reimport_max_logit_diff"] < 0.1 < report["fine_tune_max_logit_change"]
-    assert report["q8_0_reimport_max_logit_diff"] < 0.5
+    assert report["f16_reimport_kl"] < 0.05 * report["fine_tune_kl"]
+    assert report["q8_0_reimport_kl"] < 0.01

@@ -92,7 +92,8 @@ def write_model_gguf(path: str | Path, model, config: dict, tokenizer, kind: str
         by_gguf[target] = hf
         shape = tuple(int(d) for d in params[hf].shape)
         tensors.append(Tensor(target, shape, choose_type(target, shape, kind),
-                              lambda hf=hf: to_llama_cpp_rows(_numpy(params[hf]), hf, config, permuted)))
+                              # popped: once written, only the model (or `on_written`'s copy) holds the weight
+                              lambda hf=hf: to_llama_cpp_rows(_numpy(params.pop(hf)), hf, config, permuted)))
     for target, values in extra:
         tensors.append(Tensor(target, tuple(values.shape), choose_type(target, tuple(values.shape), kind), lambda v=values: v))
 
@@ -177,7 +178,7 @@ def logit_change(ref: mx.array, other: mx.array) -> tuple[float, float]:
     log_p = ref - mx.logsumexp(ref, axis=-1, keepdims=True)
     log_q = other - mx.logsumexp(other, axis=-1, keepdims=True)
     kl = mx.sum(mx.exp(log_p) * (log_p - log_q), axis=-1)
-    return float(mx.max(mx.abs(ref - other)).item()), float(mx.mean(kl).item())
+    return float(mx.max(mx.abs(ref - other)).item()), max(0.0, float(mx.mean(kl).item()))  # >= 0 but for float error
 
 
 def write(run, recipe, folder: Path, options) -> list[str]:
@@ -222,9 +223,9 @@ def write(run, recipe, folder: Path, options) -> list[str]:
     notes.append(f"on a {ids.shape[1]}-token prompt the file's {kind.upper()} weights give logits within {drift:.3g} of the fused "
                  f"model (mean KL {drift_kl:.3g} per token){effect}")
     if base is not None and moved_kl > 0 and drift_kl > LOSS_WARNING_SHARE * moved_kl:
-        notes.append(f"warning: at {kind.upper()} the rounding moves the logits by {drift_kl / moved_kl:.0%} of what the fine-tune "
-                     "moved them; much of the fine-tune may be lost: export at f16 or f32")
-    notes.append(f"run it: ollama create NAME -f {folder.name}/{MODELFILE}   or   llama-cli -m {MODEL_FILE} -cnv")
+        notes.append(f"warning: at {kind.upper()} the file's rounding moves the logits {drift_kl / moved_kl:.0%} as much as the fine-tune "
+                     f"moved them (mean KL {drift_kl:.3g} vs {moved_kl:.3g}); part of what was learned may be blurred: export at f16 to keep it")
+    notes.append(f"run it, in the export folder: ollama create NAME -f {MODELFILE}   or   llama-cli -m {MODEL_FILE} -cnv")
     return notes
 
 
