@@ -285,6 +285,26 @@ def test_the_export_measures_rounding_and_warns_when_it_eats_the_fine_tune(tiny,
     assert {t.tensor_type for t in reader.tensors if len(t.shape) == 2} == {gguf.GGMLQuantizationType.Q8_0}
 
 
+def test_a_quantized_base_is_dequantized_then_fused_in_float32(tiny, tmp_path):
+    from mlxft.llm.loading import load_model
+
+    model, _, _ = tiny("llama")
+    q4 = tmp_path / "q4"
+    shutil.copytree(model, q4)
+    quantized = load_model(str(model), dtype="float32", quantize=(4, 32)).model
+    mx.save_safetensors(str(q4 / "model.safetensors"), dict(tree_flatten(quantized.parameters())))
+    config = json.loads((q4 / "config.json").read_text())
+    (q4 / "config.json").write_text(json.dumps({**config, "quantization": {"group_size": 32, "bits": 4}}))
+    adapter = build_adapter(q4, tmp_path / "adapter", strength=0.25)
+    run = make_run(tmp_path / "runs", q4, adapter, kind="lm-qlora")
+    out = export_run(run, "gguf", tmp_path / "out", options=ExportOptions(dtype="f32"))
+    assert any("4-bit base (QLoRA)" in n for n in out.notes)
+    assert {t.tensor_type for t in read(out.folder / "model.gguf").tensors} == {gguf.GGMLQuantizationType.F32}
+    ids = hf_ids(q4, TEXTS[0])
+    folder = import_gguf(out.folder / "model.gguf", tmp_path / "imported")
+    assert np.abs(mlxft_logits(folder, None, ids) - mlxft_logits(q4, adapter, ids)).max() <= 1e-4
+
+
 def test_a_dora_run_is_refused_as_a_gguf_adapter_and_fused_exactly_as_gguf(tiny, tmp_path):
     model, _, _ = tiny("llama")
     dora = build_dora(model, tmp_path / "dora")
@@ -462,10 +482,22 @@ def test_an_architecture_llama_cpp_is_not_given_is_refused_before_any_weight_is_
             export_run(run, fmt)
 
 
-def test_an_unknown_pre_tokenizer_is_refused_not_guessed():
+def test_pre_tokenizers_are_named_from_their_structure_and_an_unknown_one_is_refused_not_guessed():
     from mlxft.export.gguf_vocab import bpe_pre_name
+    from mlxft.llm.gguf import _LLAMA3, _QWEN2
 
-    assert bpe_pre_name({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}) == "gpt-2"
+    def split_then_bytes(pattern):
+        return {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}}
+
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    assert bpe_pre_name({"pre_tokenizer": byte_level}) == "gpt-2"
+    assert bpe_pre_name({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, byte_level]}}) == "smollm"  # SmolLM's tokenizer.json
+    assert bpe_pre_name(split_then_bytes(_LLAMA3)) == "llama-bpe" and bpe_pre_name(split_then_bytes(_QWEN2)) == "qwen2"
+    with pytest.raises(ModelError):  # GPT-2's split, but with a space added in front of every text
+        bpe_pre_name({"pre_tokenizer": {**byte_level, "add_prefix_space": True}})
     odd = {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": r"\w+"}},
                                                                      {"type": "ByteLevel", "use_regex": False}]}}
     with pytest.raises(ModelError, match="split text differently"):

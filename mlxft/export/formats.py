@@ -11,6 +11,6 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  "mlxft.export.mlx_copy"),
     ExportFormat("gguf", LM_KINDS, "one GGUF file for llama.cpp / Ollama: the adapter fused in, tokenizer and chat template inside "
                  "(--dtype f16 | bf16 | f32 | q8_0), and a Modelfile", "mlxft.export.gguf_model"),
-    ExportFormat("gguf-adapter", LM_KINDS, "the LoRA adapter as a GGUF for llama.cpp --lora / Ollama ADAPTER, and a Modelfile "
+    ExportFormat("gguf-adapter", tuple(k for k in LM_KINDS if k != "lm-full"), "the LoRA adapter as a GGUF for llama.cpp --lora / Ollama ADAPTER, and a Modelfile "
                  "(--with-base also writes the base as GGUF)", "mlxft.export.gguf_adapter"),
 )}

@@ -214,6 +214,8 @@ def write(run, recipe, folder: Path, options) -> list[str]:
     notes = [f"{MODEL_FILE}: {info.size / 1e6:.1f} MB, llama.cpp architecture {info.arch}, {info.tensors} tensors ({types}); "
              f"{cfg.get('fine_tune_type', 'lora')} fused into the base"]
     notes += info.notes
+    if recipe.quantize is not None:
+        notes.append(f"trained on a {recipe.quantize.bits}-bit base (QLoRA); fused into the full-precision base, as QLoRA adapters are meant to be")
     if info.padded_tokens:
         notes.append(f"the embedding has {info.padded_tokens} rows the tokenizer has no token for; they are written as unused [PADn] tokens")
     effect = ""
