@@ -368,6 +368,27 @@ def test_adapter_export_with_base_writes_a_modelfile_that_runs_as_it_is(tiny, tm
     assert not any("edit the FROM line" in n for n in result.notes)
 
 
+def test_a_run_trained_from_a_gguf_gets_an_adapter_for_that_very_file(tiny, tmp_path, monkeypatch):
+    """Ollama's GGUF in, a fine-tune, an adapter out that llama.cpp applies to the same GGUF: FROM names that file."""
+    from mlxft.export.gguf_model import write_model_gguf
+    from mlxft.llm.loading import load_model
+
+    monkeypatch.setenv("MLXFT_CACHE", str(tmp_path / "cache"))
+    model, _, _ = tiny("llama")
+    loaded = load_model(str(model), dtype="float32")
+    original = tmp_path / "from-ollama.gguf"
+    write_model_gguf(original, loaded.model, loaded.config, loaded.tokenizer, "f32")
+    adapter = build_adapter(original, tmp_path / "adapter", strength=0.25)  # trained on the GGUF, as mlxft imports it
+    run = make_run(tmp_path / "runs", original, adapter)
+    out = export_run(run, "gguf-adapter", tmp_path / "out")
+    assert f"FROM {original.resolve()}" in (out.folder / "Modelfile").read_text()
+    assert not any("edit the FROM line" in n for n in out.notes)
+    if importlib.util.find_spec("llama_cpp") is not None:
+        ids = hf_ids(model, TEXTS[0])
+        tuned = mlxft_logits(original, adapter, ids)
+        assert np.abs(llama_cpp_logits(original, ids, lora=out.folder / "adapter.gguf") - tuned).max() <= 1e-4
+
+
 # -- llama.cpp itself --------------------------------------------------------------------------------
 
 

@@ -164,7 +164,7 @@ def probe_ids(tokenizer) -> list[int]:
     """A short chat prompt in the model's own template (or the plain text where it has none)."""
     try:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": PROBE}], add_generation_prompt=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # transformers 5 may give a BatchEncoding
         if ids and all(isinstance(i, int) for i in ids):
             return ids
     except Exception:  # a template that needs other roles or variables: the plain text will do
@@ -196,7 +196,7 @@ def write(run, recipe, folder: Path, options) -> list[str]:
         set_adapters_enabled(model, False)
         base = model(ids)[0]
         set_adapters_enabled(model, True)
-    mx.eval(tuned, base) if base is not None else mx.eval(tuned)
+    mx.eval([x for x in (tuned, base) if x is not None])
     fuse_adapters(model, dequantize=True)
 
     def keep_stored(hf_name: str, values: np.ndarray) -> None:
@@ -226,7 +226,8 @@ def write(run, recipe, folder: Path, options) -> list[str]:
                  f"model (mean KL {drift_kl:.3g} per token){effect}")
     if base is not None and moved_kl > 0 and drift_kl > LOSS_WARNING_SHARE * moved_kl:
         notes.append(f"warning: at {kind.upper()} the file's rounding moves the logits {drift_kl / moved_kl:.0%} as much as the fine-tune "
-                     f"moved them (mean KL {drift_kl:.3g} vs {moved_kl:.3g}); part of what was learned may be blurred: export at f16 to keep it")
+                     f"moved them (mean KL {drift_kl:.3g} vs {moved_kl:.3g}); part of what was learned may be blurred: "
+                     f"export at {'f32' if kind == 'f16' else 'f16 or f32'} to keep it")
     notes.append(f"run it, in the export folder: ollama create NAME -f {MODELFILE}   or   llama-cli -m {MODEL_FILE} -cnv")
     return notes
 
