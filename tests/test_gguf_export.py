@@ -461,6 +461,20 @@ def test_a_sentencepiece_tokenizer_that_prefixes_every_segment_tokenizes_chats_i
     llm.close()
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_llama_cpp_reads_every_tensor_type_the_export_writes(tiny, arch, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    model, adapter, run = tiny(arch)
+    ids = hf_ids(model, TEXTS[0] + " " + TEXTS[1])
+    tuned = mlxft_logits(model, adapter, ids)
+    diffs = {}
+    for kind in ("f16", "bf16", "q8_0"):
+        out = export_run(run, "gguf", tmp_path / kind, options=ExportOptions(dtype=kind))
+        diffs[kind] = float(np.abs(llama_cpp_logits(out.folder / "model.gguf", ids) - tuned).max())
+    # measured: f16 <= 7e-3, bf16 <= 0.05, q8_0 <= 0.14 (as the re-import sees, though llama.cpp rounds activations too)
+    assert diffs["f16"] <= 1e-2 and diffs["bf16"] <= 0.1 and diffs["q8_0"] <= 0.25, diffs
+
+
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3"])
 def test_llama_cpp_applies_the_adapter_gguf_on_the_base_gguf_as_mlxft_does(tiny, arch, tmp_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
