@@ -226,6 +226,21 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_import_adapter(args) -> int:
+    from mlxft.llm.peft_format import import_peft_adapter
+
+    src = Path(args.peft_dir)
+    out = Path(args.out) if args.out else Path("adapters-local") / (src.resolve().name or "adapter")
+    folder, notes = import_peft_adapter(src, out, base=args.base)
+    if args.json:
+        print(json.dumps({"folder": str(folder), "notes": notes}))
+        return 0
+    print(str(folder))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from mlxft.export import ExportOptions, export_run
 
@@ -352,9 +367,13 @@ def cmd_eval(args) -> int:
         else:
             print(f"{phase}: {done}/{total} answered", file=sys.stderr)
 
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    if labels and args.score != "labels":
+        raise MlxftError("--labels lists the candidates of --score labels", hint="add --score labels, or drop --labels")
     result = compare(
         args.model, args.adapter, args.bench, targets=args.target, default_grader=args.grader, max_tokens=args.max_tokens,
-        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split, on_progress=progress,
+        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split,
+        score=args.score, labels=labels, on_progress=progress,
     )
     run = RunDir(args.adapter)
     out = Path(args.out) if args.out else (run.eval_dir if run.recipe_path.is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
@@ -509,6 +528,9 @@ def _eval_texts(args) -> int:
     data, out = _classifier_data_and_out(args, clf.folder, "DATA")
     result = evaluate_texts(clf, data, args.split, base=not args.no_base, batch_size=args.batch_size)
     paths = write_text_evaluation(result, out)
+    if args.progress_json:
+        print(json.dumps({"finished": True, "out": str(out), "verdict": None, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)
+        return 0
     print(escape_lines([*format_text_evaluation(result).splitlines(), *(f"{k}: {v}" for k, v in paths.items())]))
     return 0
 
@@ -692,6 +714,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     s.set_defaults(fn=cmd_import)
 
+    s = sub.add_parser("import-adapter", help="turn a PEFT LoRA/DoRA adapter folder into an mlx-lm adapter folder (--adapter also reads PEFT folders as they are)")
+    s.add_argument("peft_dir", metavar="PEFT_DIR", help="the folder PEFT's save_pretrained wrote: adapter_config.json + adapter_model.safetensors")
+    s.add_argument("--out", help="output folder, new or empty (default: adapters-local/<name>)")
+    s.add_argument("--base", help="the base model (folder, catalogue key or cached Hub id), where the adapter's base_model_name_or_path is not at hand")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_import_adapter)
+
     s = sub.add_parser("export", help="write a run in a format other tools read: PEFT, a fused model, GGUF for llama.cpp/Ollama, ...")
     s.add_argument("run_dir")
     s.add_argument("--format", required=True, help="see the list below; a run exports in the formats its kind allows")
@@ -711,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("generate", cmd_generate, "generate from a prompt, with or without an adapter"), ("chat", cmd_chat, "chat in the terminal")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--model", required=True, help="catalogue key, Hub id, folder or .gguf")
-        s.add_argument("--adapter", help="adapter folder or run directory")
+        s.add_argument("--adapter", help="adapter folder (mlx-lm or PEFT) or run directory")
         _add_sampling(s)
         if name == "generate":
             s.add_argument("--prompt", required=True)
@@ -727,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "or a classifier run (image-classify, lm-classify) on a labelled split (--against: two image runs compared)")
     s.add_argument("run", nargs="?", metavar="RUN", help="an image-classify or lm-classify run (or its model / adapter folder): evaluate it on --split of --data")
     s.add_argument("--model", help="language models: the base model")
-    s.add_argument("--adapter", help="language models: adapter folder or run directory")
+    s.add_argument("--adapter", help="language models: adapter folder (mlx-lm or PEFT) or run directory")
     s.add_argument("--bench", help="language models: benchmark JSONL: id, prompt or messages, expected, cluster, grader")
     s.add_argument("--data", help="classifiers: the labelled data (default: the run's data.path)")
     s.add_argument("--split", default="test", help="classifiers: the labelled split to evaluate (default test)")
@@ -739,6 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
     s.add_argument("--heldout", help="data folder for held-out loss of base and tuned")
     s.add_argument("--heldout-split", default="test")
+    s.add_argument("--score", choices=["generate", "labels"], default="generate",
+                   help="language models: generate answers and grade them (default), or rank each item's candidate labels by "
+                        "log-probability (one forward pass per item; the model cannot answer with a sentence)")
+    s.add_argument("--labels", help="with --score labels: the candidates, comma-separated (default: each item's one-of labels, "
+                                    "else every distinct expected answer of the benchmark)")
     s.add_argument("--max-tokens", type=int, default=128)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)

@@ -9,6 +9,9 @@ IMAGE_KINDS = ("image-classify",)
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("mlx", ADAPTER_KINDS + IMAGE_KINDS, "the run's result as mlxft saved it (an mlx-lm adapter folder, or the image model)",
                  "mlxft.export.mlx_copy"),
+    ExportFormat("peft", tuple(k for k in ADAPTER_KINDS if k != "lm-full"),
+                 "a LoRA/DoRA adapter as Hugging Face PEFT's adapter_model.safetensors + adapter_config.json (a full fine-tune: use fused)",
+                 "mlxft.export.peft"),
     ExportFormat("gguf", LM_KINDS, "one GGUF file for llama.cpp / Ollama: the adapter fused in, tokenizer and chat template inside "
                  "(--dtype f16 | bf16 | f32 | q8_0), and a Modelfile", "mlxft.export.gguf_model"),
     ExportFormat("gguf-adapter", tuple(k for k in LM_KINDS if k != "lm-full"), "the LoRA adapter as a GGUF for llama.cpp --lora / Ollama ADAPTER, and a Modelfile "
