@@ -262,7 +262,7 @@ def cmd_import_adapter(args) -> int:
 def cmd_export(args) -> int:
     from mlxft.export import ExportOptions, export_run
 
-    options = ExportOptions(dtype=args.dtype, quantize=args.quantize, base=args.base)
+    options = ExportOptions(dtype=args.dtype, quantize=args.quantize, base=args.base, extra={"with_base": True} if args.with_base else {})
     result = export_run(args.run_dir, args.format, out=args.out, options=options)
     if args.json:
         print(json.dumps({"folder": str(result.folder), "format": result.format, "files": result.files, "notes": result.notes}))
@@ -770,6 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", help="the weights' type where the format has a choice: float16, bfloat16, float32 (gguf: f16, q8_0)")
     s.add_argument("--quantize", type=int, choices=[4, 8], help="fused into a quantized base: re-quantize to these bits (default: keep it dequantized)")
     s.add_argument("--base", help="the base model, where the run's recorded one has moved (a folder or Hub id)")
+    s.add_argument("--with-base", action="store_true", help="gguf-adapter: also write the base model as base.gguf (at --dtype, default f16) for the Modelfile's FROM")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_export)
 
