@@ -13,6 +13,16 @@ no evaluation during training. Sequences/s is measured from the run's own step r
 for compilation) and the last step. With --eval N, each leg is then scored on N test reviews: the classifiers by
 their argmax, the SFT adapter by greedy generation (4 tokens) read for the label word; both on the same texts.
 Run it on an otherwise idle machine: on 2 cores, one other busy process halves the numbers.
+
+Accuracy per minute (--checkpoints K): every leg saves its adapter every K steps; afterwards each saved adapter is
+scored on the --eval test texts and put at the training time it was saved (seconds since the loop started, from the
+run's own step reports). The SFT adapters are scored by ranking the two label words (`mlxft eval --score labels`),
+so an answer that is not a label cannot lose points the classifier would not; the final SFT adapter is also scored by
+generation. The table then says when each classifier first reached the SFT baseline's final accuracy, against the
+SFT leg's whole training time (the issue's goal: under half), and each leg's best accuracy.
+
+Leg `mlx-lm` (optional, in --legs): mlx-lm's own `lora` trainer on the SFT form of the same texts (the float32
+model benchmarks/train.py prepares, same LoRA, batch, steps, lr, prompt masked), its adapters scored like mlxft's SFT.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import argparse
 import csv
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -64,7 +75,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def recipe(leg: str, model: str, data: Path, out: Path, args) -> dict:
     train = {"steps": args.steps, "batch_size": args.batch, "learning_rate": args.lr, "warmup_steps": 0, "schedule": "constant",
-             "eval_every": None, "save_every": None, "log_every": 1, "compile": True}
+             "eval_every": None, "save_every": args.checkpoints or None, "keep_checkpoints": 1000, "log_every": 1, "compile": True}
     lora = {"rank": 8, "alpha": 16, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "layers": args.layers}
     common = {"model": model, "output_dir": str(out), "name": leg, "seed": 0, "lora": lora, "train": train}
     if leg == "sft":
@@ -81,24 +92,114 @@ def throughput(run_dir: Path, batch: int) -> dict:
             "peak_memory_gb": max(e["peak_memory_gb"] for e in steps), "first_loss": first["loss"], "last_loss": last["loss"]}
 
 
-def accuracy(leg: str, run_dir: Path, test: list[dict]) -> float:
+def accuracy(leg: str, run_dir: Path, test: list[dict], model_path: str | None = None, by: str = "generate") -> float:
+    """Accuracy on `test` of a classifier (its argmax) or an SFT adapter (by generation, or by ranking the label words)."""
     import mlxft
 
     truth = [r["label"] for r in test]
-    if leg != "sft":
+    if leg not in ("sft", "mlx-lm"):
         pred = [p["label"] for p in mlxft.classifier(run_dir)([r["text"] for r in test], batch_size=8)]
         return sum(p == t for p, t in zip(pred, truth)) / len(test)
     from mlxft.eval.compare import generate_answers
     from mlxft.llm.generate import render_prompt
 
-    model, tok = mlxft.load(json.loads((run_dir / "model.json").read_text())["model_path"], adapter=run_dir)
-    answers = generate_answers(model, tok, [render_prompt(tok, prompt=TEMPLATE.format(text=r["text"])) for r in test], max_tokens=4, batch_size=8)
+    model_path = model_path or json.loads((run_dir / "model.json").read_text())["model_path"]
+    model, tok = mlxft.load(model_path, adapter=run_dir)
+    texts = [render_prompt(tok, prompt=TEMPLATE.format(text=r["text"])) for r in test]
+    if by == "labels":
+        from mlxft.eval.label_scoring import score_labels
+
+        words = [w.strip() for w in WORDS.values()]
+        keys = {w.strip(): k for k, w in WORDS.items()}
+        ranked = score_labels(model, tok, texts, [words] * len(texts), model_type=getattr(model, "model_type", ""), batch_size=8)
+        return sum(keys[next(iter(r))] == t for r, t in zip(ranked, truth)) / len(test)
+    answers = generate_answers(model, tok, texts, max_tokens=4, batch_size=8)
 
     def label(answer: str) -> str | None:
         found = [(answer.lower().find(w.strip()), k) for k, w in WORDS.items() if w.strip() in answer.lower()]
         return min(found)[1] if found else None
 
     return sum(label(a) == t for a, t in zip(answers, truth)) / len(test)
+
+
+def checkpoint_curve(leg: str, run_dir: Path, test: list[dict], batch: int) -> list[dict]:
+    """(step, training seconds at that step, accuracy) of each checkpoint an mlxft run saved, in step order."""
+    steps = {e["step"]: e["elapsed_s"] for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if e["event"] == "StepReport"}
+    curve = []
+    for folder in sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1])):
+        step = int(folder.name.split("-")[1])
+        curve.append({"step": step, "train_s": steps.get(step), "accuracy": accuracy(leg, folder, test, json.loads((run_dir / "model.json").read_text())["model_path"], by="labels")})
+        print(f"  {leg} step {step}: {curve[-1]['accuracy']:.3f} at {curve[-1]['train_s']:.0f} s", flush=True)
+    return curve
+
+
+def run_mlx_lm_leg(work: Path, args, test: list[dict]) -> dict:
+    """mlx-lm's own trainer on the SFT form, through benchmarks/train.py's worker; its saved adapters scored by labels."""
+    import os
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import train as bench_train
+
+    env = {**os.environ, "LD_PRELOAD": bench_train.OPENBLAS} if Path(bench_train.OPENBLAS).is_file() else dict(os.environ)
+    targs = argparse.Namespace(model=None, tiny=args.tiny)
+    model, _ = bench_train.prepare_model(targs, env)
+    data = work / "mlx-lm-data"
+    data.mkdir(exist_ok=True)
+    (data / "train.jsonl").write_text((work / "sft" / "train.jsonl").read_text())
+    (data / "valid.jsonl").write_text("".join((work / "sft" / "train.jsonl").read_text().splitlines(True)[:8]))
+    out = work / "mlx-lm-adapters"
+    cfg = {"model": str(model), "train": True, "fine_tune_type": "lora", "optimizer": "adam", "data": str(data), "seed": 0,
+           "num_layers": args.layers, "batch_size": args.batch, "iters": args.steps, "val_batches": 1, "learning_rate": args.lr,
+           "steps_per_report": 1, "steps_per_eval": args.steps + 1, "adapter_path": str(out), "save_every": args.checkpoints or args.steps,
+           "max_seq_length": 1024, "grad_checkpoint": False, "mask_prompt": True,
+           "lora_parameters": {"rank": 8, "dropout": 0.0, "scale": 2.0, "keys": [f"self_attn.{t}" for t in ("q_proj", "k_proj", "v_proj", "o_proj")]}}
+    import yaml
+
+    (work / "mlx-lm.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    events = work / "mlx-lm-reports.jsonl"
+    t0 = time.perf_counter()
+    ran = bench_train._run_logged([sys.executable, str(REPO / "benchmarks" / "train.py"), "--mlx-lm-worker", str(work / "mlx-lm.yaml"), str(events)],
+                                  env, work / "mlx-lm.log")
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    start, reports = lines[0]["loop_start"], [r for r in lines[1:] if "iteration" in r]
+    at = {r["iteration"]: r["t"] - start for r in reports}
+    result = {"wall_s": time.perf_counter() - t0, "process_wall_s": ran["process_wall_s"], "steps": reports[-1]["iteration"],
+              "seconds_after_step_1": at[reports[-1]["iteration"]] - at[reports[0]["iteration"]],
+              "sequences_per_s": (reports[-1]["iteration"] - reports[0]["iteration"]) * args.batch / max(at[reports[-1]["iteration"]] - at[reports[0]["iteration"]], 1e-9),
+              "peak_memory_gb": max(r["peak_memory"] for r in reports), "first_loss": reports[0]["train_loss"], "last_loss": reports[-1]["train_loss"]}
+    if args.eval:
+        curve = []
+        adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+        for path in sorted(out.glob("*_adapters.safetensors")):
+            step = int(path.name.split("_")[0])
+            folder = work / "mlx-lm-checkpoints" / f"step-{step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "adapter_config.json").write_text(json.dumps(adapter_cfg))
+            shutil.copy(path, folder / "adapters.safetensors")
+            curve.append({"step": step, "train_s": at.get(step), "accuracy": accuracy("mlx-lm", folder, test, str(model), by="labels")})
+            print(f"  mlx-lm step {step}: {curve[-1]['accuracy']:.3f} at {curve[-1]['train_s']:.0f} s", flush=True)
+        result["curve"] = curve
+        result["accuracy_by_labels"] = accuracy("mlx-lm", out, test, str(model), by="labels")
+        result["accuracy"] = accuracy("mlx-lm", out, test, str(model))
+        result["eval_texts"] = len(test)
+    return result
+
+
+def goal_table(legs: dict) -> dict:
+    """When each classifier first reached the SFT leg's final (label-ranked) accuracy, against the SFT leg's training time."""
+    sft = legs.get("sft")
+    if not sft or "curve" not in sft or not sft["curve"]:
+        return {}
+    target, sft_s = sft["curve"][-1]["accuracy"], sft["curve"][-1]["train_s"]
+    out = {"sft_final_accuracy_by_labels": target, "sft_train_s": sft_s}
+    for leg in ("score", "verbalizer"):
+        if leg in legs and legs[leg].get("curve"):
+            reached = next((c for c in legs[leg]["curve"] if c["accuracy"] >= target), None)
+            best = max(c["accuracy"] for c in legs[leg]["curve"])
+            out[leg] = {"reached_sft_accuracy_at_s": reached["train_s"] if reached else None,
+                        "share_of_sft_time": reached["train_s"] / sft_s if reached and sft_s else None,
+                        "best_accuracy": best, "beats_sft_best": best > max(c["accuracy"] for c in sft["curve"])}
+    return out
 
 
 def main() -> int:
@@ -113,6 +214,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--checkpoints", type=int, default=0, help="save every K steps and score every save (accuracy per minute; needs --eval)")
     args = p.parse_args()
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -133,6 +235,12 @@ def main() -> int:
     write_jsonl(work / "sft" / "train.jsonl", [{"prompt": TEMPLATE.format(text=r["text"]), "completion": WORDS[r["label"]]} for r in rows])
     results = {"model": model, "train_texts": len(rows), "settings": vars(args), "legs": {}}
     for leg in args.legs.split(","):
+        if leg == "mlx-lm":
+            result = run_mlx_lm_leg(work, args, test)
+            results["legs"][leg] = result
+            print(f"{leg:<11} {result['sequences_per_s']:6.2f} seq/s  peak {result['peak_memory_gb']:.2f} GB  loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}"
+                  + (f"  accuracy {result['accuracy']:.3f} (labels {result['accuracy_by_labels']:.3f}) on {len(test)}" if args.eval else ""), flush=True)
+            continue
         t0 = time.perf_counter()
         run = train(recipe(leg, model, work, work / "runs", args))
         if not run.ok:
@@ -142,9 +250,19 @@ def main() -> int:
         if args.eval:
             result["accuracy"] = accuracy(leg, run.path, test)
             result["eval_texts"] = len(test)
+            if leg == "sft":
+                result["accuracy_by_labels"] = accuracy(leg, run.path, test, by="labels")
+            if args.checkpoints:
+                result["curve"] = checkpoint_curve(leg, run.path, test, args.batch)
         results["legs"][leg] = result
         print(f"{leg:<11} {result['sequences_per_s']:6.2f} seq/s  peak {result['peak_memory_gb']:.2f} GB  loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}"
               + (f"  accuracy {result['accuracy']:.3f} on {len(test)}" if args.eval else ""), flush=True)
+    results["goal"] = goal_table(results["legs"])
+    for leg, g in results["goal"].items():
+        if isinstance(g, dict):
+            when = f"{g['reached_sft_accuracy_at_s']:.0f} s ({g['share_of_sft_time']:.0%} of SFT's {results['goal']['sft_train_s']:.0f} s)" if g["reached_sft_accuracy_at_s"] is not None else "never"
+            print(f"{leg}: reached SFT's final accuracy {results['goal']['sft_final_accuracy_by_labels']:.3f} at {when}; best {g['best_accuracy']:.3f}"
+                  f" ({'beats' if g['beats_sft_best'] else 'does not beat'} SFT's best)")
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(args.out)
     return 0

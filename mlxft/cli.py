@@ -83,6 +83,11 @@ def cmd_runs(args) -> int:
     from mlxft.runs import list_runs
     from mlxft.textsafe import escape_controls
 
+    if args.log_mlflow:
+        return _log_mlflow(args)
+    if args.uri or args.experiment:
+        raise MlxftError("--uri and --experiment go with --log-mlflow RUN", hint="mlxft runs --log-mlflow RUN_DIR [--uri sqlite:///mlflow.db]")
+
     runs = list_runs(args.dir)
     if args.json:
         print(json.dumps([{**vars(r), "path": str(r.path)} for r in runs], indent=2))
@@ -99,6 +104,19 @@ def cmd_runs(args) -> int:
         best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "-"
         # Run names and models come from recipes and metrics files: printed escaped, padded as shown.
         print(f"{escape_controls(r.path.name):<32} {escape_controls(r.status):<13} {f'{r.step}/{r.total_steps}':>11} {loss:>7} {best:>8}  {escape_controls(r.model)}")
+    return 0
+
+
+def _log_mlflow(args) -> int:
+    from mlxft.textsafe import escape_controls
+    from mlxft.tracking import log_run_dir
+
+    done = log_run_dir(args.log_mlflow, uri=args.uri, experiment=args.experiment)
+    if args.json:
+        print(json.dumps(done))
+        return 0
+    print(escape_controls(f"logged {args.log_mlflow} to MLflow run {done['run_id']} (experiment {done['experiment']!r} at {done['uri']}): "
+                          f"{done['metrics']} metric values, artifacts {', '.join(done['artifacts']) or 'none'}, status {done['status']}"))
     return 0
 
 
@@ -226,10 +244,25 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_import_adapter(args) -> int:
+    from mlxft.llm.peft_format import import_peft_adapter
+
+    src = Path(args.peft_dir)
+    out = Path(args.out) if args.out else Path("adapters-local") / (src.resolve().name or "adapter")
+    folder, notes = import_peft_adapter(src, out, base=args.base)
+    if args.json:
+        print(json.dumps({"folder": str(folder), "notes": notes}))
+        return 0
+    print(str(folder))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from mlxft.export import ExportOptions, export_run
 
-    options = ExportOptions(dtype=args.dtype, quantize=args.quantize, base=args.base)
+    options = ExportOptions(dtype=args.dtype, quantize=args.quantize, base=args.base, extra={"with_base": True} if args.with_base else {})
     result = export_run(args.run_dir, args.format, out=args.out, options=options)
     if args.json:
         print(json.dumps({"folder": str(result.folder), "format": result.format, "files": result.files, "notes": result.notes}))
@@ -239,6 +272,27 @@ def cmd_export(args) -> int:
         print(f"  {name}")
     for note in result.notes:
         print(f"note: {note}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from mlxft.export import ExportOptions
+    from mlxft.export.push import push_run
+    from mlxft.textsafe import escape_controls
+
+    options = ExportOptions(dtype=args.dtype, quantize=args.quantize, base=args.base)
+    result = push_run(args.run_dir, args.repo, fmt=args.format, out=args.out, private=args.private, dry_run=args.dry_run, options=options)
+    if args.json:
+        print(json.dumps({"repo": result.repo, "folder": str(result.folder), "files": result.files, "notes": result.notes,
+                          "url": result.url, "commit_url": result.commit_url, "dry_run": result.dry_run}))
+        return 0
+    print(escape_controls(f"{'dry run: would upload' if result.dry_run else 'uploaded'} {result.folder} to {result.repo}:"))
+    for name in result.files:
+        print(f"  {escape_controls(name)}")
+    for note in result.notes:
+        print(f"note: {escape_controls(note)}")
+    if result.url:
+        print(escape_controls(result.commit_url or result.url))
     return 0
 
 
@@ -352,9 +406,13 @@ def cmd_eval(args) -> int:
         else:
             print(f"{phase}: {done}/{total} answered", file=sys.stderr)
 
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    if labels and args.score != "labels":
+        raise MlxftError("--labels lists the candidates of --score labels", hint="add --score labels, or drop --labels")
     result = compare(
         args.model, args.adapter, args.bench, targets=args.target, default_grader=args.grader, max_tokens=args.max_tokens,
-        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split, on_progress=progress,
+        batch_size=args.batch_size, seed=args.seed, heldout=args.heldout, heldout_split=args.heldout_split,
+        score=args.score, labels=labels, on_progress=progress,
     )
     run = RunDir(args.adapter)
     out = Path(args.out) if args.out else (run.eval_dir if run.recipe_path.is_file() else Path("eval") / time.strftime("%Y%m%d-%H%M%S"))
@@ -509,6 +567,9 @@ def _eval_texts(args) -> int:
     data, out = _classifier_data_and_out(args, clf.folder, "DATA")
     result = evaluate_texts(clf, data, args.split, base=not args.no_base, batch_size=args.batch_size)
     paths = write_text_evaluation(result, out)
+    if args.progress_json:
+        print(json.dumps({"finished": True, "out": str(out), "verdict": None, "paths": {k: str(v) for k, v in paths.items()}}), flush=True)
+        return 0
     print(escape_lines([*format_text_evaluation(result).splitlines(), *(f"{k}: {v}" for k, v in paths.items())]))
     return 0
 
@@ -662,9 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.set_defaults(fn=cmd_stop)
 
-    s = sub.add_parser("runs", help="list the runs in a folder with status, step and losses")
+    s = sub.add_parser("runs", help="list the runs in a folder with status, step and losses; or --log-mlflow RUN: log a run to MLflow after the fact")
     s.add_argument("dir", nargs="?", default="runs")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--log-mlflow", metavar="RUN", help="log this run directory (recipe as params, metrics.jsonl as metrics, result, eval and loss curve as artifacts) into a new MLflow run")
+    s.add_argument("--uri", help="with --log-mlflow: the tracking store or server (default: the recipe's tracking.mlflow.uri, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
+    s.add_argument("--experiment", help="with --log-mlflow: the MLflow experiment (default: the recipe's, else mlxft)")
     s.set_defaults(fn=cmd_runs)
 
     s = sub.add_parser("tui", help="the terminal app: models, data, training with live charts, evaluation, chat")
@@ -698,6 +762,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     s.set_defaults(fn=cmd_import)
 
+    s = sub.add_parser("import-adapter", help="turn a PEFT LoRA/DoRA adapter folder into an mlx-lm adapter folder (--adapter also reads PEFT folders as they are)")
+    s.add_argument("peft_dir", metavar="PEFT_DIR", help="the folder PEFT's save_pretrained wrote: adapter_config.json + adapter_model.safetensors")
+    s.add_argument("--out", help="output folder, new or empty (default: adapters-local/<name>)")
+    s.add_argument("--base", help="the base model (folder, catalogue key or cached Hub id), where the adapter's base_model_name_or_path is not at hand")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_import_adapter)
+
     s = sub.add_parser("export", help="write a run in a format other tools read: PEFT, a fused model, GGUF for llama.cpp/Ollama, ...")
     s.add_argument("run_dir")
     s.add_argument("--format", required=True, help="see the list below; a run exports in the formats its kind allows")
@@ -705,8 +776,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", help="the weights' type where the format has a choice: float16, bfloat16, float32 (gguf: f16, q8_0)")
     s.add_argument("--quantize", type=int, choices=[4, 8], help="fused into a quantized base: re-quantize to these bits (default: keep it dequantized)")
     s.add_argument("--base", help="the base model, where the run's recorded one has moved (a folder or Hub id)")
+    s.add_argument("--with-base", action="store_true", help="gguf-adapter: also write the base model as base.gguf (at --dtype, default f16) for the Modelfile's FROM")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("push", help="export a run with a model card and upload it to a Hugging Face Hub repo (--dry-run: the folder only)")
+    s.add_argument("run_dir")
+    s.add_argument("--repo", required=True, help="OWNER/NAME on the Hub (created if missing; the token is HF_TOKEN or `hf auth login`'s)")
+    s.add_argument("--format", default="mlx", help="the export format to push (default mlx: the result as saved); see `mlxft export --help`")
+    s.add_argument("--private", action="store_true", help="create the repo private (a repo that exists keeps its visibility)")
+    s.add_argument("--dry-run", action="store_true", help="write the folder that would be uploaded and list its files; no network")
+    s.add_argument("--out", help="the folder to upload from (default RUN/exports/hub-FORMAT); an earlier export there is replaced, nothing else is")
+    s.add_argument("--dtype", help="as for `mlxft export`")
+    s.add_argument("--quantize", type=int, choices=[4, 8], help="as for `mlxft export`")
+    s.add_argument("--base", help="the base model (a folder or Hub id) where the run's recorded one has moved; a Hub id is named in the card")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_push)
 
     s = sub.add_parser("doctor", help="OS, MLX device, BLAS speed, memory, Hub token, caches")
     s.add_argument("--json", action="store_true")
@@ -716,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("generate", cmd_generate, "generate from a prompt, with or without an adapter"), ("chat", cmd_chat, "chat in the terminal")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--model", required=True, help="catalogue key, Hub id, folder or .gguf")
-        s.add_argument("--adapter", help="adapter folder or run directory")
+        s.add_argument("--adapter", help="adapter folder (mlx-lm or PEFT) or run directory")
         _add_sampling(s)
         if name == "generate":
             s.add_argument("--prompt", required=True)
@@ -732,7 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "or a classifier run (image-classify, lm-classify) on a labelled split (--against: two image runs compared)")
     s.add_argument("run", nargs="?", metavar="RUN", help="an image-classify or lm-classify run (or its model / adapter folder): evaluate it on --split of --data")
     s.add_argument("--model", help="language models: the base model")
-    s.add_argument("--adapter", help="language models: adapter folder or run directory")
+    s.add_argument("--adapter", help="language models: adapter folder (mlx-lm or PEFT) or run directory")
     s.add_argument("--bench", help="language models: benchmark JSONL: id, prompt or messages, expected, cluster, grader")
     s.add_argument("--data", help="classifiers: the labelled data (default: the run's data.path)")
     s.add_argument("--split", default="test", help="classifiers: the labelled split to evaluate (default test)")
@@ -744,6 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grader", default="exact", help="default grader: exact, contains, regex, json, one-of, numeric")
     s.add_argument("--heldout", help="data folder for held-out loss of base and tuned")
     s.add_argument("--heldout-split", default="test")
+    s.add_argument("--score", choices=["generate", "labels"], default="generate",
+                   help="language models: generate answers and grade them (default), or rank each item's candidate labels by "
+                        "log-probability (one forward pass per item; the model cannot answer with a sentence)")
+    s.add_argument("--labels", help="with --score labels: the candidates, comma-separated (default: each item's one-of labels, "
+                                    "else every distinct expected answer of the benchmark)")
     s.add_argument("--max-tokens", type=int, default=128)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)

@@ -205,6 +205,20 @@ class VisionSection(_Strict):
         return self
 
 
+class MlflowSection(_Strict):
+    """Track the run in MLflow: the recipe as params, every step's and evaluation's metrics, the result as artifacts."""
+
+    uri: str | None = Field(None, description="The tracking server or store, e.g. http://localhost:5000 or sqlite:///mlflow.db; "
+                            "null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the folder training starts from.")
+    experiment: Annotated[str, Field(min_length=1)] = Field("mlxft", description="The MLflow experiment (created if missing).")
+    run_name: str | None = Field(None, description="The MLflow run's name; null: the run directory's name.")
+
+
+class TrackingSection(_Strict):
+    mlflow: MlflowSection | None = Field(None, description="Log to MLflow (needs the mlflow extra: pip install 'mlxft[mlflow]'); "
+                                         "`tracking: {mlflow: {}}` takes every default. A tracker that fails never stops the training.")
+
+
 class TrainSection(_Strict):
     steps: Annotated[Count, Field(gt=0)] | None = Field(None, description="Optimizer steps; set this or epochs.")
     epochs: Annotated[float, Field(gt=0)] | None = Field(None, description="Passes over the training split (used when steps is not set).")
@@ -260,6 +274,7 @@ class Recipe(_Strict):
     init_adapter: str | None = Field(
         None, description="Start from a trained adapter (a run directory or an adapter folder), e.g. DPO on top of an SFT run; its rank, targets and kind are used."
     )
+    tracking: TrackingSection = Field(default_factory=TrackingSection, description="Experiment tracking (MLflow) of the run's params, metrics and artifacts.")
 
     @model_validator(mode="after")
     def _kind_rules(self):
@@ -324,6 +339,8 @@ class Recipe(_Strict):
     def to_dict(self) -> dict:
         """The recipe as plain data that validates back to the same recipe (sections other kinds refuse left out)."""
         data = self.model_dump(mode="json")
+        if self.tracking.mlflow is None:
+            data.pop("tracking")  # untracked runs keep the recipe they always had
         if self.kind not in PREFERENCE_KINDS:
             data.pop("preference")
         if self.kind not in CLASSIFY_KINDS:

@@ -145,3 +145,77 @@ def test_a_classification_benchmark_gets_per_class_reports_and_confusion_pngs(se
     cls = json.loads(paths["summary"].read_text())["classification"]
     assert cls["tuned"]["labels"] == labels and cls["tuned"]["columns"] == [*labels, "(other)"]
     assert sum(map(sum, cls["base"]["confusion"])) == len(COUNTS) + len(ANIMALS)
+
+
+def test_score_labels_ranks_candidates_and_answers_only_with_labels(setup):
+    """--score labels: every answer is a candidate label; the adapter that teaches the greeting picks it on greet items."""
+    from mlxft.eval.compare import compare, write_reports
+
+    labels = [COUNTING, GREETING]
+    bench = write_jsonl(setup["root"] / "cls-labels.jsonl",
+                        [{"id": f"c-{k}", "prompt": f"Count to {k}.", "expected": COUNTING} for k in COUNTS]
+                        + [{"id": f"g-{a}", "prompt": f"Greet the {a}.", "expected": GREETING, "cluster": "greet"} for a in ANIMALS])
+    c = compare(str(setup["base"]), setup["good"], bench, batch_size=4, score="labels")
+    assert all(r.base_answer in labels and r.tuned_answer in labels for r in c.items)
+    greet = [r for r in c.items if r.cluster == "greet"]
+    assert all(r.tuned_answer == GREETING for r in greet)  # taught: the adapter's answer to every greet prompt
+    assert all(r.base_answer == COUNTING for r in c.items)  # the base was fully fine-tuned to count, whatever it is asked
+    assert c.target.tuned_accuracy == 1.0 and c.target.base_accuracy == 0.0
+    assert c.settings["score"] == "labels"
+    report = write_reports(c, setup["root"] / "report-labels")["report"].read_text()
+    assert "ranked from the candidate labels" in report
+
+
+def test_label_scores_are_summed_token_log_probabilities_with_the_end_token(tiny_llama):
+    """The batched, split-head scores equal log p(label tokens + end token | prompt) computed one sequence at a time."""
+    import numpy as np
+
+    from mlxft.eval.label_scoring import score_labels
+    from mlxft.llm.generate import prompt_ids, render_prompt
+    from mlxft.llm.loading import load_model
+
+    loaded = load_model(str(tiny_llama))
+    tok = loaded.tokenizer
+    texts = [render_prompt(tok, prompt=p) for p in ("Greet the cat.", "Count to two, please, slowly.", "Hi")]
+    cands = ["ahoy matey", "one two three", "cat"]
+    got = score_labels(loaded.model, tok, texts, [cands] * 3, model_type=loaded.model_type, batch_size=2)
+    full = score_labels(loaded.model, tok, texts, [cands] * 3, model_type="", batch_size=3)  # whole-model logits path
+    pairs = score_labels(loaded.model, tok, texts, [cands] * 3, model_type=loaded.model_type, batch_size=3, share_prompt=False)
+    eos = tok._tokenizer.eos_token_id
+    for text, scores, scores_full, scores_pairs in zip(texts, got, full, pairs):
+        p = prompt_ids(tok, text)
+        for label in cands:
+            w = tok._tokenizer(label, add_special_tokens=False)["input_ids"] + [eos]
+            logits = loaded.model(mx.array([p + w]))[0].astype(mx.float32)
+            logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            want = sum(float(logp[len(p) - 1 + i, t]) for i, t in enumerate(w))
+            assert max(abs(x[label] - want) for x in (scores, scores_full, scores_pairs)) < 1e-4
+        assert list(scores) == sorted(scores, key=scores.get, reverse=True)  # best first
+        assert np.isclose(sum(np.exp(list(scores.values()))), sum(np.exp(list(scores_full.values()))), rtol=1e-4)
+
+
+def test_score_labels_refuses_items_without_a_label(tmp_path):
+    from mlxft.errors import DataError
+    from mlxft.eval.bench import read_bench
+    from mlxft.eval.label_scoring import candidates_for
+
+    bench = write_jsonl(tmp_path / "b.jsonl", [
+        {"id": "a", "prompt": "x", "expected": "yes"},
+        {"id": "b", "prompt": "x", "expected": None, "grader": "json"},
+        {"id": "c", "prompt": "x", "expected": "no", "grader": {"kind": "one-of", "labels": ["no", "yes", "maybe"]}},
+    ])
+    items = read_bench(bench)
+    with pytest.raises(DataError, match=r"b \(line 2\): grader json"):
+        candidates_for(items)
+    ok = [it for it in items if it.id != "b"]
+    assert candidates_for(ok) == [["yes", "no"], ["no", "yes", "maybe"]]
+    assert candidates_for(ok, ["p", "q", "p"]) == [["p", "q"], ["p", "q"]]
+    with pytest.raises(DataError, match="at least two candidate labels"):
+        candidates_for([ok[0]])
+
+
+def test_labels_without_score_labels_is_refused_before_loading_anything(capsys):
+    from mlxft.cli import main
+
+    assert main(["eval", "--model", "m", "--adapter", "a", "--bench", "b.jsonl", "--labels", "yes,no"]) == 1
+    assert "--labels lists the candidates of --score labels" in capsys.readouterr().err

@@ -146,6 +146,33 @@ async def test_token_lengths_from_a_model_draw_a_histogram_and_labels_their_bala
         assert "█" in str(hist.render())
 
 
+async def test_label_balance_becomes_the_train_forms_classifier_and_class_weights(tmp_path):
+    """Stats shows the weights the balance gives; `w` makes Train an lm-classify recipe on this data with those weights."""
+    from tui.widgets.recipe_form import RecipeForm
+
+    rows = [{"text": f"review number {i}", "label": "pos" if i % 4 else "neg"} for i in range(40)]
+    write_jsonl(tmp_path / "cls" / "train.jsonl", rows)
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="data")
+    async with app.run_test(size=SIZE) as pilot:
+        await open_data(pilot, str(tmp_path / "cls"))
+        app.screen.action_show_tab("stats")
+        await pilot.pause()
+        shown = " ".join(str(w.render()) for w in app.screen.query("StatsPane Label"))
+        assert "neg 2.00 · pos 0.67" in shown and "3.0x" in shown  # 40 / (2 * 10), 40 / (2 * 30)
+        app.screen.set_focus(None)
+        await pilot.press("w")
+        await pilot.pause()
+        await pilot.press("3")
+        await pilot.pause()
+        form = app.screen.query_one(RecipeForm)
+        assert form.get_field("kind") == "lm-classify"
+        assert form.get_field("data.path") == str(tmp_path / "cls")
+        assert json.loads(form.get_field("classify.class_weights")) == {"neg": 2.0, "pos": 0.6667}
+        form.set_field("model", "tiny")
+        recipe = form.check()
+        assert recipe is not None and recipe.classify.class_weights == {"neg": 2.0, "pos": 0.6667}
+
+
 async def test_split_writes_the_files_and_asks_before_replacing_them(tmp_path):
     src = write_jsonl(tmp_path / "all.jsonl", [{"text": f"review {i}", "label": "pos" if i % 4 else "neg"} for i in range(40)])
     app = MlxftApp(runs_dir=tmp_path / "runs", start="data")

@@ -49,6 +49,7 @@ class MlxftApp(App):
         self.selected_backbone: str | None = None  # a vision backbone picked on Models, used by Train (image-classify)
         self.train_pick: tuple[str, str] | None = None  # (spec, "llm" | "vision"): the last pick, what Train starts from
         self.data_path: str | None = None  # opened on Data, offered to Train
+        self.data_pick: dict = {}  # with data_path: its format and the class weights chosen on Data
         self.train_processes: dict[Path, TrainProcess] = {}  # runs this app started
 
     def on_mount(self) -> None:
@@ -73,11 +74,13 @@ class MlxftApp(App):
         if screen is not None and hasattr(screen, "backbone_selected"):
             screen.backbone_selected(spec)
 
-    def use_data(self, path: str) -> None:
+    def use_data(self, path: str, data_format: str | None = None, class_weights: dict | None = None) -> None:
+        """Data -> Train: the path, and for a labelled set its format (the classifier kind) and class weights."""
         self.data_path = path
+        self.data_pick = {"format": data_format, "class_weights": class_weights}
         screen = self._screen_if_made("train")
         if screen is not None and hasattr(screen, "data_selected"):
-            screen.data_selected(path)
+            screen.data_selected(path, data_format, class_weights)
 
     def _screen_if_made(self, mode: str):
         stack = self._screen_stacks.get(mode)

@@ -251,8 +251,12 @@ def generate_answers(model, tokenizer, texts: list[str], *, max_tokens: int, bat
 
 def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list[str] | None = None, default_grader="exact",
             max_tokens: int = 128, batch_size: int = 8, seed: int = 0, heldout: str | None = None, heldout_split: str = "test",
-            on_progress=lambda done, total, phase: None) -> Comparison:
-    """Run base (adapter off) and tuned (adapter on) on every benchmark item, in one model in memory."""
+            score: str = "generate", labels: list[str] | None = None, on_progress=lambda done, total, phase: None) -> Comparison:
+    """Run base (adapter off) and tuned (adapter on) on every benchmark item, in one model in memory.
+
+    score="generate": greedy answers, graded; score="labels": each item's answer is its best-ranked candidate label
+    (mlxft/eval/label_scoring.py), graded the same way.
+    """
     import mlx.core as mx
 
     from mlxft.eval.bench import read_bench
@@ -264,6 +268,13 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
 
     t0 = time.perf_counter()
     items = read_bench(bench, default_grader=default_grader)
+    if score not in ("generate", "labels"):
+        raise MlxftError(f"score must be generate or labels, got {score!r}")
+    candidates = None
+    if score == "labels":
+        from mlxft.eval.label_scoring import candidates_for
+
+        candidates = candidates_for(items, labels)
     targets = choose_targets([it.cluster for it in items], targets, bench)
     loaded = load_model(model)
     adapter_dir = resolve_adapter_dir(adapter)
@@ -277,8 +288,16 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
     for phase, enabled in (("base", False), ("tuned", True)):
         set_adapters_enabled(loaded.model, enabled)
         on_progress(0, len(items), phase)  # the model is loaded: answering starts
-        answers[phase] = generate_answers(loaded.model, loaded.tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size,
-                                          on_batch=lambda done, phase=phase: on_progress(done, len(items), phase))
+        on_batch = lambda done, phase=phase: on_progress(done, len(items), phase)  # noqa: E731
+        if candidates is None:
+            answers[phase] = generate_answers(loaded.model, loaded.tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size,
+                                              on_batch=on_batch)
+        else:
+            from mlxft.eval.label_scoring import score_labels
+
+            ranked = score_labels(loaded.model, loaded.tokenizer, texts, candidates, model_type=loaded.model_type,
+                                  batch_size=batch_size, on_batch=on_batch)
+            answers[phase] = [next(iter(r)) for r in ranked]
     results = []
     for it, base, tuned in zip(items, answers["base"], answers["tuned"]):
         gb, gt = grade(base, it.expected, it.grader), grade(tuned, it.expected, it.grader)
@@ -297,7 +316,8 @@ def compare(model: str, adapter: str | Path, bench: str | Path, *, targets: list
     return Comparison(
         model=model, adapter=str(adapter_dir), bench=str(bench), targets=targets, target=target_score, rest=rest_score,
         items=results, verdict=verdict.key, verdict_text=verdict.text, seed=seed,
-        settings={"max_tokens": max_tokens, "batch_size": batch_size, "temperature": 0.0, "default_grader": str(default_grader)},
+        settings={"score": score, "max_tokens": max_tokens if score == "generate" else None, "batch_size": batch_size,
+                  "temperature": 0.0, "default_grader": str(default_grader)},
         heldout=held, training_examples=_training_examples(Path(adapter)), seconds=time.perf_counter() - t0,
         regression_clusters=shared, bench_items=items,
     )
@@ -337,7 +357,8 @@ def format_markdown(c: Comparison) -> str:
     lines = [
         f"# Evaluation: {Path(c.adapter).parent.name if Path(c.adapter).name == ADAPTER_DIR else Path(c.adapter).name} vs base",
         "", f"- model: `{c.model}`", f"- adapter: `{c.adapter}`", f"- benchmark: `{c.bench}` ({len(c.items)} items)",
-        f"- greedy decoding, seed {c.seed}, max {c.settings['max_tokens']} new tokens", "",
+        (f"- answers ranked from the candidate labels by log-probability (--score labels), seed {c.seed}"
+         if c.settings.get("score") == "labels" else f"- greedy decoding, seed {c.seed}, max {c.settings['max_tokens']} new tokens"), "",
         "| | items | base | tuned | change | fixes | regressions |", "|---|---:|---:|---:|---:|---:|---:|",
         *(f"| {name} | {g.size} | {_pct(g.base_accuracy)} | {_pct(g.tuned_accuracy)} | {_pts(g.change)} | {g.fixes} | {g.regressions} |"
           for name, g in _score_rows(c)),

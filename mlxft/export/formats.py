@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlxft.export import ADAPTER_KINDS, ExportFormat
+from mlxft.export import ADAPTER_KINDS, LM_KINDS, ExportFormat
 
 IMAGE_KINDS = ("image-classify",)
 
@@ -13,4 +13,11 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  'timm.create_model("local-dir:FOLDER", pretrained=True); ResNet, ViT, EfficientNet-Lite', "mlxft.export.vision_timm"),
     ExportFormat("transformers", IMAGE_KINDS, "the image classifier as transformers' *ForImageClassification (+ preprocessor_config.json): "
                  "AutoModelForImageClassification.from_pretrained; ResNet, ViT, DINOv2", "mlxft.export.vision_transformers"),
+    ExportFormat("peft", tuple(k for k in ADAPTER_KINDS if k != "lm-full"),
+                 "a LoRA/DoRA adapter as Hugging Face PEFT's adapter_model.safetensors + adapter_config.json (a full fine-tune: use fused)",
+                 "mlxft.export.peft"),
+    ExportFormat("gguf", LM_KINDS, "one GGUF file for llama.cpp / Ollama: the adapter fused in, tokenizer and chat template inside "
+                 "(--dtype f16 | bf16 | f32 | q8_0), and a Modelfile", "mlxft.export.gguf_model"),
+    ExportFormat("gguf-adapter", tuple(k for k in LM_KINDS if k != "lm-full"), "the LoRA adapter as a GGUF for llama.cpp --lora / Ollama ADAPTER, and a Modelfile "
+                 "(--with-base also writes the base as GGUF)", "mlxft.export.gguf_adapter"),
 )}

@@ -1,4 +1,5 @@
-"""Applying LoRA and DoRA layers (`mlxft/lora.py`) to a causal LM, and saving/loading adapters in mlx-lm's format."""
+"""Applying LoRA and DoRA layers (`mlxft/lora.py`) to a causal LM, and saving/loading adapters in mlx-lm's format
+(loading also reads PEFT adapter folders, through `mlxft/llm/peft_format.py`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mlxft.atomic import atomic_write_text, publish_dir, temp_dir_for
 from mlxft.errors import BrokenFileError, ModelError
 from mlxft.lora import swap_in_adapters
 from mlxft.llm.model_files import check_safetensors, load_safetensors_checked, read_json_file
+from mlxft.llm.peft_format import PEFT_WEIGHTS, is_peft_folder
 from mlxft.runs import ADAPTER_DIR
 
 ADAPTER_WEIGHTS = "adapters.safetensors"  # the names mlx_lm.generate --adapter-path reads
@@ -141,36 +143,75 @@ def resolve_adapter_dir(path: str | Path) -> Path:
     for folder in (path, path / ADAPTER_DIR):
         if (folder / ADAPTER_CONFIG).is_file():
             return folder
-    hint = "pass an adapter folder (adapter_config.json + adapters.safetensors), a run directory or one of its checkpoints"
+    hint = ("pass an adapter folder (mlx-lm: adapter_config.json + adapters.safetensors; PEFT: adapter_config.json + "
+            "adapter_model.safetensors), a run directory or one of its checkpoints")
     if not path.exists():
         raise ModelError(f"{path}: no such adapter folder", hint=hint)
     if not path.is_dir():
         raise ModelError(f"{path}: an adapter is a folder, not a file", hint=hint)
     for folder in (path, path / ADAPTER_DIR):
-        if (folder / ADAPTER_WEIGHTS).is_file():
-            raise BrokenFileError(folder / ADAPTER_CONFIG, f"the adapter's config is missing ({ADAPTER_WEIGHTS} is here without it)",
-                                  hint=f"copy the adapter_config.json saved with these weights into {folder}")
+        for weights in (ADAPTER_WEIGHTS, PEFT_WEIGHTS):
+            if (folder / weights).is_file():
+                raise BrokenFileError(folder / ADAPTER_CONFIG, f"the adapter's config is missing ({weights} is here without it)",
+                                      hint=f"copy the adapter_config.json saved with these weights into {folder}")
     raise ModelError(f"{path}: no adapter found", hint=hint)
 
 
 def check_adapter(path: str | Path) -> tuple[Path, dict]:
-    """(adapter folder, checked config) once its config and its weights file's header are found sound; no model needed."""
+    """(adapter folder, checked config) once its config and its weights file's header are found sound; no model needed.
+
+    A PEFT adapter folder is read as the mlx-lm adapter it converts to (its config in mlx-lm's terms).
+    """
     folder = resolve_adapter_dir(path)
+    if is_peft_folder(folder):
+        return folder, _read_peft(folder, num_model_layers=None, load=False).config
     cfg = read_adapter_config(folder)
     check_safetensors(folder / ADAPTER_WEIGHTS, "the adapter weights file", hint=WEIGHTS_HINT)
     return folder, cfg
 
 
+def _read_peft(folder: Path, num_model_layers: int | None, load: bool):
+    """A PEFT LoRA/DoRA adapter of a causal LM as mlx-lm's (a sequence classifier's is refused: its head has no place here)."""
+    from mlxft.llm.peft_format import read_peft_adapter
+
+    adapter = read_peft_adapter(folder, num_model_layers=num_model_layers, load=load)
+    if adapter.head_shape is not None:
+        raise ModelError(f"{folder}: a sequence classifier's adapter (task_type SEQ_CLS, with its score head), not a causal LM's",
+                         hint=f"`mlxft import-adapter {folder}` turns it into an mlxft folder: the body's adapter and score.safetensors")
+    return adapter
+
+
+def _check_targets_exist(model: nn.Module, cfg: dict, where: Path) -> None:
+    """Every module the (converted) adapter adapts is a linear layer in each of the model's last num_layers blocks."""
+    keys, n = cfg["lora_parameters"]["keys"], cfg["num_layers"]
+    if n > len(model.layers):
+        raise ModelError(f"{where}: the adapter covers {n} blocks, this model has {len(model.layers)}",
+                         hint="was it trained on another base model? (its base_model_name_or_path names the one it was)")
+    linears = [{k for k, m in block.named_modules() if isinstance(m, (nn.Linear, nn.QuantizedLinear))} for block in model.layers[-n:]]
+    missing = sorted({k for k in keys for have in linears if k not in have})
+    if missing:
+        leaves = sorted({k.split(".")[-1] for have in linears for k in have})
+        raise ModelError(f"{where}: target_modules: {', '.join(missing)} are not linear layers of this model's blocks",
+                         hint=f"was it trained on another base model? This model's blocks have: {', '.join(leaves)}")
+
+
 def load_adapter(model: nn.Module, path: str | Path) -> dict:
-    """Apply the adapter at `path` (an adapter folder or a run directory) to `model`; returns its config.
+    """Apply the adapter at `path` (an mlx-lm or PEFT adapter folder, or a run directory) to `model`; returns its config
+    (mlx-lm's, for a PEFT adapter the one it converts to).
 
     Every tensor is checked against the model before any is loaded: a wrong name or shape, and for LoRA/DoRA a
     missing tensor (which would silently stay at its initial value), is named with both shapes.
     """
-    folder, cfg = check_adapter(path)
+    folder = resolve_adapter_dir(path)
+    if is_peft_folder(folder):
+        adapter = _read_peft(folder, num_model_layers=len(model.layers), load=True)
+        cfg, weights, weights_path = adapter.config, adapter.weights, folder / PEFT_WEIGHTS
+        _check_targets_exist(model, cfg, folder / PEFT_WEIGHTS)
+    else:
+        folder, cfg = check_adapter(folder)
+        weights_path = folder / ADAPTER_WEIGHTS
+        weights = load_safetensors_checked(weights_path, "the adapter weights file", hint=WEIGHTS_HINT)
     method = cfg.get("fine_tune_type", "lora")
-    weights_path = folder / ADAPTER_WEIGHTS
-    weights = load_safetensors_checked(weights_path, "the adapter weights file", hint=WEIGHTS_HINT)
     if method != "full":
         lp = cfg["lora_parameters"]
         keys = lp.get("keys") or resolve_target_keys(model, ["q_proj", "v_proj"], cfg["num_layers"])

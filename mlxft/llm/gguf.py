@@ -83,6 +83,8 @@ _PRETOKENIZERS: dict[str, str | None] = {
     "deepseek-r1-qwen": _QWEN2,
 }
 SUPPORTED_PRETOKENIZERS = tuple(_PRETOKENIZERS)
+_SPM = "(sentencepiece)"  # stands for the pre-tokenizer of a `llama` (SentencePiece) vocabulary
+_WORD_START = "\u2581"
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
@@ -117,7 +119,8 @@ def import_gguf(
 
     Supported: architectures `llama` (llama.cpp's rope permutation of attn_q/attn_k is undone),
     `qwen2` and `qwen3`; tokenizers of model `gpt2` (byte-level BPE) with the pre-tokenizers in
-    SUPPORTED_PRETOKENIZERS; tensors that MLX's GGUF reader can read (F32/F16/BF16, Q4_0, Q4_1 and
+    SUPPORTED_PRETOKENIZERS, and of model `llama` (SentencePiece: pieces and scores, rebuilt as a
+    byte-fallback BPE that merges as SentencePiece does); tensors that MLX's GGUF reader can read (F32/F16/BF16, Q4_0, Q4_1 and
     Q8_0 come back quantized; other types MLX reads come back as floats).
 
     dequantize=True writes every weight as `dtype` ("float32", "float16" or "bfloat16").
@@ -163,14 +166,16 @@ def import_gguf(
     model_type, _, permuted_qk = _ARCHITECTURES[arch]
 
     tok_model = _meta_str(meta, "tokenizer.ggml.model")
-    if tok_model != "gpt2":
+    if tok_model not in ("gpt2", "llama"):
         raise ModelError(
             f"{src}: tokenizer model {tok_model!r} is not supported by the GGUF import "
-            "(only byte-level BPE, 'gpt2').",
+            "(byte-level BPE 'gpt2' and SentencePiece 'llama').",
             "Use the original Hugging Face model (which has a tokenizer.json) with `mlx_lm.convert`.",
         )
     pre = _meta_str(meta, "tokenizer.ggml.pre") or "default"
-    if pre not in _PRETOKENIZERS:
+    if tok_model == "llama":
+        pre = _SPM  # SentencePiece has no pre-tokenizer: spaces become word-start marks
+    elif pre not in _PRETOKENIZERS:
         raise ModelError(
             f"{src}: pre-tokenizer {pre!r} is not supported by the GGUF import.",
             f"Supported pre-tokenizers: {', '.join(SUPPORTED_PRETOKENIZERS)}. Use the original "
@@ -527,7 +532,7 @@ def _convert_tensors(mx, weights: dict, config: dict, *, permuted_qk: bool, dequ
 
 
 def _build_tokenizer(meta: dict, pre: str, config: dict, src: pathlib.Path):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import AddedToken, processors
 
     tokens, merges_raw = _meta(meta, "tokenizer.ggml.tokens", []), _meta(meta, "tokenizer.ggml.merges", [])
     for key, value in (("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.merges", merges_raw)):
@@ -537,25 +542,10 @@ def _build_tokenizer(meta: dict, pre: str, config: dict, src: pathlib.Path):
     vocab: dict[str, int] = {}
     for i, tok in enumerate(tokens):
         vocab.setdefault(tok, i)
-    merges = [tuple(m.split(" ", 1)) for m in merges_raw]
-
-    pattern = _PRETOKENIZERS[pre]
-    ignore_merges = pattern is _LLAMA3
-    tokenizer = Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges)
-    )
-    if pattern is None:
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    if pre == _SPM:
+        tokenizer = _spm_tokenizer(meta, tokens, types, vocab, src)
     else:
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-            ]
-        )
-    if pattern is _QWEN2:  # Qwen2's tokenizer.json normalizes to NFC before splitting
-        tokenizer.normalizer = normalizers.NFC()
-    tokenizer.decoder = decoders.ByteLevel()
+        tokenizer = _bpe_tokenizer(pre, vocab, [tuple(m.split(" ", 1)) for m in merges_raw])
 
     added = []
     for i, (tok, kind) in enumerate(zip(tokens, types)):
@@ -609,6 +599,61 @@ def _build_tokenizer(meta: dict, pre: str, config: dict, src: pathlib.Path):
     if chat_template:
         tok_config["chat_template"] = chat_template
     return tokenizer, tok_config, special_map, chat_template
+
+
+def _bpe_tokenizer(pre: str, vocab: dict[str, int], merges: list[tuple[str, ...]]):
+    """A byte-level BPE tokenizer (llama.cpp's `gpt2` model) with the split pattern `pre` names."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    pattern = _PRETOKENIZERS[pre]
+    ignore_merges = pattern is _LLAMA3
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges)
+    )
+    if pattern is None:
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+            ]
+        )
+    if pattern is _QWEN2:  # Qwen2's tokenizer.json normalizes to NFC before splitting
+        tokenizer.normalizer = normalizers.NFC()
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _spm_tokenizer(meta: dict, tokens: list[str], types: list, vocab: dict[str, int], src: pathlib.Path):
+    """A SentencePiece vocabulary (llama.cpp's `llama` model: tokens and scores) as a byte-fallback BPE tokenizer.
+
+    SentencePiece joins the adjacent pair whose joined piece scores highest; the merges are every split of every
+    normal piece into two pieces of the vocabulary, ranked by the joined piece's score (how transformers converts
+    Llama's tokenizer.model). A text starts with a word-start mark when the file says so (add_space_prefix).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    scores = _meta(meta, "tokenizer.ggml.scores")
+    if not isinstance(scores, list) or len(scores) != len(tokens):
+        raise ModelError(f"{src}: a SentencePiece vocabulary needs tokenizer.ggml.scores, one per token.",
+                         "The file may be damaged; download it again.")
+    ranked = []
+    for i, (piece, kind) in enumerate(zip(tokens, types)):
+        if kind != 1 or len(piece) < 2:  # only normal pieces are made by merging
+            continue
+        splits = sorted(((piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab),
+                        key=lambda lr: (vocab[lr[0]], vocab[lr[1]]))
+        ranked += [(-float(scores[i]), i, n, lr) for n, lr in enumerate(splits)]
+    ranked.sort(key=lambda x: x[:3])
+    unk_id = _meta_int(meta, "tokenizer.ggml.unknown_token_id")
+    unk = tokens[unk_id] if unk_id is not None and 0 <= unk_id < len(tokens) else None
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[x[3] for x in ranked], unk_token=unk, fuse_unk=True, byte_fallback=True))
+    prefix = bool(_meta(meta, "tokenizer.ggml.add_space_prefix", True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_START, prepend_scheme="first" if prefix else "never", split=False)
+    steps = [decoders.Replace(_WORD_START, " "), decoders.ByteFallback(), decoders.Fuse()]
+    tokenizer.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+    return tokenizer
 
 
 def _generation_config(meta: dict, config: dict) -> dict:

@@ -126,8 +126,8 @@ def _describe_exit(code: int | None) -> tuple[str, str]:
     return f"the training process exited with code {code} without reporting why", "see the log above"
 
 
-def _record_death(run: RunDir, event: RunFailed) -> None:
-    """Write a death only the supervisor saw into metrics.jsonl, so `mlxft runs`, the TUI and a later resume agree.
+def _record_event(run: RunDir, event) -> None:
+    """Write what only the supervisor saw (a death, a tracker's warning) into metrics.jsonl, so `mlxft runs`, the TUI and a later resume agree.
 
     Taken under the run's lock, so a run that another process has resumed meanwhile is left alone.
     """
@@ -147,14 +147,30 @@ def _record_death(run: RunDir, event: RunFailed) -> None:
         os.close(lock)
 
 
+def _append_event(run: RunDir, event) -> None:
+    """Add a line to metrics.jsonl while the child (which holds the lock) writes it too: one O_APPEND write of a whole line."""
+    try:
+        writer = MetricsWriter(run.metrics_path)
+        try:
+            writer.write(event)
+        finally:
+            writer.close()
+    except MlxftError:
+        pass  # a full or read-only disk: the child's own writes say so
+
+
 def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Callable = lambda e: None, poll_s: float = 0.2) -> Run:
-    """Start the child, forward its events to `on_event`, stop it cleanly on Ctrl-C, and report how it ended.
+    """Start the child, forward its events to `on_event` and the tracking sink, stop it cleanly on Ctrl-C, and report how it ended.
 
     Ctrl-C is taken by a handler rather than as KeyboardInterrupt, so it can arrive at any moment (even
     while the child is being spawned) without a traceback: the first asks for a checkpoint and a stop,
-    the second terminates the child.
+    the second terminates the child. The sink (mlxft.tracking: MLflow, or a null sink) sees every event here,
+    in the supervisor; what it has to say (one warning when it fails) goes into the run's log.
     """
+    from mlxft.tracking import open_sink
+
     run.refuse_if_locked()  # a second trainer on the same run is told who holds it, before anything starts
+    sink = open_sink(recipe, run, resume=resume)  # a recipe asking for MLflow without mlflow installed stops here
     run.clear_stop_request()  # an old request must not stop the run we are starting
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
@@ -194,8 +210,12 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
                 if event is not None:
                     result.events.append(event)
                     on_event(event)
+                    sink.event(event)
             elif not proc.is_alive():
                 break
+            for note in sink.warnings():
+                _append_event(run, note)
+                on_event(note)
         proc.join()
     finally:
         if in_main:
@@ -211,12 +231,22 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
         result.status = "died"
         result.error, result.hint = _describe_exit(proc.exitcode)
         step = max((e.step for e in result.events if isinstance(e, StepReport)), default=0)
-        _record_death(run, RunFailed(step=step, error=result.error, hint=result.hint, last_checkpoint=result.last_checkpoint))
+        _record_event(run, RunFailed(step=step, error=result.error, hint=result.hint, last_checkpoint=result.last_checkpoint))
+    for note in sink.close(result.status):
+        if note.level == "warning":
+            _record_event(run, note)
+        on_event(note)
     return result
 
 
 def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None) -> Run:
     """Create a run directory for `recipe`, save the resolved recipe, and train in a child process."""
+    from mlxft.tracking import URI_ENV, check_tracking, tracking_uri
+
+    check_tracking(recipe)  # before a run directory exists
+    mlflow = recipe.tracking.mlflow
+    if mlflow is not None and (mlflow.uri is not None or not os.environ.get(URI_ENV)):
+        mlflow.uri = tracking_uri(mlflow)  # a sqlite path made absolute, like the data's, so a resume from elsewhere logs to the same store
     run = RunDir.create(recipe.output_dir, recipe.name)
     # Store absolute local paths so `--resume` works from any folder.
     data_path = Path(recipe.data.path).expanduser()
@@ -233,7 +263,7 @@ def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None) -> Run:
         return supervise(recipe, run, on_event=on_event)
     except KeyboardInterrupt:
         # Ctrl-C before the supervisor took over: the run says so, instead of `starting` until it times out.
-        _record_death(run, RunFailed(step=0, error="stopped by Ctrl-C before training started", hint="start it again with `mlxft train`", last_checkpoint=None))
+        _record_event(run, RunFailed(step=0, error="stopped by Ctrl-C before training started", hint="start it again with `mlxft train`", last_checkpoint=None))
         raise
 
 

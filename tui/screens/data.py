@@ -287,6 +287,12 @@ class StatsPane(VerticalScroll):
             if s["labels"]:
                 widgets.append(Static(f"[b]{name}: labels[/] ({len(s['labels'])} classes)", classes="stats-title"))
                 widgets.append(BarChart(balance_bars(s["labels"])))
+                if name == "train" and report.get("class_weights"):
+                    weights = report["class_weights"]
+                    ratio = max(s["labels"].values()) / max(1, min(s["labels"].values()))
+                    widgets.append(Label("class weights from this balance (inverse frequency): "
+                                         + " · ".join(f"{k} {v:.2f}" for k, v in weights.items())
+                                         + f"; most/least common {ratio:.1f}x. w: put them in the Train form", markup=False, classes="muted"))
         for name, s in report["splits"].items():
             if s.get("image_sizes"):
                 w, h = s["image_sizes"]["width"], s["image_sizes"]["height"]
@@ -735,6 +741,7 @@ class DataScreen(Screen):
     HELP = HELP
     BINDINGS = [
         Binding("ctrl+o", "open", "Open"), Binding("ctrl+t", "next_tab", "Next tab"), Binding("u", "use_data", "Use for training"),
+        Binding("w", "use_weights", "Weights to Train"),
         Binding("escape", "cancel", "Leave field"),
         *(Binding(f"f{n}", f"show_tab('{tab}')", tab, show=False) for n, tab in enumerate(TABS, start=2)),
     ]
@@ -909,11 +916,22 @@ class DataScreen(Screen):
         self.action_show_tab("browse")
         self.query_one(BrowsePane).go_to(event.split, event.where)
 
+    def action_use_weights(self) -> None:
+        """The train split's label balance as class weights (inverse frequency) in the Train form, with the data."""
+        weights = (self.report or {}).get("class_weights")
+        if self.path is None or not weights:
+            self.app.notify("open a labelled data set first (a classification set with a train split)", severity="warning")
+            return
+        self.app.use_data(self.path, self.report["format"], weights)
+        shown = ", ".join(f"{k}: {v:.2f}" for k, v in list(weights.items())[:6]) + (" ..." if len(weights) > 6 else "")
+        where = "vision.class_weights auto (the same inverse frequency)" if self.report["format"] == "image-classification" else "classify.class_weights"
+        self.app.notify(f"Train: {where} = {shown}", markup=False)
+
     def action_use_data(self) -> None:
         if self.path is None or self.report is None:
             self.app.notify("open a data set first", severity="warning")
             return
-        self.app.use_data(self.path)
+        self.app.use_data(self.path, self.report["format"])
         if self.report["usable"]:
             self.app.notify(f"data: {self.path} (used by Train)")
         else:

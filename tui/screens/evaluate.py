@@ -25,6 +25,7 @@ from mlxft.errors import MlxftError
 from mlxft.runs import ADAPTER_DIR, RunDir
 from mlxft.textsafe import escape_controls, escape_lines
 from tui.runner import error_from_stderr, stream_command
+from tui.screens.text_results import TextResults, is_text_summary, read_text_folder, text_of
 from tui.screens.image_results import (ImageResults, comparison_file, is_image_summary, open_in_viewer, read_image_folder,
                                        read_json_lines, short_path)
 from tui.widgets.nav import NavBar
@@ -71,6 +72,8 @@ def read_eval_folder(path: str | Path) -> EvalResults | ImageResults:
         raise MlxftError(f"{summary_path}: cannot read it ({exc})", hint="re-run the evaluation to write it again") from None
     if is_image_summary(summary):
         return read_image_folder(folder, summary)
+    if is_text_summary(summary):
+        return read_text_folder(folder, summary)
     if not isinstance(summary, dict) or "verdict" not in summary:
         raise MlxftError(f"{summary_path}: not an evaluation summary (no verdict)", hint="open the folder `mlxft eval` wrote")
     return EvalResults(folder, summary, read_json_lines(folder / "run-log.jsonl", "re-run the evaluation to write the log again"))
@@ -153,6 +156,18 @@ Pick an image-classify run: the form asks for its images (empty: the folder it w
   `o` opens the grid PNG of them, `enter` the highlighted image, in the system's image viewer.
 
 Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
+
+### Text classifiers
+
+Pick an lm-classify run: the form asks for its labelled data (empty: the data it was trained on) and the split.
+`ctrl+g` runs `mlxft eval RUN --split S`; the base is the zero-shot verbalizer (the untrained model scoring the
+label words), where the run has label words.
+- **Verdict** tab: accuracy and macro F1 of the zero-shot base and the tuned classifier, ROC AUC, calibration error.
+- **Changes** tab: texts the base got right and the tuned classifier gets wrong, and the other way round.
+- **Classes** tab: the per-class report, the tuned and the base confusion matrices.
+- **Mistakes** tab (`m`): the misclassified texts, most confident first, with every label's probability.
+
+Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predict RUN "text"`.
 """
 
     BINDINGS = [
@@ -213,6 +228,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
     EvaluateScreen #eval-form .image-only { display: none; }
     EvaluateScreen #eval-form.-images .image-only { display: block; }
     EvaluateScreen #eval-form.-images .lm-only { display: none; }
+    EvaluateScreen #eval-form.-texts .against { display: none; }
     EvaluateScreen #changes-lists.-stacked { layout: vertical; }
     EvaluateScreen #changes-lists.-stacked Vertical { width: 100%; margin-right: 0; }
     EvaluateScreen #mistakes-title { text-style: bold; color: $error; }
@@ -225,6 +241,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
         super().__init__()
         self.results: EvalResults | ImageResults | None = None
         self.image_runs: set[str] = set()  # the runs under the runs folder that are image-classify runs
+        self.text_runs: set[str] = set()  # ... and lm-classify runs (evaluated like image runs: a labelled split)
         self.against_paths: set[str] = set()  # what Against offers
         self.bench_size = 0
         self.finished_line: dict | None = None
@@ -243,7 +260,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
                     yield self._field("Targets", Input(placeholder="target clusters, comma-separated (empty: every labelled cluster)", compact=True, id="eval-targets"), "lm-only")
                     yield self._field("Images", Input(placeholder="image folder: <split>/<label>/<image> (empty: the run's own data)", compact=True, id="eval-images"), "image-only")
                     yield self._field("Split", Input("test", placeholder="the labelled split to evaluate, e.g. test", compact=True, id="eval-split"), "image-only")
-                    yield self._field("Against", Select([], prompt="an earlier image run to compare with (optional)", compact=True, id="eval-against"), "image-only")
+                    yield self._field("Against", Select([], prompt="an earlier image run to compare with (optional)", compact=True, id="eval-against"), "image-only against")
                     with Horizontal(classes="field lm-only"):
                         yield Label("Grader", classes="field-label")
                         yield Select([(g, g) for g in GRADERS], value="exact", allow_blank=False, compact=True, id="eval-grader")
@@ -313,7 +330,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
 
     def _stack_image_changes(self) -> None:
         # An image's regression row (image, true, A, B) needs about 50 columns: two side by side need 100.
-        self.query_one("#changes-lists").set_class(isinstance(self.results, ImageResults) and self.size.width < 100, "-stacked")
+        self.query_one("#changes-lists").set_class(isinstance(self.results, (ImageResults, TextResults)) and self.size.width < 100, "-stacked")
 
     def on_screen_resume(self) -> None:
         self.refresh_runs()
@@ -327,6 +344,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
             runs = []
         options = [(f"{r.path.name}  ·  {r.status}  ·  {r.model or '?'}", str(r.path)) for r in runs]
         self.image_runs = {str(r.path) for r in runs if r.method.startswith("image-classify")}
+        self.text_runs = {str(r.path) for r in runs if r.method.startswith("lm-classify")}
         select = self.query_one("#eval-runs", Select)
         current = select.value
         select.set_options(options)
@@ -361,9 +379,16 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
     def image_mode(self) -> bool:
         return self.query_one("#eval-form").has_class("-images")
 
-    def set_image_mode(self, on: bool) -> None:
-        """The form asks for what the picked run's kind needs: images, split and Against, or model, adapter and benchmark."""
-        self.query_one("#eval-form").set_class(on, "-images")
+    def set_image_mode(self, on: bool, texts: bool = False) -> None:
+        """The form asks for what the picked run's kind needs: images, split and Against (a text classifier: its data
+        and split), or model, adapter and benchmark."""
+        form = self.query_one("#eval-form")
+        form.set_class(on, "-images")
+        form.set_class(on and texts, "-texts")
+        images = self.query_one("#eval-images", Input)
+        images.placeholder = ("labelled data: a folder or file of text,label rows (empty: the run's own data)" if texts
+                              else "image folder: <split>/<label>/<image> (empty: the run's own data)")
+        images.parent.query_one(Label).update("Data" if texts else "Images")
         self.query_one("#eval-out", Input).placeholder = ("results folder (empty: RUN_DIR/eval/<split>)" if on
                                                           else "results folder (empty: RUN_DIR/eval, or eval/<time>)")
 
@@ -371,7 +396,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
         """Fill the form for a run (its adapter, its base model) and show its last evaluation, if any."""
         from mlxft.runs import summarize_run
 
-        self.set_image_mode(str(run) in self.image_runs)
+        self.set_image_mode(str(run) in self.image_runs or str(run) in self.text_runs, texts=str(run) in self.text_runs)
         if self.image_mode:
             self.use_image_run(run)
             return
@@ -401,7 +426,7 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
         if folder is None or not (folder / "summary.json").is_file():
             self.set_status(escape_controls(f"{run.name}: not evaluated on this split yet; ctrl+g evaluates it"))
             return
-        against = self.query_one("#eval-against", Select).value
+        against = self.query_one("#eval-against", Select).value if str(run) in self.image_runs else Select.NULL
         wanted = comparison_file(folder, str(against)) if against is not Select.NULL else None
         if self.open_results(folder, switch=False, comparison=wanted if wanted and wanted.is_file() else None):
             if isinstance(self.results, ImageResults) and self.results.comparison:
@@ -425,8 +450,8 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
     # -- actions -----------------------------------------------------------------------------------
     def action_review_failures(self) -> None:
         """The failure-cluster workflow on these results: Data > Review opens their run log."""
-        if isinstance(self.results, ImageResults):
-            self.notify("failure review works on language-model evaluations; for images see the Mistakes tab (m)", severity="warning")
+        if isinstance(self.results, (ImageResults, TextResults)):
+            self.notify("failure review works on benchmark evaluations; for a classifier see the Mistakes tab (m)", severity="warning")
             return
         if self.results is None or not (self.results.folder / "run-log.jsonl").is_file():
             self.notify("run or open an evaluation first: its run log holds the failures", severity="warning")
@@ -443,8 +468,8 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
         if tab == "tab-changes":  # straight to the lists, so up/down walk the items
             self.query_one("#regressions" if self.results and self.results.regressions else "#fixes", DataTable).focus()
         elif tab == "tab-mistakes":
-            if not isinstance(self.results, ImageResults):
-                self.notify("the Mistakes tab lists an image classifier's misclassified images: pick an image run", severity="warning")
+            if not isinstance(self.results, (ImageResults, TextResults)):
+                self.notify("the Mistakes tab lists a classifier's misclassified images or texts: pick a classifier run", severity="warning")
                 self.query_one("#eval-tabs", TabbedContent).active = "tab-setup"
                 return
             self.query_one("#mistakes", DataTable).focus()
@@ -520,15 +545,18 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
             problems.append("Run: pick the image-classify run to evaluate")
         if not split:
             problems.append("Split: empty; type the labelled split to evaluate, e.g. test")
-        if images and not Path(images).expanduser().is_dir():
+        texts = str(run) in self.text_runs
+        if images and not texts and not Path(images).expanduser().is_dir():
             problems.append(f"Images: {images} is not a folder (empty: the images the run was trained on)")
+        if images and texts and not Path(images).expanduser().exists():
+            problems.append(f"Data: {images} does not exist (empty: the data the run was trained on)")
         if problems:
             raise MlxftError("cannot start the evaluation:\n" + "\n".join(f"  {p}" for p in problems), hint="fix the fields on the Setup tab")
         args = ["eval", str(run), "--split", split, "--progress-json"]
         if images:
             args += ["--data", str(Path(images).expanduser())]
         against = self.query_one("#eval-against", Select).value
-        if against is not Select.NULL:
+        if against is not Select.NULL and not texts:
             args += ["--against", str(against)]
         out = self.query_one("#eval-out", Input).value.strip()
         if out:
@@ -624,6 +652,10 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
             tabs.show_tab("tab-mistakes")
             self.show_image_results(results)
             return
+        if isinstance(results, TextResults):
+            tabs.show_tab("tab-mistakes")
+            self.show_text_results(results)
+            return
         if tabs.active == "tab-mistakes":
             tabs.active = "tab-verdict"
         tabs.hide_tab("tab-mistakes")
@@ -653,11 +685,13 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
         if held:
             facts.append(f"held-out loss ({held['split']}, {held['samples']} samples): base {held['base']['loss']:.4f} → tuned {held['tuned']['loss']:.4f}")
         settings = s.get("settings") or {}
+        how = ("labels ranked by log-probability" if settings.get("score") == "labels"
+               else f"greedy, max {settings.get('max_tokens', '?')} tokens")
         facts += [
             "",
             f"model:     {s.get('model')}",
             f"adapter:   {s.get('adapter')}",
-            f"benchmark: {s.get('bench')} ({len(results.rows)} items, greedy, max {settings.get('max_tokens', '?')} tokens)",
+            f"benchmark: {s.get('bench')} ({len(results.rows)} items, {how})",
             f"training examples: {s.get('training_examples') if s.get('training_examples') is not None else 'unknown'}",
             f"report:    {results.folder / 'report.md'}",
             f"run log:   {results.folder / 'run-log.jsonl'}  (f: review its failures; headless: mlxft data failures / review)",
@@ -697,6 +731,9 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
     def show_change(self, row: dict | None) -> None:
         if isinstance(self.results, ImageResults):
             self.show_image_change(row)
+            return
+        if isinstance(self.results, TextResults):
+            self.show_text_change(row)
             return
         question, base, tuned = (self.query_one(f"#change-{n}", Static) for n in ("question", "base", "tuned"))
         if row is None:
@@ -877,34 +914,135 @@ Headless: `mlxft eval RUN_B --against RUN_A [--split test] [--data IMAGES]`.
         self.query_one("#confusion-tuned", Static).update("")
         self.query_one("#confusion-paths", Static).update(Text(escape_controls("PNG: " + "   ".join(pngs)) if pngs else "", style="dim"))
 
-    def show_mistakes(self, results: ImageResults) -> None:
+    # -- text classifiers --------------------------------------------------------------------------
+    def show_text_results(self, results: TextResults) -> None:
+        """A text classifier's evaluation: accuracy, macro F1, ROC AUC and calibration, next to the zero-shot base."""
+        s = results.summary
+        base = s.get("base")
+        box = self.query_one("#verdict", Static)
+        banner = Text()
+        banner.append(f" ACCURACY {_pct(s.get('accuracy'))} ", style="bold reverse")
+        tail = f"  macro F1 {s.get('macro_f1', float('nan')):.3f} on {s.get('texts', 0)} '{s.get('split', '?')}' texts"
+        if base:
+            tail += f"; zero-shot base {_pct(base.get('accuracy'))} ({_pts(s['accuracy'] - base['accuracy'])})"
+        banner.append(escape_controls(tail))
+        box.set_classes("")
+        box.update(banner)
+        if base:
+            scores = self.set_columns("#scores", "", "zero-shot base", "tuned", "change")
+            scores.add_row("accuracy", _pct(base["accuracy"]), _pct(s["accuracy"]), _pts(s["accuracy"] - base["accuracy"]))
+            scores.add_row("macro F1", f"{base['macro_f1']:.3f}", f"{s['macro_f1']:.3f}", f"{s['macro_f1'] - base['macro_f1']:+.3f}")
+        else:
+            scores = self.set_columns("#scores", "", "tuned")
+            scores.add_row("accuracy", _pct(s.get("accuracy")))
+            scores.add_row("macro F1", f"{s.get('macro_f1', float('nan')):.3f}")
+        for name, value in (s.get("auc") or {}).items():
+            scores.add_row(_one_line(f"ROC AUC {name}", 30), *([""] if base else []), "n/a" if value != value else f"{value:.3f}", *([""] if base else []))
+        scores.add_row("calibration error (ECE)", *([""] if base else []), f"{s.get('ece', float('nan')):.4f}", *([""] if base else []))
+        facts = []
+        if base:
+            words = ", ".join(f"{k} {v!r}" for k, v in (base.get("words") or {}).items())
+            facts.append(f"zero-shot base: the untrained model scoring the label words ({words})")
+            facts.append(f"regressions: {len(results.regressions)} (base right, tuned wrong)   fixes: {len(results.fixes)}")
+        else:
+            facts.append("no zero-shot base: the run's label words were not given (classify.verbalizer), or it was skipped (--no-base)")
+        if s.get("truncated"):
+            facts.append(f"{s['truncated']} text(s) were cut to fit the prompt's length")
+        facts += ["", f"report:      {results.folder / 'report.md'}"]
+        facts += [f"{name + ':':<12} {path}" for name, png in (("confusion", "confusion.png"), ("reliability", "reliability.png"))
+                  if (path := results.png(png))]
+        self.query_one("#verdict-facts", Static).update(Text(escape_lines(facts)))
+        for table_id, rows, title_id, title, kind in (("#regressions", results.regressions, "#regressions-title", "Regressions", "base right → tuned wrong"),
+                                                      ("#fixes", results.fixes, "#fixes-title", "Fixes", "base wrong → tuned right")):
+            table = self.set_columns(table_id, "text", "true", "base", "tuned")
+            for row in rows:
+                table.add_row(_one_line(text_of(row), 30), _one_line(row["label"], 10), _one_line(row["base_predicted"], 10), _one_line(row["predicted"], 10))
+            self.query_one(title_id, Label).update(f"{title} ({len(rows)}): {kind}" if base else f"{title}: need a zero-shot base to compare with")
+        first = results.regressions[:1] or results.fixes[:1]
+        self.show_text_change(first[0] if first else None)
+        self.show_text_classes(results)
+        self.show_mistakes(results)
+        self._stack_image_changes()
+
+    def show_text_change(self, row: dict | None) -> None:
+        question, base, tuned = (self.query_one(f"#change-{n}", Static) for n in ("question", "base", "tuned"))
+        if row is None:
+            has_base = isinstance(self.results, TextResults) and self.results.summary.get("base")
+            question.update("no regressions and no fixes: base and tuned agree on every text" if has_base else
+                            "the zero-shot base was not scored, so there is nothing to compare with")
+            base.update("")
+            tuned.update("")
+            return
+        head = Text()
+        head.append(escape_controls(text_of(row), keep="\n"))
+        head.append("\ntrue label: ", style="bold")
+        head.append(escape_controls(str(row["label"])))
+        question.update(head)
+        probs = row.get("probabilities") or {}
+        for widget, who, predicted in ((base, "zero-shot base", row["base_predicted"]), (tuned, "tuned", row["predicted"])):
+            right = predicted == row["label"]
+            text = Text()
+            text.append(f"{who}: ", style="bold")
+            text.append("right" if right else "wrong", style="green" if right else "red")
+            text.append("\npredicted " + escape_controls(str(predicted)))
+            if who == "tuned" and probs:
+                text.append("\n" + escape_controls("  ".join(f"P({k}) {v:.3f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))))
+            widget.update(text)
+
+    def show_text_classes(self, results: TextResults) -> None:
+        s = results.summary
+        auc = s.get("auc") or {}
+        table = self.set_columns("#class-table", "class", "n", "precision", "recall", "F1", "ROC AUC")
+        table.display = True
+        for label, m in (s.get("per_class") or {}).items():
+            value = auc.get(label)
+            table.add_row(_one_line(label, 24), str(m["support"]), *(f"{m[k]:.2f}" for k in ("precision", "recall", "f1")),
+                          "" if value is None else "n/a" if value != value else f"{value:.3f}")
+        self.query_one("#class-note", Static).update(Text.assemble(("accuracy ", "bold"), _pct(s.get("accuracy")), ("   macro F1 ", "bold"),
+                                                                   f"{s.get('macro_f1', float('nan')):.3f}", f"   ({s.get('texts', 0)} '{s.get('split', '?')}' texts)"))
+        confusion = s.get("confusion") or {"labels": [], "matrix": []}
+        labels = confusion["labels"]
+        tuned = {"labels": labels, "columns": labels, "confusion": confusion["matrix"]}
+        self.query_one("#confusion-base", Static).update(confusion_table(tuned, f"tuned: accuracy {_pct(s.get('accuracy'))}"))
+        base = s.get("base")
+        self.query_one("#confusion-tuned", Static).update(
+            confusion_table({"labels": labels, "columns": labels, "confusion": base["confusion"]}, f"zero-shot base: accuracy {_pct(base['accuracy'])}")
+            if base and base.get("confusion") else "")
+        pngs = [str(p) for p in (results.png("confusion.png"), results.png("reliability.png")) if p]
+        self.query_one("#confusion-paths", Static).update(Text(escape_controls("PNG: " + "   ".join(pngs)) if pngs else "", style="dim"))
+
+    def show_mistakes(self, results: ImageResults | TextResults) -> None:
         mistakes = results.mistakes()
         table = self.query_one("#mistakes", DataTable)
-        table.clear()
+        texts = isinstance(results, TextResults)
+        table.clear(columns=True)
+        table.add_columns("text" if texts else "image", "true", "predicted", "p")
         for row in mistakes:
             probs = row.get("probabilities") or {}
-            table.add_row(_one_line(short_path(row["image"]), 34), _one_line(row["label"], 12), _one_line(row["predicted"], 12),
+            table.add_row(_one_line(text_of(row) if texts else short_path(row["image"]), 34), _one_line(row["label"], 12), _one_line(row["predicted"], 12),
                           f"{probs.get(row['predicted'], float('nan')):.2f}")
-        grid = results.png("misclassified.png")
+        grid = None if texts else results.png("misclassified.png")
         title = f"{len(mistakes)} misclassified of {len(results.predictions)} ({results.summary.get('split', '?')}), most confident first"
         self.query_one("#mistakes-title", Label).update(escape_controls(title + ("; o: grid, enter: image" if grid else "")))
         self.show_mistake(mistakes[0] if mistakes else None)
 
     def show_mistake(self, row: dict | None) -> None:
         detail = self.query_one("#mistake-detail", Static)
+        texts = isinstance(self.results, TextResults)
         grid = self.results.png("misclassified.png") if isinstance(self.results, ImageResults) else None
         lines = []
         if row is not None:
             probs = row.get("probabilities") or {}
-            lines += [row["image"], "  ".join(f"P({k}) {v:.3f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))]
+            lines += [text_of(row) if texts else row["image"], "  ".join(f"P({k}) {v:.3f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))]
         else:
-            lines.append("no image is misclassified")
-        lines.append(f"grid: {grid}" if grid else "grid: none (nothing misclassified)")
+            lines.append(f"no {'text' if texts else 'image'} is misclassified")
+        if not texts:
+            lines.append(f"grid: {grid}" if grid else "grid: none (nothing misclassified)")
         detail.update(Text(escape_lines(lines)))
 
     @on(DataTable.RowHighlighted, "#mistakes")
     def mistake_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if isinstance(self.results, ImageResults):
+        if isinstance(self.results, (ImageResults, TextResults)):
             mistakes = self.results.mistakes()
             if 0 <= event.cursor_row < len(mistakes):
                 self.show_mistake(mistakes[event.cursor_row])

@@ -172,7 +172,7 @@ class TrainScreen(Screen):
             spec, kind = self.app.train_pick
             (self.backbone_selected if kind == "vision" else self.model_selected)(spec)
         if self.app.data_path:
-            form.set_field("data.path", self.app.data_path)
+            self.data_selected(self.app.data_path, **self.app.data_pick)
         self.set_interval(0.5, self.poll_run)
         self.set_interval(3.0, self.refresh_runs)
         self.refresh_runs()
@@ -196,8 +196,21 @@ class TrainScreen(Screen):
         form.set_field("model", spec)
         form.set_field("kind", "image-classify")
 
-    def data_selected(self, path: str) -> None:
-        self.query_one(RecipeForm).set_field("data.path", path)
+    def data_selected(self, path: str, format: str | None = None, class_weights: dict | None = None) -> None:
+        """Data -> Train. A classification set makes the recipe a classifier (lm-classify for texts, image-classify
+        for image folders); class weights from Data's label balance go into the classifier's section."""
+        form = self.query_one(RecipeForm)
+        form.set_field("data.path", path)
+        kind = form.get_field("kind")
+        if format == "classification" and kind != "lm-classify":
+            form.set_field("kind", "lm-classify")
+        elif format == "image-classification" and kind not in VISION_KINDS:
+            form.set_field("kind", "image-classify")
+        if class_weights is not None:
+            if format == "image-classification":
+                form.set_field("vision.class_weights", "auto")  # the image job computes inverse frequency itself
+            else:
+                form.set_field("classify.class_weights", {str(k): round(float(v), 4) for k, v in class_weights.items()})
 
     # -- the recipe --------------------------------------------------------------------------------
     @on(RecipeForm.Changed)

@@ -89,6 +89,10 @@ def format_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        import json
+
+        return json.dumps(value, ensure_ascii=False)  # JSON is YAML: the field reads it back as a mapping
     return str(value)
 
 
