@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -20,7 +18,7 @@ import yaml
 from mlx.utils import tree_flatten, tree_unflatten
 
 import mlxft
-from conftest import ASSETS, chat_row, lm_recipe, write_jsonl
+from conftest import ASSETS, lm_recipe, write_jsonl
 from mlxft.api import train
 from mlxft.errors import MlxftError, ModelError
 from mlxft.export import ExportOptions, export_run
@@ -190,17 +188,19 @@ def colours(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def classifier_runs(tiny_llama, colours, tmp_path_factory):
+def classifier_runs(tiny_llama, tiny_qwen, colours, tmp_path_factory):
+    """head (and arch) -> a trained lm-classify run, trained once."""
     from test_lm_classify import classify_recipe
 
     made = {}
 
-    def get(head: str) -> Path:
-        if head not in made:
-            out = tmp_path_factory.mktemp(f"classify-{head}")
-            made[head] = train_run(classify_recipe(tiny_llama, colours, out, classify={"head": head},
-                                                   train={"steps": 4, "eval_every": 4, "save_every": None, "learning_rate": 5e-2}))
-        return made[head]
+    def get(head: str, arch: str = "llama") -> Path:
+        if (head, arch) not in made:
+            out = tmp_path_factory.mktemp(f"classify-{head}-{arch}")
+            base = {"llama": tiny_llama, "qwen2": tiny_qwen}[arch]
+            made[head, arch] = train_run(classify_recipe(base, colours, out, classify={"head": head},
+                                                         train={"steps": 4, "eval_every": 4, "save_every": None, "learning_rate": 5e-2}))
+        return made[head, arch]
 
     return get
 
@@ -408,17 +408,17 @@ def test_options_a_fused_model_cannot_take_are_refused(tiny_llama, chat_data, tm
     assert not (run / "exports" / "fused").exists()
 
 
-def test_the_cli_exports_fused_and_prints_the_notes(tiny_llama, chat_data, tmp_path):
+def test_the_cli_exports_fused_and_prints_the_notes(tiny_llama, chat_data, tmp_path, capsys):
+    from mlxft.cli import main
+
     run = fake_run(tmp_path, lm_recipe(tiny_llama, chat_data, tmp_path), lora_adapter())
-    out = subprocess.run([sys.executable, "-m", "mlxft", "export", str(run), "--format", "fused", "--json"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    answer = json.loads(out.stdout)
+    assert main(["export", str(run), "--format", "fused", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
     assert answer["format"] == "fused" and "model.safetensors" in answer["files"]
     assert any(n.startswith("fidelity") for n in answer["notes"])
-    bad = subprocess.run([sys.executable, "-m", "mlxft", "export", str(run), "--format", "fused", "--dtype", "f16"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1 and "--dtype f16" in bad.stderr and "Traceback" not in bad.stderr
+    assert main(["export", str(run), "--format", "fused", "--dtype", "f16"]) == 1
+    err = capsys.readouterr().err
+    assert "--dtype f16" in err and "--format gguf" in err and "Traceback" not in err
 
 
 # -- the measurement itself ------------------------------------------------------------------------------
@@ -457,6 +457,10 @@ def test_held_out_prompts_fall_back_to_a_fixed_set_when_the_data_is_gone(tiny_ll
 # -- transformers reads the folders (interop) -------------------------------------------------------------
 
 
+def model_class_name(folder: Path) -> str:
+    return json.loads((folder / "config.json").read_text())["architectures"][0]
+
+
 def _torch():
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -493,14 +497,17 @@ def test_transformers_loads_the_dense_export_of_a_dpo_run_and_of_a_quantized_bas
 
 
 @pytest.mark.interop
-def test_transformers_sequence_classifier_gives_the_probabilities_of_mlxft_classifier(classifier_runs):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_transformers_sequence_classifier_gives_the_probabilities_of_mlxft_classifier(classifier_runs, arch):
     torch = _torch()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    run = classifier_runs("score")
+    run = classifier_runs("score", arch)
     folder = export_run(run, "fused").folder
+    assert model_class_name(folder) == {"llama": "LlamaForSequenceClassification", "qwen2": "Qwen2ForSequenceClassification"}[arch]
     expected = mlxft.classifier(run).probabilities(TEXTS)
     model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+    assert type(model).__name__ == model_class_name(folder)
     tok = AutoTokenizer.from_pretrained(folder)
     template = model.config.mlxft_classifier["prompt_template"]
     batch = tok([template.format(text=t) for t in TEXTS], return_tensors="pt", padding=True)  # a padded batch: pad_token_id at work
@@ -545,23 +552,25 @@ REAL_DATA = ASSETS / "data" / "instructions" / "alpaca_en_demo_chat"
 @pytest.mark.slow
 @pytest.mark.skipif(not (REAL / "config.json").is_file() or not REAL_DATA.is_dir(), reason="needs ../shared/assets (real model and data)")
 def test_real_lora_fused_into_the_4bit_base_with_and_without_re_quantizing(tmp_path):
-    """A short LoRA run on SmolLM2-135M (4-bit, group 32), fused dense (bfloat16, the base's dtype) and re-quantized to 4 bits;
-    the numbers are printed for the record (pytest -s)."""
+    """A short LoRA run on SmolLM2-135M (4-bit, group 32), fused dense (bfloat16, the base's dtype; float32) and
+    re-quantized (4 and 8 bits); the numbers are printed for the record (pytest -s)."""
     recipe = {"kind": "lm-lora", "model": str(REAL), "output_dir": str(tmp_path / "runs"), "seed": 0,
-              "data": {"path": str(REAL_DATA), "format": "chat", "max_seq_length": 256},
+              "data": {"path": str(REAL_DATA), "format": "chat", "max_seq_length": 128},
               "lora": {"rank": 8, "alpha": 16, "targets": "all-linear"},
               "train": {"steps": 20, "batch_size": 4, "learning_rate": 2e-4, "eval_every": 20, "save_every": None, "compile": False}}
     path = train_run(recipe)
-    dense = export_run(path, "fused", out=tmp_path / "dense")
-    requant = export_run(path, "fused", out=tmp_path / "q4", options=ExportOptions(quantize=4))
-    for name, result in (("dense bf16", dense), ("re-quantized 4-bit", requant)):
-        f = fid(result.folder)
+    found = {}
+    for name, options in (("dense bfloat16", ExportOptions()), ("dense float32", ExportOptions(dtype="float32")),
+                          ("4-bit", ExportOptions(quantize=4)), ("8-bit", ExportOptions(quantize=8))):
+        result = export_run(path, "fused", out=tmp_path / name.replace(" ", "-"), options=options)
+        f = found[name] = fid(result.folder)
         print(f"\n{name}: KL(tuned||export) {f['kl_tuned_exported']:.4g}, KL(tuned||base) {f['kl_tuned_base']:.4g}, "
               f"share {f['lost_share']:.3g}, max logit change {f['max_logit_change']:.3g}, KL(base||export) {f['kl_base_exported']:.4g}, "
               f"lost: {f['fine_tune_lost']}")
         print("\n".join(result.notes))
-    assert fid(dense.folder)["lost_share"] < 0.1 and not fid(dense.folder)["fine_tune_lost"]
-    assert json.loads((dense.folder / "config.json").read_text())["torch_dtype"] == "bfloat16"
-    assert json.loads((requant.folder / "config.json").read_text())["quantization"]["bits"] == 4
-    got, _ = mlx_lm_logits(requant.folder)
-    assert np.isfinite(got).all()
+        assert f["fine_tune_lost"] == any(n.startswith("WARNING") for n in result.notes)
+    assert found["dense float32"]["lost_share"] < 0.01 and not found["dense bfloat16"]["fine_tune_lost"]
+    assert found["4-bit"]["lost_share"] > found["8-bit"]["lost_share"] > found["dense float32"]["lost_share"]
+    assert json.loads((tmp_path / "dense-bfloat16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    got, model = mlx_lm_logits(tmp_path / "4-bit")
+    assert np.isfinite(got).all() and any(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules())

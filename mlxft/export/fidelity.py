@@ -21,6 +21,7 @@ from mlxft.errors import MlxftError
 MAX_PROMPTS = 8     # a few prompts: three forward passes each, on the export's machine
 MAX_TOKENS = 64     # per prompt; with a 150k vocabulary 8 x 64 positions keep ~300 MB of logits per model state
 LOST_SHARE = 0.5    # the export lost at least this share of the fine-tune's KL: the fine-tune is mostly gone
+DENTED_SHARE = 0.05  # ... at least this share: worth a note on how to keep more of it
 NEGLIGIBLE_KL = 1e-7  # a fine-tune this close to its base has nothing to lose (an adapter at its initial zero update)
 
 # When the run's valid split cannot be read (no split, data moved, a Hub dataset), these stand in.
@@ -186,6 +187,7 @@ class Fidelity:
     max_logit_change: float    # max |tuned - exported| over every position and class
     kl_tuned_base: float       # the fine-tune's own effect
     kl_base_exported: float    # how far the export is from the base (near 0: the export is the base again)
+    unit: str = "next-token positions"  # what a row of outputs is (a classifier's: label distributions)
 
     @property
     def lost_share(self) -> float | None:
@@ -211,9 +213,11 @@ class Fidelity:
         share = self.lost_share
         kept = ("the fine-tune barely moves the outputs, so there is nothing to lose" if share is None
                 else f"the export's KL is {_percent(share)} of the fine-tune's")
-        lines = [f"fidelity ({self.what}) on {self.prompts} held-out prompts, {self.positions} positions, from {self.source}: "
+        lines = [f"fidelity ({self.what}) on {self.prompts} held-out prompts ({self.positions} {self.unit}) from {self.source}: "
                  f"exported vs tuned (unfused) mean KL {self.kl_tuned_exported:.3g} nats, max logit change {self.max_logit_change:.3g}; "
                  f"the fine-tune itself (base vs tuned) KL {self.kl_tuned_base:.3g}: {kept}"]
+        if not self.fine_tune_lost and share is not None and share >= DENTED_SHARE:
+            lines.append(f"note: this export loses {_percent(share)} of the fine-tune's effect. {advice}")
         if self.fine_tune_lost:
             closer = (f"; the export is closer to the base (KL {self.kl_base_exported:.3g}) than to the tuned model "
                       f"(KL {self.kl_tuned_exported:.3g})" if self.closer_to_base else "")
@@ -226,12 +230,13 @@ def _percent(share: float) -> str:
     return f"{share:.2%}" if share < 0.1 else f"{share:.0%}"
 
 
-def compare(base: mx.array, tuned: mx.array, exported: mx.array, *, source: str, prompts: int, what: str) -> Fidelity:
+def compare(base: mx.array, tuned: mx.array, exported: mx.array, *, source: str, prompts: int, what: str,
+            unit: str = "next-token positions") -> Fidelity:
     if not (base.shape == tuned.shape == exported.shape):
         raise MlxftError(f"the outputs to compare differ in shape: {base.shape}, {tuned.shape}, {exported.shape}")
     fid = Fidelity(source=source, prompts=prompts, positions=int(base.shape[0]), what=what,
                    kl_tuned_exported=mean_kl(tuned, exported), max_logit_change=max_abs(tuned, exported),
-                   kl_tuned_base=mean_kl(tuned, base), kl_base_exported=mean_kl(base, exported))
+                   kl_tuned_base=mean_kl(tuned, base), kl_base_exported=mean_kl(base, exported), unit=unit)
     for name in ("kl_tuned_exported", "kl_tuned_base", "kl_base_exported", "max_logit_change"):
         if not math.isfinite(getattr(fid, name)):
             raise MlxftError(f"the fidelity measurement gave {name} = {getattr(fid, name)} (non-finite outputs)",

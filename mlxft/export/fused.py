@@ -120,7 +120,8 @@ def write(run, recipe, folder: Path, options) -> list[str]:
     cast_model(model, mx.float32)
     exported_out = outputs()
     what = _describe(out_dtype, bits, group, layout, on_grid)
-    fid = fidelity.compare(base_out, tuned_out, exported_out, source=held.source, prompts=len(held.prompts), what=what)
+    fid = fidelity.compare(base_out, tuned_out, exported_out, source=held.source, prompts=len(held.prompts), what=what,
+                           unit="label distributions" if score_head else "next-token positions")
     _write_json(folder / FIDELITY_FILE, {**fid.to_dict(), "dtype": out_dtype, "bits": bits, "group_size": group})
 
     notes = [f"{_kind_line(recipe, classifier, out_dtype, bits, group)} ({len(files)} weight file(s), {size / 1e6:.1f} MB); "
@@ -368,6 +369,7 @@ def save_weights(folder: Path, weights: dict, max_bytes: int, metadata: dict) ->
 
 def fused_config(base: dict, *, model_type: str, dtype: str, quantization, classifier: dict | None) -> dict:
     """config.json of the fused folder: the base's, with its dtype, architecture, quantization and labels made true."""
+    # auto_map names the base's own code, which is not copied: transformers builds the folder with its own class.
     cfg = {k: v for k, v in base.items() if k not in ("_name_or_path", "quantization", "quantization_config", "auto_map")}
     keys = [k for k in ("torch_dtype", "dtype") if k in base] or ["torch_dtype"]  # torch_dtype: what every transformers reads
     for key in keys:
@@ -459,7 +461,8 @@ def _advice(bits: int | None, dtype: str) -> str:
         more = "; or --quantize 8, which rounds less" if bits == 4 else ""
         return f"Use the dense export instead (leave out --quantize){more}."
     if dtype != "float32":
-        return "Export in float32 (--dtype float32), which rounds the fused weights less."
+        return ("Export in float32 (--dtype float32) to keep it: rounding to " + dtype + " drops an update smaller than half "
+                "a weight's last digit" + (" (float16 has 3 more bits than bfloat16)" if dtype == "bfloat16" else "") + ".")
     return "The fused weights differ from base + adapter: check the adapter and base (--base) are the ones the run trained."
 
 
