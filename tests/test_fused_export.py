@@ -301,6 +301,18 @@ def test_an_update_that_survives_re_quantizing_gets_no_warning(q4_base, chat_dat
     assert json.loads((result.folder / "config.json").read_text())["quantization"]["bits"] == 8
 
 
+def test_quantize_over_a_dense_base_makes_an_mlx_lm_quantized_model(tiny_llama, chat_data, tmp_path):
+    run = fake_run(tmp_path, lm_recipe(tiny_llama, chat_data, tmp_path), lora_adapter())
+    result = export_run(run, "fused", options=ExportOptions(quantize=8))
+    cfg = json.loads((result.folder / "config.json").read_text())
+    assert cfg["quantization"] == {"group_size": 64, "bits": 8, "mode": "affine"} == cfg["quantization_config"]
+    got, model = mlx_lm_logits(result.folder)
+    assert sum(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules()) == 2 * 7 + 1  # every block's linears, the LM head
+    f = fid(result.folder)
+    assert f["lost_share"] < 0.05 and f["what"] == "fused, quantized to 8 bits (group 64)"
+    assert np.abs(got - tuned_logits(tiny_llama, run / "adapter")).max() < 0.1  # 8-bit rounding, not a different model
+
+
 def test_re_quantizing_onto_the_base_grid_gives_back_the_base_exactly(q4_base, chat_data, tmp_path):
     """A zero update re-quantized to the base's bits is the base's own packed weights, scales and biases (MLX's fresh
     quantization of dequantized weights is not: it moves values by a whole step)."""

@@ -458,8 +458,8 @@ def _describe(dtype: str, bits: int | None, group: int | None, layout: dict, on_
 
 def _advice(bits: int | None, dtype: str) -> str:
     if bits is not None:
-        more = "; or --quantize 8, which rounds less" if bits == 4 else ""
-        return f"Use the dense export instead (leave out --quantize){more}."
+        keep = "--dtype float32 keeps all of it" if dtype != "float32" else "in float32 it keeps all of it"
+        return f"Keep the fused model dense: leave out --quantize ({keep}; the dense export's own note says what its dtype keeps)."
     if dtype != "float32":
         return ("Export in float32 (--dtype float32) to keep it: rounding to " + dtype + " drops an update smaller than half "
                 "a weight's last digit" + (" (float16 has 3 more bits than bfloat16)" if dtype == "bfloat16" else "") + ".")
