@@ -9,6 +9,8 @@ IMAGE_KINDS = ("image-classify",)
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("mlx", ADAPTER_KINDS + IMAGE_KINDS, "the run's result as mlxft saved it (an mlx-lm adapter folder, or the image model)",
                  "mlxft.export.mlx_copy"),
+    ExportFormat("fused", ADAPTER_KINDS, "a standalone model with the fine-tune merged in (mlx-lm and transformers load it; "
+                 "a score classifier as *ForSequenceClassification), measured for what survived", "mlxft.export.fused"),
     ExportFormat("timm", IMAGE_KINDS, "the image classifier in timm's layout (config.json + model.safetensors): "
                  'timm.create_model("local-dir:FOLDER", pretrained=True); ResNet, ViT, EfficientNet-Lite', "mlxft.export.vision_timm"),
     ExportFormat("transformers", IMAGE_KINDS, "the image classifier as transformers' *ForImageClassification (+ preprocessor_config.json): "
