@@ -701,6 +701,20 @@ def _chat_json_protocol() -> str:
     return chat_json.__doc__.split("\n\n", 1)[1]
 
 
+def _export_formats_epilog() -> str:
+    """The export formats and the run kinds each takes, from the one table (mlxft/export/formats.py)."""
+    import textwrap
+
+    from mlxft.export import all_formats
+
+    lines = ["formats:"]
+    for f in all_formats().values():
+        lines.append(f"  {f.name}")
+        lines += textwrap.wrap(f.summary, width=96, initial_indent="      ", subsequent_indent="      ")
+        lines.append(f"      runs: {', '.join(f.kinds)}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlxft", description="Local-first fine-tuning on MLX: LoRA, QLoRA, DoRA and full fine-tuning of causal LMs.")
     p.add_argument("--version", action="version", version=f"mlxft {mlxft.__version__}")
@@ -769,7 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_import_adapter)
 
-    s = sub.add_parser("export", help="write a run in a format other tools read: PEFT, a fused model, GGUF for llama.cpp/Ollama, ...")
+    s = sub.add_parser("export", help="write a run in a format other tools read: PEFT, a fused model, GGUF for llama.cpp/Ollama, ...",
+                       epilog=_export_formats_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("run_dir")
     s.add_argument("--format", required=True, help="see the list below; a run exports in the formats its kind allows")
     s.add_argument("--out", help="the export folder (default RUN/exports/FORMAT); an earlier export there is replaced, nothing else is")

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="demo,vision-demo"
-[ "${1:-}" = "--dev" ] && extras="dev"
+[ "${1:-}" = "--dev" ] && extras="dev,interop"  # interop: torch (CPU), transformers, peft, gguf, mlflow: the real readers the tests check exports with
 
 # MLX's Linux CPU wheel ships a reference BLAS (~5 GFLOP/s); mlxft loads OpenBLAS instead (~200 GFLOP/s).
 if [ "$(uname -s)" = "Linux" ] && ! ls /usr/lib/*-linux-gnu/openblas-pthread/libblas.so.3 >/dev/null 2>&1; then
