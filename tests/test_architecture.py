@@ -1,4 +1,5 @@
-"""DESIGN.md's arrows point one way (inside the engine `train -> llm -> data`, never back), and the run directory has one author."""
+"""DESIGN.md's arrows point one way (inside the engine `export -> train -> llm|vision -> data`, never back; nothing
+below export/ imports it), and the run directory has one author."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ PACKAGE = ROOT / "mlxft"
 
 # Modules of the key's package may import nothing from the packages it lists.
 FORBIDDEN = {
-    "mlxft.llm": ("mlxft.train",),
-    "mlxft.data": ("mlxft.train", "mlxft.llm"),
+    "mlxft.llm": ("mlxft.train", "mlxft.export"),
+    "mlxft.vision": ("mlxft.export",),
+    "mlxft.data": ("mlxft.train", "mlxft.llm", "mlxft.vision", "mlxft.export"),
+    "mlxft.train": ("mlxft.export",),
+    "mlxft.eval": ("mlxft.export", "mlxft.train"),
 }
 
 

@@ -151,7 +151,7 @@ def base_license(model: str, kind: str, model_path: str | None) -> str | None:
     for folder in (model_path, model):
         if not folder:
             continue
-        readme = Path(folder).expanduser() / "README.md"
+        readme = Path(folder).expanduser().joinpath("README.md")  # the base model's own card, not a run's README
         if readme.is_file():
             try:
                 from huggingface_hub import metadata_load
