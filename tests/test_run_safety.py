@@ -471,3 +471,25 @@ def test_the_run_an_adapter_belongs_to_is_found_by_rundir(tmp_path):
     assert RunDir.containing(run.path / "adapter").path == run.path and RunDir.containing(run.path).path == run.path
     assert _training_examples(run.path / "adapter") == 7 and _training_examples(run.path) == 7
     assert RunDir.containing(tmp_path) is None and _training_examples(tmp_path) is None
+
+
+@pytest.mark.parametrize("seed", [0, 4])  # the labellings that tripped the guard when it judged one batch at a time
+def test_a_two_class_classifiers_noisy_batch_losses_are_not_called_divergence(tiny_llama, tmp_path, seed):
+    """Without validation, batches of 4 two-class samples swing around ln 2 in healthy training; the guard judges the
+    training loss over GUARD_MIN_WEIGHT samples, not one noisy batch at a time."""
+    import random
+
+    from conftest import write_jsonl
+    from tests.test_lm_classify import classify_recipe, colour_row
+
+    rng = random.Random(seed)
+    rows = [colour_row(rng) for _ in range(160)]
+    for r in rows:  # an unlearnable labelling: losses stay near ln 2 and wander with each batch
+        r["label"] = rng.choice(["red", "blue"])
+    write_jsonl(tmp_path / "noise" / "train.jsonl", rows)
+    run = train(classify_recipe(tiny_llama, tmp_path / "noise", tmp_path / "runs", classify={"valid_fraction": 0},
+                                train={"steps": 40, "batch_size": 4, "learning_rate": 1e-4, "eval_every": None, "save_every": None,
+                                       "log_every": 1, "best_metric": "loss"}))
+    assert run.status == "completed", run.error
+    losses = [e["loss"] for e in _events(run.path, "StepReport")]
+    assert max(losses) > 0.7 and min(losses) < 0.65, losses  # the batches really do swing across ln 2

@@ -86,6 +86,11 @@ class DivergedError(RunError):
     """Training diverged: the loss went to the level of uniform guessing, or far above its best, and stayed there."""
 
 
+# Without a validation split the guard judges the training loss over at least this much weight (trained tokens for
+# an LM, samples for a classifier): a batch of 8 two-class samples often averages above ln 2 in healthy training.
+GUARD_MIN_WEIGHT = 128
+
+
 @dataclass(frozen=True)
 class DivergenceGuard:
     """Judges each measured loss (validation when there is a split, else the training window).
@@ -414,6 +419,7 @@ class Trainer:
         if st.step == 0 and self._validates:
             self._run_eval()  # the metrics before training, for comparison
         window = _Window()
+        judged = _Window()  # the training loss the divergence guard judges: at least GUARD_MIN_WEIGHT of weight
         t_window = time.perf_counter()
         t_start = time.perf_counter() - st.elapsed_s
         status = "completed"
@@ -428,6 +434,7 @@ class Trainer:
                 emit(LogMessage("info", f"phase {st.phase + 1}/{len(self.phases)}: {phase.name} ({phase.steps} steps at learning rate {phase.learning_rate:g})"))
             loss, weight, size, metrics = self.train_step()
             window.add(loss, weight, size, metrics)
+            judged.add(loss, weight, size, {})
             st.elapsed_s = time.perf_counter() - t_start
             last = st.step == self.total_steps
             if st.step % cfg.log_every == 0 or last or st.step == 1:
@@ -442,8 +449,9 @@ class Trainer:
                         elapsed_s=st.elapsed_s, eta_s=steps_left / max(rate, 1e-9), metrics=window.metrics,
                     )
                 )
-                if not self._validates:
-                    self.guard.observe(window.loss, st, "training loss", self.phases[st.phase].learning_rate)
+                if not self._validates and (judged.weight >= GUARD_MIN_WEIGHT or last):
+                    self.guard.observe(judged.loss, st, "training loss", self.phases[st.phase].learning_rate)
+                    judged = _Window()
                 window = _Window()
                 t_window = time.perf_counter()
             if self._validates and (st.step % cfg.eval_every == 0 or last):
