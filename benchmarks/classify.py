@@ -109,8 +109,8 @@ def accuracy(leg: str, run_dir: Path, test: list[dict], model_path: str | None =
     if by == "labels":
         from mlxft.eval.label_scoring import score_labels
 
-        words = [w.strip() for w in WORDS.values()]
-        keys = {w.strip(): k for k, w in WORDS.items()}
+        words = list(WORDS.values())  # as trained: the assistant's answer is " positive" / " negative", space included
+        keys = {w: k for k, w in WORDS.items()}
         ranked = score_labels(model, tok, texts, [words] * len(texts), model_type=getattr(model, "model_type", ""), batch_size=8)
         return sum(keys[next(iter(r))] == t for r, t in zip(ranked, truth)) / len(test)
     answers = generate_answers(model, tok, texts, max_tokens=4, batch_size=8)
