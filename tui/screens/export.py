@@ -352,7 +352,15 @@ class ExportDialog(ModalScreen[None]):
         if self.is_busy:
             self.notify("a command is running already; escape cancels it", severity="warning")
             return
-        self.run_command(what, args)
+        shown = Text(command_line(args) + "\n", style="bold")
+        earlier = self.replaces(args)
+        if earlier is not None:
+            shown.append(f"(replaces the earlier export in {escape_controls(str(earlier))} when it is done)\n", style="dim")
+        self.show_text(shown)
+        self.set_status(f"{'exporting' if what == 'export' else 'pushing' if '--dry-run' not in args else 'writing the dry run'} "
+                        f"{self.spec.name}… (escape cancels)")
+        self.set_busy(True)  # at once, so a second press cannot start a second command
+        self.run_command(what, args, shown, earlier is not None)
 
     def set_busy(self, busy: bool) -> None:
         self.set_class(busy, "-busy")
@@ -380,17 +388,9 @@ class ExportDialog(ModalScreen[None]):
         return folder if (folder / EXPORT_STAMP).is_file() else None
 
     @work(exclusive=True, group="export")
-    async def run_command(self, what: str, args: list[str]) -> None:
+    async def run_command(self, what: str, args: list[str], shown: Text, earlier: bool) -> None:
         """`mlxft export|push ... --json` as a child process: its last JSON line is the result, its stderr the error."""
         lines: list[str] = []
-        shown = Text(command_line(args) + "\n", style="bold")
-        earlier = self.replaces(args)
-        if earlier is not None:
-            shown.append(f"(replaces the earlier export in {escape_controls(str(earlier))} when it is done)\n", style="dim")
-        self.show_text(shown)
-        self.set_status(f"{'exporting' if what == 'export' else 'pushing' if '--dry-run' not in args else 'writing the dry run'} "
-                        f"{self.spec.name}… (escape cancels)")
-        self.set_busy(True)
         try:
             code, err = await stream_command(args, lines.append, interrupt=True)
         except asyncio.CancelledError:
