@@ -116,8 +116,13 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
+def is_warning(note: str) -> bool:
+    return str(note).lstrip().lower().startswith("warning")
+
+
 def result_text(what: str, data: dict) -> Text:
-    """A finished export or push as a person reads it: where it is, its files with their sizes, the notes (warnings stand out)."""
+    """A finished export or push as a person reads it: where it is, the warnings and notes first (what was measured,
+    what to watch: the first thing a person must read), then its files with their sizes."""
     folder = Path(str(data.get("folder", "")))
     files = [str(f) for f in data.get("files") or []]
     text = Text()
@@ -128,6 +133,10 @@ def result_text(what: str, data: dict) -> Text:
     else:
         text.append(f"uploaded to {data.get('repo')} from ", style="bold")
     text.append(escape_controls(str(folder)) + "\n")
+    notes = [escape_controls(str(n)) for n in data.get("notes") or []]
+    for note in sorted(notes, key=lambda n: not is_warning(n)):  # warnings first, otherwise in the engine's order
+        text.append(note + "\n" if is_warning(note) else f"note: {note}\n", style="bold yellow" if is_warning(note) else "")
+    text.append(f"{len(files)} file(s):\n", style="bold")
     width = max((len(f) for f in files), default=0)
     for name in files:
         try:
@@ -135,10 +144,6 @@ def result_text(what: str, data: dict) -> Text:
         except OSError:
             size = "?"
         text.append(f"  {escape_controls(name).ljust(width)}  {size:>9}\n")
-    for note in data.get("notes") or []:
-        note = escape_controls(str(note))
-        warning = note.lower().startswith("warning")
-        text.append(("" if warning else "note: ") + note + "\n", style="bold yellow" if warning else "")
     if what == "push" and data.get("dry_run"):
         text.append("nothing was uploaded; Push sends these files with the token of HF_TOKEN or `hf auth login`\n", style="dim")
     elif what == "push":
@@ -411,5 +416,7 @@ class ExportDialog(ModalScreen[None]):
             return
         self.result = data
         done = {"export": "exported", "push": "dry run written" if data.get("dry_run") else "pushed"}[what]
-        self.set_status(f"{done}: {escape_controls(str(data['folder']))}")
+        warned = sum(is_warning(n) for n in data.get("notes") or [])
+        self.set_status(f"{done}" + (f", with {warned} warning(s): read them below" if warned else "") + f": {escape_controls(str(data['folder']))}")
         self.show_text(shown + result_text(what, data))
+        self.query_one("#export-result", VerticalScroll).focus()  # arrows scroll the result; escape still closes
