@@ -341,9 +341,10 @@ def test_the_result_puts_warnings_first_then_notes_then_the_files_with_their_siz
     (tmp_path / "model.safetensors").write_bytes(b"x" * 2500)
     data = {"folder": str(tmp_path), "format": "fused", "files": ["model.safetensors", "gone.json"],
             "notes": ["fidelity: KL 0.2 nats", "WARNING: the fine-tune is mostly lost in this export: KL 0.2 is 90% of the fine-tune's",
-                      "note \x1b[2Jwith a terminal escape"]}
+                      "note \x1b[2Jwith a terminal escape", "note: this export loses 19% of the fine-tune's effect"]}
     lines = result_text("export", data).plain.splitlines()
     assert lines[0] == f"fused export: {tmp_path}"
     assert lines[1].startswith("WARNING: the fine-tune is mostly lost") and lines[2] == "note: fidelity: KL 0.2 nats"
     assert lines[3] == "note: note \\x1b[2Jwith a terminal escape"  # shown, never sent to the terminal
-    assert lines[4] == "2 file(s):" and lines[5].split() == ["model.safetensors", "2.5", "kB"] and lines[6].split() == ["gone.json", "?"]
+    assert lines[4] == "note: this export loses 19% of the fine-tune's effect"  # not "note: note: ..."
+    assert lines[5] == "2 file(s):" and lines[6].split() == ["model.safetensors", "2.5", "kB"] and lines[7].split() == ["gone.json", "?"]

@@ -135,7 +135,8 @@ def result_text(what: str, data: dict) -> Text:
     text.append(escape_controls(str(folder)) + "\n")
     notes = [escape_controls(str(n)) for n in data.get("notes") or []]
     for note in sorted(notes, key=lambda n: not is_warning(n)):  # warnings first, otherwise in the engine's order
-        text.append(note + "\n" if is_warning(note) else f"note: {note}\n", style="bold yellow" if is_warning(note) else "")
+        said = note.lower().startswith(("warning", "note:"))  # a note that names itself is not named twice
+        text.append(note + "\n" if said else f"note: {note}\n", style="bold yellow" if is_warning(note) else "")
     text.append(f"{len(files)} file(s):\n", style="bold")
     width = max((len(f) for f in files), default=0)
     for name in files:
