@@ -127,10 +127,15 @@ def stop_run_dir(run_path: Path) -> None:
     RunDir(run_path).request_stop()
 
 
-async def stream_command(args: list[str], on_line, *, stdin_text: str | None = None) -> tuple[int, str]:
+INTERRUPT_GRACE_S = 15.0  # a command asked to stop with SIGINT cleans up this long before it is killed
+
+
+async def stream_command(args: list[str], on_line, *, stdin_text: str | None = None, interrupt: bool = False) -> tuple[int, str]:
     """Run a headless `mlxft` command; call `on_line(line)` for each stdout line as it arrives.
 
-    Returns (exit code, stderr). Runs on the event loop (an async worker), not on a thread.
+    Returns (exit code, stderr). Runs on the event loop (an async worker), not on a thread. Cancelled, the command
+    is terminated; with `interrupt`, it gets SIGINT instead, so its own clean-up runs (an export removes its
+    half-written folder), and is killed only if it has not ended within INTERRUPT_GRACE_S.
     """
     proc = await asyncio.create_subprocess_exec(
         *mlxft_argv(*args), stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
@@ -153,7 +158,14 @@ async def stream_command(args: list[str], on_line, *, stdin_text: str | None = N
         code = await proc.wait()
     except asyncio.CancelledError:
         if proc.returncode is None:
-            proc.terminate()
+            if interrupt:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    await asyncio.wait_for(proc.wait(), INTERRUPT_GRACE_S)
+                except asyncio.TimeoutError:
+                    proc.kill()
+            else:
+                proc.terminate()
             await proc.wait()
         raise
     await err_task

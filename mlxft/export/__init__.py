@@ -44,6 +44,12 @@ class ExportFormat:
     kinds: tuple[str, ...]
     summary: str                    # one line for `mlxft export --help` and the TUI
     module: str                     # imported only when used: its write(run, recipe, folder, options) -> notes
+    # The options it reads (the TUI offers these and no others; each writer refuses the rest):
+    dtypes: tuple[str, ...] = ()    # --dtype choices; () = it has none
+    dtype_default: str = ""         # what it writes without --dtype, in a word or two
+    quantize: tuple[int, ...] = ()  # --quantize choices
+    base: bool = False              # reads --base (the base model, where the run's recorded one has moved)
+    with_base: bool = False         # has --with-base; its --dtype then applies to that base file only
 
 
 @dataclass

@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, RichLog, Sparkline, TabbedContent, TabPane
 
@@ -68,6 +69,11 @@ class TrainScreen(Screen):
   (its adapter and base model filled in, its last results shown).
 - **Runs** tab: every run under the runs folder, including runs started with `mlxft train` elsewhere.
   `enter` opens one (and follows it live if it is training). Type a run folder to attach to any run.
+- `p` exports or pushes the highlighted run (on the Run tab: the shown one): the formats its kind takes (PEFT,
+  fused, GGUF, timm, ...) with their options, the folder (default RUN/exports/FORMAT), Export; a Hub repo id,
+  Dry run (writes and lists what would go up) and Push. `escape` cancels a running export. The same commands:
+  `mlxft export RUN --format F`, `mlxft push RUN --repo OWNER/NAME`.
+- The footer shows `x` Stop and `r` Resume only when they apply to the shown run.
 - `e` / `v` / `l` show the Recipe / Run / Runs tabs; `escape` leaves a text field so these and the number keys work.
 """
 
@@ -76,6 +82,7 @@ class TrainScreen(Screen):
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("o", "evaluate_run", "Evaluate run"),
+        Binding("p", "export_run", "Export"),
         Binding("ctrl+o", "load_recipe", "Load", show=False),  # on the buttons instead: the footer keeps ? and q at 80 columns
         Binding("ctrl+s", "save_recipe", "Save", show=False),
         Binding("escape", "leave_field", "Leave field"),
@@ -353,6 +360,7 @@ class TrainScreen(Screen):
             return
         self.log_line("stop requested: saving a checkpoint after the current step...")
         self.query_one("#stop", Button).disabled = True
+        self.refresh_bindings()
 
     def action_resume(self) -> None:
         if self.run_path is None:
@@ -372,6 +380,37 @@ class TrainScreen(Screen):
         self.finished = None
         self.log_line(f"resuming from {RunDir(self.run_path).latest_checkpoint().name} (pid {proc.popen.pid})")
         self._update_buttons()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        """Stop and Resume are in the footer when their buttons apply, so Export, Help and Quit fit at 80 columns."""
+        if action in ("stop", "resume"):
+            try:
+                return not self.query_one(f"#{action}", Button).disabled
+            except NoMatches:
+                return False
+        return True
+
+    def export_target(self) -> Path | None:
+        """The run `p` exports: the highlighted row on the Runs tab, else the run shown on the Run tab."""
+        if self.query_one(TabbedContent).active == "tab-runs":
+            table = self.query_one("#runs-table", DataTable)
+            if table.row_count:
+                return Path(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return self.run_path
+
+    def action_export_run(self) -> None:
+        from tui.screens.export import ExportDialog, read_export_run
+
+        target = self.export_target()
+        if target is None:
+            self.notify("highlight a run on the Runs tab (l), or open one, then p")
+            return
+        try:
+            run = read_export_run(target)
+        except MlxftError as exc:
+            self.app.show_error(exc)
+            return
+        self.app.push_screen(ExportDialog(run))
 
     def action_evaluate_run(self) -> None:
         """The shown run on the Evaluate screen: its adapter and base filled in, its last results shown."""
@@ -509,6 +548,7 @@ class TrainScreen(Screen):
         self.query_one("#stop", Button).disabled = status not in ("running", "starting")
         can_resume = status in ("stopped", "failed", "interrupted") and self.run_path is not None and RunDir(self.run_path).latest_checkpoint() is not None
         self.query_one("#resume", Button).disabled = not can_resume
+        self.refresh_bindings()
 
     def _update_nav(self) -> None:
         running = self.app.running_processes()
