@@ -244,18 +244,9 @@ def _classifier_config(source: Path) -> dict:
 
 def _attach_score_head(model, source: Path, classifier: dict) -> None:
     """model.score = the run's Linear(hidden, labels, bias=False), its one tensor checked against classifier.json."""
-    from mlxft.llm.classify import SCORE_WEIGHTS
-    from mlxft.llm.model_files import load_safetensors_checked
+    from mlxft.llm.classify_predict import attach_score_head
 
-    k, hidden = int(classifier["num_labels"]), int(classifier["hidden_size"])
-    weights = load_safetensors_checked(source / SCORE_WEIGHTS, "the classifier's score head")
-    w = weights.get("score.weight")
-    if w is None or tuple(w.shape) != (k, hidden) or len(weights) != 1:
-        got = {n: tuple(v.shape) for n, v in weights.items()}
-        raise ModelError(f"{source / SCORE_WEIGHTS}: expected score.weight of shape {(k, hidden)} ({k} labels x hidden {hidden}), found {got}",
-                         hint="was it copied from another run?")
-    model.score = nn.Linear(hidden, k, bias=False)
-    model.score.weight = w.astype(mx.float32)
+    attach_score_head(model, source, classifier)
 
 
 # -- quantizing, writing ---------------------------------------------------------------------------------

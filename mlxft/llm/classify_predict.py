@@ -17,11 +17,26 @@ import numpy as np
 from mlxft import lora
 from mlxft.errors import BrokenFileError, MlxftError, ModelError
 from mlxft.llm import adapters as A
+from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.classify import (CLASSIFIER_CONFIG, SCORE_WEIGHTS, PromptEncoder, batch_arrays, model_parts, read_fields, score_logits,
                                 verbalizer_scores)
 from mlxft.runs import ADAPTER_DIR, RunDir
 
 CONFIG_FIELDS = ("head", "base_model", "num_labels", "id2label", "prompt_template", "prompt_max_length", "hidden_size")
+
+
+def attach_score_head(model: nn.Module, folder: Path, config: dict) -> None:
+    """model.score = the run's Linear(hidden, labels, bias=False) from folder/score.safetensors, its one tensor checked
+    against classifier.json's num_labels and hidden_size."""
+    k, hidden = int(config["num_labels"]), int(config["hidden_size"])
+    weights = load_safetensors_checked(folder / SCORE_WEIGHTS, "the classifier's score head")
+    w = weights.get("score.weight")
+    if w is None or tuple(w.shape) != (k, hidden) or len(weights) != 1:
+        got = {n: tuple(v.shape) for n, v in weights.items()}
+        raise ModelError(f"{folder / SCORE_WEIGHTS}: expected score.weight of shape {(k, hidden)} ({k} labels x hidden {hidden}), found {got}",
+                         hint="was it copied from another run?")
+    model.score = nn.Linear(hidden, k, bias=False)
+    model.score.weight = w.astype(mx.float32)
 
 
 def classifier_folder(path: str | Path) -> Path:
@@ -146,7 +161,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def load_text_classifier(path: str | Path, dtype: str = "auto") -> TextClassifier:
     """Rebuild a trained text classifier: its base model, the body's adapter (checked), and the score head (checked)."""
     from mlxft.llm.loading import load_model
-    from mlxft.llm.model_files import load_safetensors_checked, read_json_file
+    from mlxft.llm.model_files import read_json_file
 
     folder = classifier_folder(path)
     config = read_json_file(folder / CLASSIFIER_CONFIG, "the classifier's config")
@@ -160,15 +175,7 @@ def load_text_classifier(path: str | Path, dtype: str = "auto") -> TextClassifie
     model = loaded.model
     A.load_adapter(model, folder)
     if config["head"] == "score":
-        k, hidden = int(config["num_labels"]), int(config["hidden_size"])
-        weights = load_safetensors_checked(folder / SCORE_WEIGHTS, "the classifier's score head")
-        w = weights.get("score.weight")
-        if w is None or tuple(w.shape) != (k, hidden) or len(weights) != 1:
-            got = {n: tuple(v.shape) for n, v in weights.items()}
-            raise ModelError(f"{folder / SCORE_WEIGHTS}: expected score.weight of shape {(k, hidden)} ({k} labels x hidden {hidden}), found {got}",
-                             hint="was it copied from another run?")
-        model.score = nn.Linear(hidden, k, bias=False)
-        model.score.weight = w.astype(mx.float32)
+        attach_score_head(model, folder, config)
     model.eval()
     mx.eval(model.parameters())
     return TextClassifier(model, loaded.tokenizer, config, folder, loaded.model_type)

@@ -795,6 +795,16 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
             self.query_one(f"#confusion-{phase}", Static).update(confusion_table(report, f"{name}: accuracy {_pct(report['accuracy'])}"))
         self.query_one("#confusion-paths", Static).update(Text(escape_controls("PNG: " + "   ".join(pngs)) if pngs else "", style="dim"))
 
+    def per_class_table(self, per_class: dict, auc: dict) -> DataTable:
+        """The Classes tab's table for one classifier evaluation: a row per class with its ROC AUC."""
+        table = self.set_columns("#class-table", "class", "n", "precision", "recall", "F1", "ROC AUC")
+        table.display = True
+        for label, m in per_class.items():
+            value = auc.get(label)
+            table.add_row(_one_line(label, 24), str(m["support"]), *(f"{m[k]:.2f}" for k in ("precision", "recall", "f1")),
+                          "" if value is None else "n/a" if value != value else f"{value:.3f}")
+        return table
+
     def set_columns(self, table_id: str, *columns: str) -> DataTable:
         table = self.query_one(table_id, DataTable)
         table.clear(columns=True)
@@ -895,12 +905,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
             self.show_class_pair(a, b, ("A", "B"), note, pngs)
             return
         auc = s.get("auc") or {}
-        table = self.set_columns("#class-table", "class", "n", "precision", "recall", "F1", "ROC AUC")
-        table.display = True
-        for label, m in (s.get("per_class") or {}).items():
-            value = auc.get(label)
-            table.add_row(_one_line(label, 24), str(m["support"]), *(f"{m[k]:.2f}" for k in ("precision", "recall", "f1")),
-                          "" if value is None else "n/a" if value != value else f"{value:.3f}")
+        table = self.per_class_table(s.get("per_class") or {}, auc)
         for name in ("macro", "weighted"):
             if name in s:
                 m = s[name]
@@ -992,12 +997,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
     def show_text_classes(self, results: TextResults) -> None:
         s = results.summary
         auc = s.get("auc") or {}
-        table = self.set_columns("#class-table", "class", "n", "precision", "recall", "F1", "ROC AUC")
-        table.display = True
-        for label, m in (s.get("per_class") or {}).items():
-            value = auc.get(label)
-            table.add_row(_one_line(label, 24), str(m["support"]), *(f"{m[k]:.2f}" for k in ("precision", "recall", "f1")),
-                          "" if value is None else "n/a" if value != value else f"{value:.3f}")
+        self.per_class_table(s.get("per_class") or {}, auc)
         self.query_one("#class-note", Static).update(Text.assemble(("accuracy ", "bold"), _pct(s.get("accuracy")), ("   macro F1 ", "bold"),
                                                                    f"{s.get('macro_f1', float('nan')):.3f}", f"   ({s.get('texts', 0)} '{s.get('split', '?')}' texts)"))
         confusion = s.get("confusion") or {"labels": [], "matrix": []}
