@@ -219,3 +219,13 @@ def test_labels_without_score_labels_is_refused_before_loading_anything(capsys):
 
     assert main(["eval", "--model", "m", "--adapter", "a", "--bench", "b.jsonl", "--labels", "yes,no"]) == 1
     assert "--labels lists the candidates of --score labels" in capsys.readouterr().err
+
+
+def test_a_binary_benchmark_is_an_error_naming_its_lines(tmp_path):
+    from mlxft.errors import DataError
+    from mlxft.eval.bench import read_bench
+
+    path = tmp_path / "bench.jsonl"
+    path.write_bytes(b'{"id": "a", "prompt": "x", "expected": "y"}\n\xb3\x00\xff\n')
+    with pytest.raises(DataError, match=r"bench.jsonl:2: not UTF-8 text \(byte 1"):
+        read_bench(path)

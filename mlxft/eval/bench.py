@@ -56,14 +56,21 @@ def read_bench(path: str | Path, default_grader: Any = "exact") -> list[BenchIte
     items: list[BenchItem] = []
     problems: list[str] = []
     first_seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, text in enumerate(lines, start=1):
-            if not text.strip():
-                continue
-            item, row_problems = _read_row(text, number, default, first_seen)
-            problems += [f"{path}:{number}: {p}" for p in row_problems]
-            if item is not None:
-                items.append(item)
+    raw = path.read_bytes()
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{path}:{number}: not UTF-8 text (byte {exc.start + 1}: {line[exc.start:exc.start + 1]!r}); is this a binary file?")
+            if len(problems) >= 20:
+                break
+            continue
+        if not text.strip():
+            continue
+        item, row_problems = _read_row(text, number, default, first_seen)
+        problems += [f"{path}:{number}: {p}" for p in row_problems]
+        if item is not None:
+            items.append(item)
     if problems:
         raise DataError(
             f"{path}: {len(problems)} problem(s) in the benchmark\n"
