@@ -7,15 +7,15 @@ from pathlib import Path
 from mlxft.recipe import Recipe, load_recipe, recipe_from_dict
 
 
-def train(recipe: Recipe | dict | str | Path, on_event=None, overrides: list[str] | None = None):
-    """Train in a supervised child process. `recipe` is a Recipe, a dict, or a path to a YAML file."""
+def train(recipe: Recipe | dict | str | Path, on_event=None, overrides: list[str] | None = None, ranks: int = 1):
+    """Train in a supervised child process (or `ranks` data-parallel ones). `recipe` is a Recipe, a dict, or a path to a YAML file."""
     from mlxft.train.process import start_run
 
     if isinstance(recipe, (str, Path)):
         recipe = load_recipe(recipe, overrides)
     elif isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe, overrides=overrides)
-    return start_run(recipe, on_event=on_event or (lambda e: None))
+    return start_run(recipe, on_event=on_event or (lambda e: None), ranks=ranks)
 
 
 def load(model: str, adapter: str | Path | None = None, dtype: str = "auto", trust_remote_code: bool = False):

@@ -36,13 +36,13 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.recipe or args.overrides:
             raise MlxftError("--resume continues a run with its saved recipe", hint="drop the recipe and overrides, or start a new run without --resume")
-        run = resume_run(args.resume, on_event=printer)
+        run = resume_run(args.resume, on_event=printer, ranks=args.ranks)
     else:
         if not args.recipe:
             raise MlxftError("give a recipe: `mlxft train RECIPE.yaml [key=value ...]`", hint="or `mlxft train --resume RUN_DIR`")
         recipe = load_recipe(args.recipe, args.overrides)
         _warn_if_it_will_not_fit(recipe)
-        run = start_run(recipe, on_event=printer)
+        run = start_run(recipe, on_event=printer, ranks=args.ranks)
     return _report_run(run)
 
 
@@ -731,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("recipe", nargs="?")
     s.add_argument("overrides", nargs="*", help="e.g. train.steps=50 lora.rank=16")
     s.add_argument("--resume", metavar="RUN_DIR")
+    s.add_argument("--ranks", type=int, default=1, metavar="N",
+                   help="data-parallel over N processes on this machine (MLX's ring backend on loopback); each computes 1/N of every "
+                        "batch and gradients are summed, so the run equals one process with the same batch. A resume may use another N")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("stop", help="ask a running training (from any terminal) to save a checkpoint and stop")

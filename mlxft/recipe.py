@@ -74,8 +74,9 @@ class DataSection(_Strict):
     mask_prompt: bool = Field(True, description="Train only on completions / assistant turns; prompt tokens get no loss.")
     max_seq_length: Annotated[Count, Field(gt=8)] = Field(2048, description="Token budget of one sample.")
     overlong: Literal["truncate", "drop"] = Field("truncate", description="What happens to samples longer than max_seq_length (counted either way).")
-    batching: Literal["bucket", "pad"] = Field(
-        "bucket", description="bucket: group samples of similar length so little compute goes to padding; pad: batches in data order."
+    batching: Literal["bucket", "pad", "pack"] = Field(
+        "bucket", description="bucket: group samples of similar length so little compute goes to padding; pad: batches in data order; "
+        "pack (SFT kinds): batches in shuffled order, each laid out padding-free (samples end to end, attention kept inside each sample)."
     )
     prompt_key: str = Field("prompt", description="Column holding the prompt (completion format).")
     completion_key: str = Field("completion", description="Column holding the completion (completion format).")
@@ -282,6 +283,8 @@ class Recipe(_Strict):
             self.__dict__["quantize"] = QuantizeSection()
         if self.method == "full" and self.quantize is not None:
             raise ValueError("full fine-tuning cannot train a quantized base; remove `quantize` or use lm-qlora")
+        if self.data.batching == "pack" and self.kind not in LM_KINDS:
+            raise ValueError(f"data.batching pack lays out SFT batches ({', '.join(LM_KINDS)}), and kind is {self.kind}; use bucket or pad")
         # A classifier kind has its own section and data format, which every other kind refuses by name.
         for section, kinds, fmt, rules in (("vision", VISION_KINDS, "image-classification", self._vision_rules),
                                            ("classify", CLASSIFY_KINDS, "classification", self._classify_rules)):

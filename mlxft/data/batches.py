@@ -45,6 +45,17 @@ def _round_up(n: int, k: int) -> int:
     return max(k, -(-n // k) * k)
 
 
+def _trained_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The flat indices of the trained positions, padded to TARGET_MULTIPLE, their 0/1 weights, and how many are real."""
+    flat = np.flatnonzero(mask.reshape(-1)).astype(np.int32)
+    T = _round_up(len(flat), TARGET_MULTIPLE)
+    positions = np.zeros(T, dtype=np.int32)
+    positions[: len(flat)] = flat
+    weights = np.zeros(T, dtype=np.float32)
+    weights[: len(flat)] = 1.0
+    return positions, weights, int(len(flat))
+
+
 def collate(samples: list[Encoded], pad_id: int = 0) -> Batch:
     """Shift to (inputs, targets), pad to a multiple of 8, and list the trained positions."""
     longest = max(len(s) for s in samples) - 1
@@ -58,10 +69,82 @@ def collate(samples: list[Encoded], pad_id: int = 0) -> Batch:
         inputs[i, :n] = s.ids[:-1]
         targets[i, :n] = s.ids[1:]
         mask[i, :n] = s.mask[1:]
-    flat = np.flatnonzero(mask.reshape(-1)).astype(np.int32)
-    T = _round_up(len(flat), TARGET_MULTIPLE)
-    positions = np.zeros(T, dtype=np.int32)
-    positions[: len(flat)] = flat
-    weights = np.zeros(T, dtype=np.float32)
-    weights[: len(flat)] = 1.0
-    return Batch(inputs, targets, positions, weights, int(len(flat)), B * L)
+    positions, weights, trained = _trained_positions(mask)
+    return Batch(inputs, targets, positions, weights, trained, B * L)
+
+
+# -- packing: a batch's samples laid out padding-free ------------------------------------------------
+
+
+@dataclass
+class PackedBatch(Batch):
+    """A batch whose samples sit end to end in rows; `segments` [R, L] numbers each position's sample (-1: padding).
+
+    Attention must stay inside a segment (block-diagonal causal); the loss rows (`positions`) are those of `collate`.
+    """
+
+    segments: np.ndarray | None = None  # int32 [R, L]
+    real_tokens: int = 0  # positions that hold a sample's token (the rest is padding)
+
+
+def pack_rows(sizes: list[int], row_length: int) -> list[list[int]]:
+    """First-fit decreasing: the indices of `sizes` grouped into rows whose sizes sum to at most `row_length`."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        for r, room in enumerate(free):
+            if sizes[i] <= room:
+                rows[r].append(i)
+                free[r] -= sizes[i]
+                break
+        else:
+            rows.append([i])
+            free.append(row_length - sizes[i])
+    for row in rows:
+        row.sort()  # samples keep their batch order within a row
+    return rows
+
+
+def pack_layout(sizes: list[int], max_row: int, attention_cost: float) -> tuple[int, list[list[int]]]:
+    """The row length and rows that compute `sizes` (positions per sample) most cheaply.
+
+    Longer rows waste less on padding but attend over more positions: a row of length L costs L * (1 + attention_cost
+    * L) in units of one position's non-attention work. Candidates are multiples of the longest sample up to `max_row`
+    (rounded to PAD_MULTIPLE); first-fit decreasing fills each.
+    """
+    longest = _round_up(max(sizes), PAD_MULTIPLE)
+    top = max(longest, min(_round_up(max_row, PAD_MULTIPLE), _round_up(sum(sizes), PAD_MULTIPLE)))
+    candidates = sorted({min(longest * k, top) for k in range(1, max(1, top // longest) + 2)} | {top})
+    best = None
+    for length in candidates:
+        rows = pack_rows(sizes, length)
+        cost = len(rows) * length * (1.0 + attention_cost * length)
+        if best is None or cost <= best[0] + 1e-9:  # a tie goes to fewer, longer rows (larger matmuls)
+            best = (cost, length, rows)
+    return best[1], best[2]
+
+
+def pack(samples: list[Encoded], pad_id: int = 0, max_row: int = 2048, attention_cost: float = 0.0) -> PackedBatch:
+    """Shift each sample to (inputs, targets) and lay the samples end to end in rows (see `pack_layout`).
+
+    No target crosses a sample boundary: a sample of n tokens gives n - 1 positions, as in `collate`.
+    """
+    sizes = [len(s) - 1 for s in samples]
+    L, rows = pack_layout(sizes, max_row, attention_cost)
+    R = len(rows)
+    inputs = np.full((R, L), pad_id, dtype=np.int32)
+    targets = np.full((R, L), pad_id, dtype=np.int32)
+    segments = np.full((R, L), -1, dtype=np.int32)
+    mask = np.zeros((R, L), dtype=bool)
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            s, n = samples[i], sizes[i]
+            inputs[r, at : at + n] = s.ids[:-1]
+            targets[r, at : at + n] = s.ids[1:]
+            mask[r, at : at + n] = s.mask[1:]
+            segments[r, at : at + n] = i
+            at += n
+    positions, weights, trained = _trained_positions(mask)
+    return PackedBatch(inputs, targets, positions, weights, trained, R * L, segments=segments, real_tokens=int(sum(sizes)))

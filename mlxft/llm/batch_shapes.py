@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
-from mlxft.data.batches import PAD_MULTIPLE, TARGET_MULTIPLE, epoch_order
+from mlxft.data.batches import PAD_MULTIPLE, TARGET_MULTIPLE, epoch_order, pack_layout
 from mlxft.errors import DataError, MlxftError
 
 EXACT_ROWS = 5000  # up to this many train rows, every one is encoded (~2-3 s of tokenizing on 2 CPU cores)
@@ -87,13 +87,19 @@ class DataLengths:
         return replace(self, lengths=lengths, trained=trained)
 
 
-def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | None, seed: int, batching: str) -> tuple[list[BatchShape], str]:
+def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | None, seed: int, batching: str,
+                      packing: tuple[int, float] | None = None) -> tuple[list[BatchShape], str]:
     """The batches that could set the run's peak (none smaller in every dimension than another), and what they are.
 
     `micro_batches` is how many batches the run computes (steps x accumulation; None: whole epochs). With every
     sample measured, the run's own batch order is rebuilt; from a sample, the longest samples fill whole batches.
+    `packing` (max row, attention cost): batching pack lays each batch out as `pack` does (rows x row length).
     """
     n = data.samples
+    if batching == "pack" and packing is not None:
+        shape_of = lambda ls, ts: packed_shape(ls, ts, *packing)  # noqa: E731
+    else:
+        shape_of = batch_shape
     if data.exact:
         per_epoch = math.ceil(n / batch_size)
         wanted = per_epoch if micro_batches is None else micro_batches
@@ -104,13 +110,13 @@ def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | N
         else:
             batches = [b for e in range(min(epochs, SIMULATED_EPOCHS)) for b in epoch_order(list(data.lengths), batch_size, seed, e, batching)]
             batches, seen = batches[:wanted], min(wanted, len(batches))
-        shapes = [batch_shape([data.lengths[i] for i in b], [data.trained[i] for i in b]) for b in batches]
-        if epochs > SIMULATED_EPOCHS and batching == "pad":
+        shapes = [shape_of([data.lengths[i] for i in b], [data.trained[i] for i in b]) for b in batches]
+        if epochs > SIMULATED_EPOCHS and batching in ("pad", "pack"):
             shapes.append(_worst_random_batch(data, batch_size))  # later epochs may group the longest samples
         what = f"the largest of the {seen:,} batches this run trains on" if seen < per_epoch else f"the largest of {per_epoch:,} batches of {n:,} samples"
         return _frontier(shapes), what
     order = sorted(range(n), key=lambda i: (data.lengths[i], data.trained[i]), reverse=True)
-    shapes = [batch_shape([data.lengths[i] for i in order[k:k + batch_size]], [data.trained[i] for i in order[k:k + batch_size]]) for k in range(0, n, batch_size)]
+    shapes = [shape_of([data.lengths[i] for i in order[k:k + batch_size]], [data.trained[i] for i in order[k:k + batch_size]]) for k in range(0, n, batch_size)]
     drawn = min(SAMPLE_ROWS, data.rows - LONGEST_ROWS)
     what = f"estimated from the {LONGEST_ROWS:,} longest of {data.rows:,} rows by size and {drawn:,} drawn at random"
     return _frontier(shapes), what
@@ -119,6 +125,12 @@ def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | N
 def batch_shape(lengths: list[int], trained: list[int]) -> BatchShape:
     """The shape `collate` gives samples of these token lengths and trained positions."""
     return BatchShape(len(lengths), padded_length(max(lengths)), _round_up(sum(trained), TARGET_MULTIPLE))
+
+
+def packed_shape(lengths: list[int], trained: list[int], max_row: int, attention_cost: float) -> BatchShape:
+    """The shape `pack` gives samples of these token lengths: its rows, their length and the trained positions."""
+    length, rows = pack_layout([n - 1 for n in lengths], max_row, attention_cost)
+    return BatchShape(len(rows), length, _round_up(sum(trained), TARGET_MULTIPLE))
 
 
 def _worst_random_batch(data: DataLengths, batch_size: int) -> BatchShape:

@@ -28,6 +28,7 @@ from mlxft.catalogue import format_parameter_count  # noqa: F401  (the catalogue
 from mlxft.errors import MlxftError, ModelError
 from mlxft.job import total_steps_for
 from mlxft.llm.batch_shapes import DataLengths, candidate_batches, ceiling_batch
+from mlxft.llm.packing import attention_cost, packable
 from mlxft.recipe import CLASSIFY_KINDS, PREFERENCE_KINDS, LoraSection, TrainSection
 
 OVERHEAD_BYTES = RUNTIME_OVERHEAD_BYTES
@@ -400,7 +401,8 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None):
         micro = None
         if data.exact:  # how many steps the run takes decides which batches it sees
             micro = total_steps_for(recipe.train, measured.samples) * recipe.train.grad_accumulation
-        shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching)
+        packing = (max_len, attention_cost(config)) if recipe.data.batching == "pack" and packable(str(config.get("model_type", ""))) else None
+        shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching, packing)
         def shaped(s) -> dict:
             return {**settings, **s.settings(), "batch_size": s.batch * per}
 

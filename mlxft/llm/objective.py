@@ -5,6 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlxft.llm.packing import packed_caches
+
 # Architectures whose Model.__call__ is exactly `head(self.model(inputs))`: for these the vocabulary
 # projection runs only on trained positions (prompt and padding rows skip the largest matmul and the
 # softmax). Others take the full forward pass and then select rows; both give the same loss.
@@ -22,17 +24,21 @@ def split_forward(model: nn.Module, model_type: str):
 
 
 def make_loss(model: nn.Module, model_type: str, split: bool = True):
-    """loss(model, inputs, targets, positions, weights) -> (mean loss, trained token count)."""
+    """loss(model, inputs, targets, positions, weights[, segments]) -> (mean loss, trained token count).
+
+    With `segments` (a packed batch, see mlxft/llm/packing.py) attention stays inside each sample.
+    """
     parts = split_forward(model, model_type) if split else None
 
-    def loss(model, inputs, targets, positions, weights):
+    def loss(model, inputs, targets, positions, weights, segments=None):
+        cache = packed_caches(model, segments) if segments is not None else None
         if parts is not None:
             body, head = parts
-            h = body(inputs)
+            h = body(inputs, cache=cache)
             h = mx.take(h.reshape(-1, h.shape[-1]), positions, axis=0)
             logits = head(h)
         else:
-            logits = model(inputs)
+            logits = model(inputs, cache=cache)
             logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0)
         t = mx.take(targets.reshape(-1), positions)
         ce = nn.losses.cross_entropy(logits.astype(mx.float32), t) * weights

@@ -10,7 +10,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from mlxft.atomic import atomic_write_text
-from mlxft.data.batches import collate, epoch_order, eval_order
+from mlxft.data.batches import collate, epoch_order, eval_order, pack
 from mlxft.data.encode import Encoded, SampleEncoder, encode_records
 from mlxft.data.sources import read_split
 from mlxft.errors import DataError, ModelError
@@ -20,6 +20,7 @@ from mlxft.llm import adapters as A
 from mlxft.llm.loading import count_parameters, device_name, load_model
 from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.objective import make_loss
+from mlxft.llm.packing import attention_cost, packable
 from mlxft.recipe import Recipe
 from mlxft.recompute import enable_grad_checkpoint
 from mlxft.runs import ADAPTER_DIR, RunDir
@@ -116,6 +117,12 @@ class SFTJob:
         if recipe.train.grad_checkpoint:
             enable_grad_checkpoint(self.model.layers[0])
         self._loss = make_loss(self.model, self.loaded.model_type)
+        self.batching = recipe.data.batching
+        if self.batching == "pack" and not packable(self.loaded.model_type):
+            emit(LogMessage("warning", f"data.batching pack: {self.loaded.model_type} models cannot be packed (only attention layers with rotary "
+                                       "or no position encoding can); batching by length buckets instead"))
+            self.batching = "bucket"
+        self._attention_cost = attention_cost(self.loaded.config)
         vocab = self.loaded.config.get("vocab_size")  # the divergence guard's "uniform guessing" level, ln V
         self.uniform_loss = math.log(vocab) if isinstance(vocab, int) and vocab > 1 else None
 
@@ -133,7 +140,7 @@ class SFTJob:
         return bool(self.valid)
 
     def train_order(self, epoch: int, batch_size: int, seed: int) -> list[list[int]]:
-        return epoch_order(self._lengths, batch_size, seed, epoch, self.recipe.data.batching)
+        return epoch_order(self._lengths, batch_size, seed, epoch, self.batching)
 
     def train_batch(self, indices: list[int], epoch: int = 0) -> Batch:
         return self._batch([self.train[i] for i in indices])
@@ -144,15 +151,19 @@ class SFTJob:
             yield self._batch([self.valid[i] for i in idx])
 
     def _batch(self, samples: list[Encoded]) -> Batch:
-        b = collate(samples, self.pad_id)
-        arrays = (mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
+        if self.batching == "pack":
+            b = pack(samples, self.pad_id, self.recipe.data.max_seq_length, self._attention_cost)
+            arrays = (mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights), mx.array(b.segments))
+        else:
+            b = collate(samples, self.pad_id)
+            arrays = (mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
         return Batch(arrays=arrays, weight=float(b.trained_tokens), size=b.trained_tokens)
 
-    def loss(self, model, inputs, targets, positions, weights):
-        return self._loss(model, inputs, targets, positions, weights)
+    def loss(self, model, inputs, targets, positions, weights, segments=None):
+        return self._loss(model, inputs, targets, positions, weights, segments)
 
-    def eval_metrics(self, model, inputs, targets, positions, weights):
-        loss, ntok = self._loss(model, inputs, targets, positions, weights)
+    def eval_metrics(self, model, inputs, targets, positions, weights, segments=None):
+        loss, ntok = self._loss(model, inputs, targets, positions, weights, segments)
         return {"loss": loss}, ntok
 
     def finish_metrics(self, metrics: dict[str, float]) -> dict[str, float]:

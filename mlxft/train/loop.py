@@ -16,6 +16,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from mlxft.atomic import atomic_write_text, publish_dir, temp_dir_for
+from mlxft.distributed import World
 from mlxft.errors import MlxftError, RunError, write_error
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, StepReport
 from mlxft.job import Batch, Phase, total_steps_for
@@ -147,8 +148,9 @@ class LoopHooks:
 class Trainer:
     """Runs optimizer steps of one job; knows nothing about recipes' kinds or the run's UI."""
 
-    def __init__(self, job, cfg, *, seed: int, total_steps: int | None = None, run_dir: Path | RunDir, hooks: LoopHooks):
+    def __init__(self, job, cfg, *, seed: int, total_steps: int | None = None, run_dir: Path | RunDir, hooks: LoopHooks, world: World | None = None):
         self.job, self.model, self.cfg, self.seed = job, job.model, cfg, seed
+        self.world = world or World()  # data-parallel ranks (mlxft.distributed); a world of one by default
         self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.hooks = hooks
         self.phases: list[Phase] = list(job.phases) if job.phases else [Phase("train", total_steps or total_steps_for(cfg, job.train_size), cfg.learning_rate)]
@@ -236,7 +238,9 @@ class Trainer:
             self._order_epoch = epoch
         return self._order
 
-    def _next_batch(self) -> Batch:
+    def _next_batch(self) -> tuple[Batch, bool]:
+        """This rank's part of the next global batch, and whether it is only borrowed (a rank left without samples
+        computes the batch's first sample at weight 0, so every rank runs the same collective step)."""
         order = self._epoch_batches(self.state.epoch)
         if self.state.batch_in_epoch >= len(order):
             self.state.epoch += 1
@@ -244,7 +248,8 @@ class Trainer:
             order = self._epoch_batches(self.state.epoch)
         idx = order[self.state.batch_in_epoch]
         self.state.batch_in_epoch += 1
-        return self.job.train_batch(idx, self.state.epoch)
+        mine = self.world.shard(idx)
+        return self.job.train_batch(mine or idx[:1], self.state.epoch), not mine
 
     def _epoch_float(self) -> float:
         n = len(self._epoch_batches(self.state.epoch))
@@ -257,10 +262,13 @@ class Trainer:
         mx.random.seed(self.seed * 1_000_003 + self.state.step)
         acc, total_weight, size, parts = None, 0.0, 0, []
         accum = self.cfg.grad_accumulation
+        weighted = accum > 1 or self.world.size > 1
         for _ in range(accum):
-            b = self._next_batch()
+            b, borrowed = self._next_batch()
+            if borrowed:
+                b = Batch(arrays=b.arrays, weight=0.0, size=0)
             loss, weight, metrics, grads = self._micro(*b.arrays)
-            if accum > 1:
+            if weighted:
                 # Weighted accumulation: the step's gradient is that of the weighted mean over all its micro-batches.
                 grads = tree_map(lambda g: g * weight, grads)
                 acc = grads if acc is None else tree_map(mx.add, acc, grads)
@@ -269,13 +277,20 @@ class Trainer:
             parts.append((loss, metrics, b.weight))
             total_weight += b.weight
             size += b.size
-        if accum > 1:
+        keys = sorted(parts[0][1])
+        if self.world.size > 1:
+            acc, sums = self._sum_over_ranks(acc, [total_weight, size, sum(l * w for l, _, w in parts), *(sum(m[k] * w for _, m, w in parts) for k in keys)])
+            total_weight, size, loss_sum, metric_sums = sums[0], int(round(sums[1])), sums[2], sums[3:]
+        if weighted:
             acc = tree_map(lambda g: g / max(total_weight, 1e-12), acc)
         self._update(acc)
         mx.eval(self.model.state, self.optimizer.state, [(l, m) for l, m, _ in parts])
         denom = max(total_weight, 1e-12)
-        loss = sum(l.item() * w for l, _, w in parts) / denom
-        metrics = {k: sum(m[k].item() * w for _, m, w in parts) / denom for k in parts[0][1]}
+        if self.world.size > 1:
+            loss, metrics = loss_sum / denom, {k: v / denom for k, v in zip(keys, metric_sums)}
+        else:
+            loss = sum(l.item() * w for l, _, w in parts) / denom
+            metrics = {k: sum(m[k].item() * w for _, m, w in parts) / denom for k in keys}
         if not math.isfinite(loss):
             raise DivergedError(
                 f"the training loss became {loss} at step {self.state.step + 1}",
@@ -286,6 +301,23 @@ class Trainer:
         self.state.last_train_loss = loss
         return loss, total_weight, size, metrics
 
+    def _sum_over_ranks(self, grads, numbers: list) -> tuple[dict, list[float]]:
+        """Gradients (already weighted sums) and step numbers summed over the world in one all_sum."""
+        flat = tree_flatten(grads)
+        parts = [g.astype(mx.float32).reshape(-1) for _, g in flat]
+        parts.append(mx.array([float(n) if isinstance(n, (int, float)) else 0.0 for n in numbers], dtype=mx.float32))
+        parts[-1] = parts[-1] + mx.stack([n.astype(mx.float32) if isinstance(n, mx.array) else mx.array(0.0) for n in numbers])
+        total = self.world.sum(mx.concatenate(parts))
+        out, at = [], 0
+        for k, g in flat:
+            out.append((k, total[at : at + g.size].reshape(g.shape).astype(g.dtype)))
+            at += g.size
+        return tree_unflatten(out), [float(v) for v in total[at:].tolist()]
+
+    def _stop_requested(self) -> bool:
+        """The stop request, agreed by every rank (a collective in a world of more than one)."""
+        return self.world.any(self.hooks.should_stop())
+
     def evaluate(self, max_batches: int | None = None) -> tuple[dict[str, float], float]:
         """The job's validation metrics (weighted means, plus what the job derives from them) and the total weight.
 
@@ -293,15 +325,26 @@ class Trainer:
         """
         sums: dict[str, float] = {}
         total = 0.0
+        world = self.world
         self.model.eval()
         try:
-            for b in self.job.eval_batches(self.cfg.batch_size, max_batches):
-                if self.hooks.should_stop():
+            first = None
+            for i, b in enumerate(self.job.eval_batches(self.cfg.batch_size, max_batches)):
+                if i % world.size == 0 and self._stop_requested():  # every rank asks at the same batches
                     raise _Stopped()
+                first = b if first is None else first
+                if i % world.size != world.rank:
+                    continue  # another rank's batch
                 metrics, _ = self._eval_step(*b.arrays)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v.item() * b.weight
                 total += b.weight
+            if world.size > 1:
+                if first is not None and not sums:  # fewer batches than ranks: this rank's metric names at weight 0
+                    sums = {k: 0.0 for k in self._eval_step(*first.arrays)[0]}
+                keys = sorted(sums)
+                summed = world.sum_floats([total, *(sums[k] for k in keys)])
+                total, sums = summed[0], dict(zip(keys, summed[1:]))
         finally:
             self._training()
         if total == 0:
@@ -393,7 +436,7 @@ class Trainer:
         is_best = self._is_better(metrics[self.best_metric])
         if is_best:
             st.best_value, st.best_step, st.evals_without_improvement = metrics[self.best_metric], st.step, 0
-            if self.cfg.keep_best and st.step > 0:
+            if self.cfg.keep_best and st.step > 0 and self.world.is_main:
                 self.job.save(self.run.best_dir)
         else:
             st.evals_without_improvement += 1
@@ -410,7 +453,8 @@ class Trainer:
         try:
             return self._fit()
         except DivergedError:
-            self._drop_checkpoints_after(self.state.healthy_step)  # what was saved since the last healthy loss is broken
+            if self.world.is_main:
+                self._drop_checkpoints_after(self.state.healthy_step)  # what was saved since the last healthy loss is broken
             raise
 
     def _fit(self) -> str:
@@ -425,7 +469,7 @@ class Trainer:
         status = "completed"
         mx.reset_peak_memory()
         while st.step < self.total_steps:
-            if self.hooks.should_stop():
+            if self._stop_requested():
                 status = "stopped"
                 break
             if st.step >= self._phase_bounds(st.phase)[1]:
@@ -473,7 +517,7 @@ class Trainer:
 
     def checkpoint(self) -> Path:
         folder = self.run.checkpoint_dir(self.state.step)
-        if checkpoint_problem(folder) is not None:
+        if self.world.is_main and checkpoint_problem(folder) is not None:  # rank 0 alone writes the run
             self.save_checkpoint(folder)
             self.prune_checkpoints(self.cfg.keep_checkpoints)
             self.hooks.emit(CheckpointSaved(self.state.step, str(folder)))

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import sys
+import tempfile
 import threading
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from mlxft.atomic import atomic_write_text
+from mlxft.distributed import loopback_hostfile, rank_environment
 from mlxft.errors import MlxftError, RunError, write_error
 from mlxft.events import LogMessage, RunFailed, RunFinished, StepReport, event_from_dict, event_to_dict
 from mlxft.recipe import Recipe
@@ -48,6 +53,7 @@ def _child_main(recipe_data: dict, run_dir: str, resume: bool, conn, stop_event)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which asks us to stop
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the supervisor while we booted
     import mlxft  # noqa: F401  (BLAS preload before mlx.core)
+    from mlxft.distributed import current_world
     from mlxft.recipe import Recipe
     from mlxft.train.run import run_job
     from mlxft.train.loop import DivergedError, LoopHooks
@@ -95,7 +101,8 @@ def _child_main(recipe_data: dict, run_dir: str, resume: bool, conn, stop_event)
         if removed:
             emit(LogMessage("info", f"removed what an earlier, killed process left half-written: {', '.join(removed)}"))
         recipe = Recipe.model_validate(recipe_data)
-        finished = run_job(recipe, run.path, hooks, resume=resume)
+        world = current_world()  # rank 0 of --ranks N (from the environment the supervisor set), or a world of one
+        finished = run_job(recipe, run.path, hooks, resume=resume, world=world)
         emit(finished)
     except MlxftError as exc:
         fail(exc.message, exc.hint, resumable=not isinstance(exc, DivergedError))
@@ -117,6 +124,54 @@ def _child_main(recipe_data: dict, run_dir: str, resume: bool, conn, stop_event)
 LOCK_REFUSED = 3  # the child's exit code when another process holds the run's lock
 
 
+def _rank_main(recipe_data: dict, run_dir: str, resume: bool, stop_event) -> None:
+    """Entry point of a data-parallel rank other than 0: the same job on its shard, writing nothing to the run."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    import mlxft  # noqa: F401  (BLAS preload before mlx.core)
+    from mlxft.distributed import current_world
+    from mlxft.recipe import Recipe
+    from mlxft.train.loop import LoopHooks
+    from mlxft.train.run import run_job
+
+    run = RunDir(run_dir)
+    code, rank = 0, "?"
+    try:
+        world = current_world()
+        rank = world.rank
+        hooks = LoopHooks(should_stop=lambda: stop_event.is_set() or run.stop_requested())
+        run_job(Recipe.model_validate(recipe_data), run.path, hooks, resume=resume, world=world)
+    except MlxftError as exc:
+        print(f"mlxft rank {rank}: {exc.message}", file=sys.stderr, flush=True)
+        code = 1
+    except Exception as exc:  # noqa: BLE001  (rank 0 reports the run; this rank says why it stopped)
+        print(f"mlxft rank {rank}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        code = 1
+    os._exit(code)
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """os.environ with `values` set, for a spawned child to inherit at start."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _rank_threads(ranks: int) -> int | None:
+    """Each local rank's share of the BLAS threads (the cores divided among the ranks); None for one rank."""
+    if ranks == 1:
+        return None
+    return max(1, (os.cpu_count() or ranks) // ranks)
+
+
 def _describe_exit(code: int | None) -> tuple[str, str]:
     if code is not None and code < 0:
         sig = signal.Signals(-code).name
@@ -124,6 +179,11 @@ def _describe_exit(code: int | None) -> tuple[str, str]:
             return f"the training process was killed ({sig})", "most often the system ran out of memory: try `mlxft plan`, QLoRA, a smaller batch or grad_checkpoint"
         return f"the training process died with {sig}", "see the log above"
     return f"the training process exited with code {code} without reporting why", "see the log above"
+
+
+def _describe_lost_rank(rank: int, code: int, ranks: int) -> tuple[str, str]:
+    what, hint = _describe_exit(code)
+    return what.replace("the training process", f"rank {rank} of {ranks}") + "; the other ranks were stopped", hint
 
 
 def _record_event(run: RunDir, event) -> None:
@@ -159,7 +219,7 @@ def _append_event(run: RunDir, event) -> None:
         pass  # a full or read-only disk: the child's own writes say so
 
 
-def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Callable = lambda e: None, poll_s: float = 0.2) -> Run:
+def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Callable = lambda e: None, poll_s: float = 0.2, ranks: int = 1) -> Run:
     """Start the child, forward its events to `on_event` and the tracking sink, stop it cleanly on Ctrl-C, and report how it ended.
 
     Ctrl-C is taken by a handler rather than as KeyboardInterrupt, so it can arrive at any moment (even
@@ -179,6 +239,13 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
         target=_child_main, args=(recipe.to_dict(), str(run.path), resume, send, stop),
         name=f"mlxft-train-{run.path.name}",
     )
+    # Data-parallel: ranks 1..N-1 beside rank 0 (the child above), joined by MLX's ring backend over loopback.
+    peers = [ctx.Process(target=_rank_main, args=(recipe.to_dict(), str(run.path), resume, stop), name=f"mlxft-rank{r}-{run.path.name}")
+             for r in range(1, ranks)]
+    world_dir = Path(tempfile.mkdtemp(prefix="mlxft-ranks-")) if ranks > 1 else None
+    hostfile = str(world_dir / "hosts.json") if world_dir else ""
+    if world_dir:
+        loopback_hostfile(hostfile, ranks)
     interrupts = 0
 
     def interrupt(*_) -> None:
@@ -196,11 +263,14 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
         # The child inherits a blocked SIGINT, so a Ctrl-C while it boots cannot raise inside its start-up.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            proc.start()
+            for r, p in enumerate([proc, *peers]):
+                with _environment(rank_environment(r, ranks, hostfile, _rank_threads(ranks)) if ranks > 1 else {}):
+                    p.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         send.close()
         result = Run(path=run.path, status="running")
+        lost = None  # (rank, exit code) of a peer rank that died
         while True:
             if recv.poll(poll_s):
                 try:
@@ -213,11 +283,23 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
                     sink.event(event)
             elif not proc.is_alive():
                 break
+            lost = lost or next(((r, p.exitcode) for r, p in enumerate(peers, 1) if p.exitcode not in (None, 0)), None)
+            if lost:  # rank 0 would wait for it forever in the next all_sum
+                proc.terminate()
+                break
             for note in sink.warnings():
                 _append_event(run, note)
                 on_event(note)
         proc.join()
     finally:
+        for p in peers:  # a rank left waiting for rank 0 in a collective has nothing more to do
+            if p.pid is not None:
+                p.join(timeout=5.0 if proc.exitcode == 0 else 0.5)
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
+        if world_dir:
+            shutil.rmtree(world_dir, ignore_errors=True)
         if in_main:
             signal.signal(signal.SIGINT, previous)
     last = run.latest_checkpoint()
@@ -229,7 +311,7 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
         result.status, result.error, result.hint = "failed", final.error, final.hint
     else:
         result.status = "died"
-        result.error, result.hint = _describe_exit(proc.exitcode)
+        result.error, result.hint = _describe_exit(proc.exitcode) if lost is None else _describe_lost_rank(*lost, ranks)
         step = max((e.step for e in result.events if isinstance(e, StepReport)), default=0)
         _record_event(run, RunFailed(step=step, error=result.error, hint=result.hint, last_checkpoint=result.last_checkpoint))
     for note in sink.close(result.status):
@@ -239,8 +321,27 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
     return result
 
 
-def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None) -> Run:
-    """Create a run directory for `recipe`, save the resolved recipe, and train in a child process."""
+# The kinds a world of several ranks trains: their jobs keep no per-process cache in the run directory.
+PARALLEL_KINDS = ("lm-lora", "lm-qlora", "lm-dora", "lm-full", "lm-classify")
+
+
+def check_ranks(recipe: Recipe, ranks: int) -> None:
+    """Refuse a data-parallel world the recipe cannot use, before anything starts."""
+    if ranks < 1:
+        raise RunError(f"--ranks {ranks}: give 1 or more processes")
+    if ranks == 1:
+        return
+    if recipe.kind not in PARALLEL_KINDS:
+        raise RunError(f"--ranks {ranks}: data-parallel training runs {', '.join(PARALLEL_KINDS)}, and this recipe's kind is {recipe.kind}",
+                       hint="train it in one process (drop --ranks)")
+    if recipe.train.batch_size < ranks:
+        raise RunError(f"--ranks {ranks}: every rank computes part of each batch, and train.batch_size is {recipe.train.batch_size}",
+                       hint=f"set train.batch_size to at least {ranks}, or use fewer ranks")
+
+
+def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None, ranks: int = 1) -> Run:
+    """Create a run directory for `recipe`, save the resolved recipe, and train in a child process (or `ranks` of them)."""
+    check_ranks(recipe, ranks)
     from mlxft.tracking import URI_ENV, check_tracking, tracking_uri
 
     check_tracking(recipe)  # before a run directory exists
@@ -260,19 +361,20 @@ def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None) -> Run:
             atomic_write_text(run.recipe_path, recipe.to_yaml())
         except OSError as exc:
             raise write_error(exc, run.recipe_path, "save the run's recipe") from None
-        return supervise(recipe, run, on_event=on_event)
+        return supervise(recipe, run, on_event=on_event, ranks=ranks)
     except KeyboardInterrupt:
         # Ctrl-C before the supervisor took over: the run says so, instead of `starting` until it times out.
         _record_event(run, RunFailed(step=0, error="stopped by Ctrl-C before training started", hint="start it again with `mlxft train`", last_checkpoint=None))
         raise
 
 
-def resume_run(run_dir: str | Path, *, on_event: Callable = lambda e: None) -> Run:
+def resume_run(run_dir: str | Path, *, on_event: Callable = lambda e: None, ranks: int = 1) -> Run:
     """Continue a run from its latest complete checkpoint (the training process checks it again under the lock)."""
     run = RunDir(run_dir)
     recipe = run.load_recipe()
+    check_ranks(recipe, ranks)
     if run.latest_checkpoint() is None:
         skipped = "; ".join(f"{p.name}: {why}" for p, why in run.skipped_checkpoints())
         raise RunError(f"{run.path}: no complete checkpoint to resume from" + (f" (unusable: {skipped})" if skipped else ""),
                        hint="start it again with `mlxft train`; checkpoints are written every train.save_every steps")
-    return supervise(recipe, run, resume=True, on_event=on_event)
+    return supervise(recipe, run, resume=True, on_event=on_event, ranks=ranks)

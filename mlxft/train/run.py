@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from mlxft.distributed import World
 from mlxft.events import LogMessage, RunFinished, RunStarted
 from mlxft.llm.classify import LMClassifyJob
 from mlxft.llm.preference import PreferenceJob
@@ -24,8 +25,10 @@ JOBS = {"lm-lora": SFTJob, "lm-qlora": SFTJob, "lm-dora": SFTJob, "lm-full": SFT
         "lm-classify": LMClassifyJob, "image-classify": ImageClassifyJob}
 
 
-def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = False) -> RunFinished:
+def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = False, world: World | None = None) -> RunFinished:
+    """Train `recipe` into `run_dir`. In a world of several ranks every rank calls this; rank 0 alone writes."""
     emit = hooks.emit
+    world = world or World()
     t0 = time.perf_counter()
     mx.random.seed(recipe.seed)
 
@@ -34,10 +37,17 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
     run = RunDir(run_dir)
     if hasattr(job, "prepare"):
         job.prepare(run.path, emit)  # before a resume loads its checkpoint: the job's one-off work on the starting model
-    trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run, hooks=hooks)
+    trainer = Trainer(job, recipe.train, seed=recipe.seed, run_dir=run, hooks=hooks, world=world)
     if resume:
-        resumed_from = trainer.resume_latest()
-        emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
+        if world.is_main:
+            resumed_from = trainer.resume_latest()  # sets aside what does not load: rank 0 alone touches the run
+            emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
+        if world.size > 1:  # the other ranks load the checkpoint rank 0 chose
+            step = int(world.sum_floats([float(trainer.state.step) if world.is_main else 0.0])[0])
+            if not world.is_main:
+                trainer.load_checkpoint(run.checkpoint_dir(step))
+    if world.size > 1:
+        emit(LogMessage("info", f"data-parallel over {world.size} ranks: each computes 1/{world.size} of every batch of {recipe.train.batch_size}; gradients are summed"))
     emit(RunStarted(run_dir=str(run.path), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit,
                     charted=list(getattr(job, "charted", ())), **job.describe()))
 
@@ -51,6 +61,9 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
         raise  # nothing is saved from a diverged model
 
     # -- save ---------------------------------------------------------------------------------
+    if not world.is_main:
+        return RunFinished(step=trainer.state.step, status=status, adapter_path="", best_val_loss=trainer.state.best_val_loss,
+                           final_train_loss=trainer.state.last_train_loss, seconds=time.perf_counter() - t0)
     final, note = trainer.save_result()
     if note:
         emit(LogMessage("info", note))

@@ -1,0 +1,126 @@
+"""Data-parallel training (`--ranks N`, MLX's ring backend on loopback): the same run as one process, and safe to kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import lm_recipe
+from mlxft.api import train
+from mlxft.distributed import World
+from mlxft.errors import RunError
+from mlxft.recipe import recipe_from_dict
+from mlxft.runs import RunDir
+from mlxft.train.process import check_ranks
+
+MLXFT = [sys.executable, "-m", "mlxft"]
+
+
+def _events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines()) if e["event"] == kind]
+
+
+def _curve(run_dir: Path) -> tuple[dict[int, float], dict[int, float]]:
+    steps = {e["step"]: e["loss"] for e in _events(run_dir, "StepReport")}
+    evals = {e["step"]: e["val_loss"] for e in _events(run_dir, "EvalReport")}
+    return steps, evals
+
+
+def test_a_rank_takes_every_nth_sample_of_the_global_batch():
+    assert World(rank=1, size=2).shard([5, 6, 7, 8, 9]) == [6, 8]
+    assert World(rank=0, size=2).shard([5, 6, 7, 8, 9]) == [5, 7, 9]
+    assert World().shard([3, 1]) == [3, 1]
+
+
+@pytest.mark.parametrize("batching", ["bucket", "pack"])
+def test_two_ranks_train_the_same_curve_as_one_process(tiny_llama, chat_data, tmp_path, batching):
+    sections = dict(data={"batching": batching}, train={"steps": 8, "batch_size": 5, "eval_every": 4, "save_every": None, "compile": True})
+    one = train(lm_recipe(tiny_llama, chat_data, tmp_path / "one", **sections))
+    two = train(lm_recipe(tiny_llama, chat_data, tmp_path / "two", **sections), ranks=2)
+    assert one.ok, one.error
+    assert two.ok, two.error
+    (s1, e1), (s2, e2) = _curve(one.path), _curve(two.path)
+    assert sorted(s2) == list(range(1, 9)) and sorted(e2) == [0, 4, 8]
+    for step in s1:
+        assert s2[step] == pytest.approx(s1[step], rel=1e-4), f"step {step}"
+    for step in e1:
+        assert e2[step] == pytest.approx(e1[step], rel=1e-4), f"eval at {step}"
+    started = _events(two.path, "RunStarted")[0]
+    assert started["train_samples"] == 64
+    logs = [e["message"] for e in _events(two.path, "LogMessage")]
+    assert any("data-parallel over 2 ranks" in m for m in logs)
+    # rank 0 alone wrote the run: one RunStarted, one RunFinished, one adapter
+    assert len(_events(two.path, "RunStarted")) == 1 and len(_events(two.path, "RunFinished")) == 1
+    assert (two.adapter_path / "adapters.safetensors").is_file()
+
+
+def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_one_rank(tiny_llama, chat_data, tmp_path):
+    import yaml
+
+    steps = 40
+    sections = dict(train={"steps": steps, "batch_size": 4, "save_every": 5, "eval_every": None, "log_every": 1, "keep_checkpoints": 2})
+    reference = train(lm_recipe(tiny_llama, chat_data, tmp_path / "ref", **sections))
+    assert reference.ok, reference.error
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, chat_data, tmp_path / "runs", **sections)))
+    proc = subprocess.Popen(MLXFT + ["train", str(recipe), "--ranks", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    root = tmp_path / "runs"
+    t0 = time.time()
+    while not any(root.glob("*/checkpoints/step-000005/state.json")) and time.time() - t0 < 180:
+        time.sleep(0.05)
+    out = subprocess.run(["pgrep", "-f", "-g", str(proc.pid), "multiprocessing.spawn"], capture_output=True, text=True).stdout.split()
+    children = sorted(int(p) for p in out)
+    assert len(children) >= 2, "two rank processes"
+    rank0 = _events(next(root.iterdir()), "RunStarted")[0]["pid"] if _events(next(root.iterdir()), "RunStarted") else None
+    victim = next(p for p in children if p != rank0)
+    os.kill(victim, signal.SIGKILL)  # one rank dies, as a crash or the OOM killer would do it
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "rank 1 of 2" in err and "SIGKILL" in err and "--resume" in err
+    run = RunDir(next(root.iterdir()))
+    assert run.latest_checkpoint() is not None
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", "-g", str(proc.pid), "multiprocessing.spawn"], capture_output=True, text=True).stdout.split()
+    assert not left, "no rank is left running"
+
+    done = subprocess.run(MLXFT + ["train", "--resume", str(run.path), "--ranks", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got, expected = _curve(run.path)[0], _curve(reference.path)[0]
+    assert sorted(got) == list(range(1, steps + 1))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-4), f"step {step}"
+
+
+def test_a_stop_request_stops_every_rank_at_the_same_step(tiny_llama, chat_data, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, chat_data, tmp_path / "runs", train={"steps": 100000, "save_every": None, "eval_every": None})))
+    proc = subprocess.Popen(MLXFT + ["train", str(recipe), "--ranks", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    root = tmp_path / "runs"
+    t0 = time.time()
+    while time.time() - t0 < 180 and not any((d / "metrics.jsonl").is_file() and _events(d, "StepReport") for d in root.glob("*")):
+        time.sleep(0.05)
+    run_dir = next(root.iterdir())
+    stop = subprocess.run(MLXFT + ["stop", str(run_dir)], capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert _events(run_dir, "RunFinished")[-1]["status"] == "stopped"
+    assert RunDir(run_dir).latest_checkpoint() is not None
+
+
+def test_ranks_are_refused_where_they_cannot_work(tmp_path):
+    base = {"model": "m", "data": {"path": str(tmp_path)}}
+    with pytest.raises(RunError) as err:
+        check_ranks(recipe_from_dict({**base, "kind": "lm-dpo"}), 2)
+    assert "lm-dpo" in err.value.message and "drop --ranks" in err.value.hint
+    with pytest.raises(RunError) as err:
+        check_ranks(recipe_from_dict({**base, "kind": "lm-lora", "train": {"batch_size": 2}}), 4)
+    assert "batch_size" in err.value.hint
+    check_ranks(recipe_from_dict({**base, "kind": "lm-lora", "train": {"batch_size": 4}}), 4)

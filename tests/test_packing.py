@@ -1,0 +1,148 @@
+"""Packed (padding-free) SFT batches: the same loss and gradients as padded ones, and no attention across samples."""
+
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from conftest import lm_recipe
+from mlxft.api import train
+from mlxft.data.batches import collate, pack, pack_layout, pack_rows
+from mlxft.data.encode import Encoded, SampleEncoder, encode_records
+from mlxft.data.sources import read_split
+from mlxft.llm.loading import load_model
+from mlxft.llm.objective import make_loss
+from mlxft.llm.packing import attention_cost, packed_caches
+from mlxft.recipe import DataSection, recipe_from_dict
+
+
+def _sample(ids, trained_from=1):
+    ids = np.asarray(ids, dtype=np.int32)
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[trained_from:] = True
+    return Encoded(ids, mask)
+
+
+def test_first_fit_decreasing_fills_rows_and_keeps_batch_order_inside_them():
+    rows = pack_rows([5, 3, 8, 2, 4], 10)
+    assert sorted(i for r in rows for i in r) == [0, 1, 2, 3, 4]
+    assert all(sum([5, 3, 8, 2, 4][i] for i in r) <= 10 for r in rows)
+    assert len(rows) == 3 and all(r == sorted(r) for r in rows)
+
+
+def test_a_packed_row_holds_each_sample_shifted_with_its_own_targets_and_segment():
+    a, b = _sample([10, 11, 12, 13], trained_from=2), _sample([20, 21, 22])
+    p = pack([a, b], pad_id=0, max_row=64)
+    assert p.inputs.shape == (1, 8)  # 3 + 2 positions, rounded up to 8
+    assert p.inputs[0, :5].tolist() == [10, 11, 12, 20, 21] and p.targets[0, :5].tolist() == [11, 12, 13, 21, 22]
+    assert p.segments[0].tolist() == [0, 0, 0, 1, 1, -1, -1, -1]
+    # trained targets: 12->13 (a's mask from index 2: targets 12, 13) and both of b's
+    assert p.positions[: p.trained_tokens].tolist() == [1, 2, 3, 4] and p.trained_tokens == a.trained_tokens + b.trained_tokens
+    assert p.real_tokens == 5 and p.padded_tokens == 8
+
+
+def test_the_row_length_trades_padding_against_attention_cost():
+    sizes = [100, 90, 80, 40, 30]
+    length, rows = pack_layout(sizes, 2048, 0.0)  # attention free: one row holds everything
+    assert len(rows) == 1 and length == 344
+    length, rows = pack_layout(sizes, 2048, 1.0)  # attention dear: rows no longer than the longest sample
+    assert length == 104 and len(rows) == 4
+    length, rows = pack_layout(sizes, 128, 0.0)  # never longer than max_row (unless one sample is)
+    assert length <= 128
+    assert pack_layout([300], 128, 0.0)[0] == 304
+
+
+def _samples(model_dir, chat_data, n=5):
+    loaded = load_model(str(model_dir))
+    samples, _ = encode_records(read_split(chat_data, "train")[:n], SampleEncoder(loaded.tokenizer, DataSection(path="x")), "chat", 128, "truncate")
+    return loaded, samples
+
+
+def _arrays(b, packed):
+    arrays = [mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights)]
+    return arrays + [mx.array(b.segments)] if packed else arrays
+
+
+def test_packed_loss_and_gradients_equal_padded_ones(tiny_model, chat_data):
+    loaded, samples = _samples(tiny_model, chat_data)
+    loss_fn = make_loss(loaded.model, loaded.model_type)
+    padded, packed = collate(samples), pack(samples, max_row=2048)
+    assert packed.inputs.shape[0] == 1 and packed.padded_tokens < padded.padded_tokens
+    grad = nn.value_and_grad(loaded.model, lambda m, *a: loss_fn(m, *a)[0])
+    l1, g1 = grad(loaded.model, *_arrays(padded, False))
+    l2, g2 = grad(loaded.model, *_arrays(packed, True))
+    assert l2.item() == pytest.approx(l1.item(), rel=1e-5)
+    for (k, a), (_, b) in zip(tree_flatten(g1), tree_flatten(g2)):
+        assert np.allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5), k
+
+
+def test_no_attention_crosses_a_sample_boundary(tiny_model, chat_data):
+    loaded, samples = _samples(tiny_model, chat_data, n=3)
+    body = loaded.model.model
+    p = pack(samples, max_row=2048, attention_cost=0.0)
+    assert p.inputs.shape[0] == 1, "one row holds all three"
+    seg = mx.array(p.segments)
+    before = np.array(body(mx.array(p.inputs), cache=packed_caches(body, seg)))[0]
+    first, others = p.segments[0] == 0, p.segments[0] > 0
+    changed = p.inputs.copy()
+    changed[0, first] = (changed[0, first] + 7) % 300  # another first sample, same length
+    after = np.array(body(mx.array(changed), cache=packed_caches(body, seg)))[0]
+    assert first.any() and others.any()
+    assert not np.allclose(before[first], after[first])  # the perturbed sample did change
+    assert np.allclose(before[others], after[others], atol=1e-6)
+    # and each sample's hidden states are those it has alone, from position 0 (positions need no restart)
+    for i in (0, 1, 2):
+        alone = np.array(body(mx.array(samples[i].ids[:-1][None])))[0]
+        assert np.allclose(before[p.segments[0] == i], alone, atol=2e-5), i
+
+
+def test_a_packed_run_trains_the_same_steps_as_a_padded_one(tiny_llama, chat_data, tmp_path):
+    losses = {}
+    for batching in ("pad", "pack"):
+        recipe = lm_recipe(tiny_llama, chat_data, tmp_path / batching, data={"path": str(chat_data), "batching": batching},
+                           train={"steps": 6, "batch_size": 4, "eval_every": 6, "save_every": None, "compile": True})
+        run = train(recipe)
+        assert run.ok, run.error
+        events = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+        losses[batching] = [e["loss"] for e in events if e["event"] == "StepReport"] + [e["val_loss"] for e in events if e["event"] == "EvalReport"]
+    assert losses["pack"] == pytest.approx(losses["pad"], rel=2e-4)
+
+
+def test_an_architecture_that_cannot_be_packed_is_bucketed_and_says_so(tiny_llama, chat_data, tmp_path, monkeypatch):
+    import mlxft.llm.packing as P
+    from mlxft.llm.sft import SFTJob
+
+    monkeypatch.setattr(P, "PACKABLE_TYPES", P.PACKABLE_TYPES - {"llama"})
+    said = []
+    recipe = recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path, data={"batching": "pack"}))
+    job = SFTJob(recipe, emit=said.append)
+    assert job.batching == "bucket"
+    assert any(getattr(e, "level", "") == "warning" and "cannot be packed" in e.message and "bucket" in e.message for e in said)
+    assert len(job.train_batch([0, 1, 2]).arrays) == 4  # padded batches: no segments
+
+
+def test_pack_is_refused_for_kinds_it_does_not_lay_out(tmp_path):
+    with pytest.raises(Exception) as err:
+        recipe_from_dict({"kind": "lm-classify", "model": "m", "data": {"path": str(tmp_path), "batching": "pack"}})
+    assert "batching pack" in str(err.value) and "bucket" in str(err.value)
+
+
+def test_attention_cost_grows_with_width_less_than_the_layer_work():
+    small = attention_cost({"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3})
+    big = attention_cost({"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8})
+    assert 0 < big < small < 0.01
+
+
+def test_the_memory_plan_sizes_packed_batches_as_pack_lays_them_out():
+    from mlxft.llm.batch_shapes import DataLengths, candidate_batches
+
+    lengths = (20, 200, 30, 180, 25, 40, 210, 35)
+    data = DataLengths(path="x", lengths=lengths, trained=tuple(n // 2 for n in lengths), rows=len(lengths))
+    padded, _ = candidate_batches(data, 4, None, 0, "pad")
+    packed, _ = candidate_batches(data, 4, None, 0, "pack", (2048, 0.0))
+    assert max(s.batch * s.length for s in packed) < max(s.batch * s.length for s in padded)
+    for order_batch in (s for s in packed):
+        assert order_batch.batch == 1  # attention free: each batch of 4 fits one row
