@@ -150,15 +150,48 @@ def prepare_data(args, work: Path) -> tuple[Path, str, int]:
 # -- counting what each tool trains on ----------------------------------------------------------
 
 
-def count_tokens(model_path: Path, data_dir: Path, args, steps: int) -> dict:
+def mlxft_leg(name: str) -> tuple[str, int]:
+    """(batching, ranks) of an mlxft leg: mlxft (bucket, one process), mlxft-pack, mlxft-pack-ranks2, mlxft-ranks2, ..."""
+    parts = name.split("-")[1:]
+    batching = "pack" if "pack" in parts else "bucket"
+    ranks = next((int(p[5:]) for p in parts if p.startswith("ranks") and p[5:].isdigit()), 1)
+    if any(p != "pack" and not (p.startswith("ranks") and p[5:].isdigit()) for p in parts):
+        raise SystemExit(f"unknown mlxft leg {name!r}: use mlxft, mlxft-pack, mlxft-ranksN or mlxft-pack-ranksN")
+    return batching, ranks
+
+
+def _mlxft_layout(encoded, pad_id: int, lengths: list[int], args, steps: int, batching: str, ranks: int, max_row: int, cost: float) -> dict:
+    """Per step of one mlxft leg: trained targets, real tokens and computed positions, from mlxft's own order and layout code."""
+    from mlxft.data.batches import collate, epoch_order, pack
+
+    out = {"step_trained": [], "step_positions": [], "step_real": [], "shapes": set(), "batches": []}
+    epoch = 0
+    while len(out["step_trained"]) < steps:
+        for idx in epoch_order(lengths, args.batch_size, args.seed, epoch, batching)[: steps - len(out["step_trained"])]:
+            trained = positions = real = 0
+            for r in range(ranks):  # each rank lays out its own shard (mlxft.distributed.World.shard)
+                shard = [encoded[i] for i in idx[r::ranks]]
+                b = pack(shard, pad_id, max_row, cost) if batching == "pack" else collate(shard, pad_id)
+                trained, positions, real = trained + b.trained_tokens, positions + b.padded_tokens, real + sum(len(s) - 1 for s in shard)
+                out["shapes"].add((b.inputs.shape, b.positions.shape))
+                if ranks == 1 and batching == "bucket":
+                    out["batches"].append(b)
+            out["step_trained"].append(trained)
+            out["step_positions"].append(positions)
+            out["step_real"].append(real)
+        epoch += 1
+    return {**out, "shapes": len(out["shapes"])}
+
+
+def count_tokens(model_path: Path, data_dir: Path, args, steps: int, legs: list[str]) -> dict:
     """Per step, in each tool's own order: trained targets and computed positions, from each tool's own encoding and batching code."""
     import numpy as np
     from mlx_lm.tuner.datasets import CacheDataset, load_dataset
     from mlx_lm.tuner.trainer import iterate_batches
     from mlx_lm.utils import load_tokenizer
 
-    from mlxft.data.batches import collate, epoch_order
     from mlxft.data.encode import SampleEncoder, encode_records
+    from mlxft.llm.packing import attention_cost
     from mlxft.data.sources import read_split
     from mlxft.recipe import DataSection
 
@@ -171,19 +204,19 @@ def count_tokens(model_path: Path, data_dir: Path, args, steps: int) -> dict:
     encoded, stats = encode_records(read_split(str(data_dir), "train"), SampleEncoder(tokenizer, d), "chat", d.max_seq_length, d.overlong)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(s) for s in encoded]
-    ft = {"step_trained": [], "step_positions": [], "shapes": set(), "batches": []}
-    epoch = 0
-    while len(ft["step_trained"]) < steps:
-        for idx in epoch_order(lengths, args.batch_size, args.seed, epoch, "bucket")[: steps - len(ft["step_trained"])]:
-            b = collate([encoded[i] for i in idx], pad_id)
-            ft["step_trained"].append(b.trained_tokens)
-            ft["step_positions"].append(b.padded_tokens)
-            ft["shapes"].add((b.inputs.shape, b.positions.shape))
-            labels = np.full(b.inputs.shape, -100, dtype=np.int64)  # the PEFT leg trains on exactly these batches
-            flat = b.positions[b.weights > 0]
-            labels.reshape(-1)[flat] = b.targets.reshape(-1)[flat]
-            ft["batches"].append((b.inputs, labels))
-        epoch += 1
+    layouts = {}
+    for leg in dict.fromkeys(["mlxft", *legs]):  # the bucketed one-process leg always: the PEFT leg trains on its batches
+        batching, ranks = mlxft_leg(leg)
+        layouts[leg] = _mlxft_layout(encoded, pad_id, lengths, args, steps, batching, ranks, d.max_seq_length, attention_cost(config))
+    ft = layouts["mlxft"]
+    peft_batches = []
+    for b in ft.pop("batches"):
+        labels = np.full(b.inputs.shape, -100, dtype=np.int64)  # the PEFT leg trains on exactly these batches
+        flat = b.positions[b.weights > 0]
+        labels.reshape(-1)[flat] = b.targets.reshape(-1)[flat]
+        peft_batches.append((b.inputs, labels))
+    for layout in layouts.values():
+        layout.pop("batches", None)
 
     # mlx-lm: its dataset classes and iterate_batches, seeded as `mlx_lm.lora.run` seeds numpy; the mask is default_loss's.
     ns = argparse.Namespace(data=str(data_dir), train=True, test=False, mask_prompt=True, hf_dataset=None)
@@ -207,7 +240,9 @@ def count_tokens(model_path: Path, data_dir: Path, args, steps: int) -> dict:
     return {
         "encode_summary": stats.summary(),
         "samples": len(encoded),
-        "mlxft": {**ft, "shapes": len(ft["shapes"])},
+        "mlxft": ft,
+        "legs": layouts,
+        "peft_batches": peft_batches,
         "mlx_lm": {**lm, "shapes": len(lm["shapes"])},
     }
 
@@ -302,10 +337,11 @@ def _run_logged(cmd: list[str], env: dict, log: Path, watch_blas: bool = False) 
     return {"process_wall_s": wall, "blas": blas, "other_processes_cpu_share": round(other / (wall * (os.cpu_count() or 1)), 3)}
 
 
-def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int, env: dict) -> dict:
+def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int, env: dict, leg: str = "mlxft") -> dict:
+    batching, ranks = mlxft_leg(leg)
     recipe = {
-        "kind": "lm-lora", "model": str(model), "name": "bench", "output_dir": str(work / "mlxft-runs"), "seed": args.seed, "dtype": "float32",
-        "data": {"path": str(data), "format": "chat", "mask_prompt": True, "max_seq_length": args.max_seq_length},
+        "kind": "lm-lora", "model": str(model), "name": "bench", "output_dir": str(work / f"{leg}-runs"), "seed": args.seed, "dtype": "float32",
+        "data": {"path": str(data), "format": "chat", "mask_prompt": True, "max_seq_length": args.max_seq_length, "batching": batching},
         "lora": {"rank": args.rank, "alpha": args.alpha, "dropout": args.dropout, "targets": TARGETS, "layers": layers},
         "train": {
             "steps": steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate, "optimizer": "adamw", "weight_decay": 0.0,
@@ -315,13 +351,14 @@ def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int
     }
     import yaml
 
-    path = work / "mlxft-recipe.yaml"
+    path = work / f"{leg}-recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     exe = Path(sys.executable).parent / "mlxft"
     cmd = [str(exe), "train", str(path)] if exe.is_file() else [sys.executable, "-m", "mlxft", "train", str(path)]
+    cmd += ["--ranks", str(ranks)] if ranks > 1 else []
     jit_before = _jit_cache_files()
-    ran = _run_logged(cmd, env, work / "mlxft.log", watch_blas=True)
-    events = [json.loads(line) for line in (work / "mlxft-runs" / "bench" / "metrics.jsonl").read_text().splitlines()]
+    ran = _run_logged(cmd, env, work / f"{leg}.log", watch_blas=True)
+    events = [json.loads(line) for line in (work / f"{leg}-runs" / "bench" / "metrics.jsonl").read_text().splitlines()]
     reports = [e for e in events if e["event"] == "StepReport"]
     started = next(e for e in events if e["event"] == "RunStarted")
     times = [r["elapsed_s"] for r in reports]  # seconds since the loop started, at the end of each reported step
@@ -334,8 +371,10 @@ def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int
         "step_seconds": [b - a for a, b in zip([0.0] + times[:-1], times)],
         "own_tokens_per_second_last": reports[-1]["tokens_per_second"],
         "peak_memory_gb": max(r["peak_memory_gb"] for r in reports),
+        "ranks": ranks, "batching": batching,
         "mean_loss": sum(r["loss"] * r["tokens"] for r in reports) / max(sum(r["tokens"] for r in reports), 1),
-        "peak_memory_source": "StepReport.peak_memory_gb (mx.get_peak_memory after mx.reset_peak_memory at the start of the loop)",
+        "peak_memory_source": "StepReport.peak_memory_gb (mx.get_peak_memory after mx.reset_peak_memory at the start of the loop)"
+                              + (f"; rank 0's process: each of the {ranks} ranks holds its own model and batch shard" if ranks > 1 else ""),
     }
 
 
@@ -561,22 +600,25 @@ def summarize(tool: dict, step_trained: list[int], step_positions: list[int]) ->
 
 
 def print_table(rows: dict, ratios: dict) -> None:
-    head = f"{'tool':<8} {'trained tok/s':>14} {'after step 1':>13} {'positions/s':>12} {'peak GB':>8} {'loop s':>8} {'step 1 s':>9} {'process s':>10}"
+    head = f"{'tool':<18} {'trained tok/s':>14} {'after step 1':>13} {'positions/s':>12} {'peak GB':>8} {'loop s':>8} {'step 1 s':>9} {'process s':>10}"
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
         after = r["trained_tok_per_s_after_step1"]
-        print(f"{name:<8} {r['trained_tok_per_s']:>14.1f} {after if after is not None else float('nan'):>13.1f} {r['positions_per_s']:>12.1f} "
+        print(f"{name:<18} {r['trained_tok_per_s']:>14.1f} {after if after is not None else float('nan'):>13.1f} {r['positions_per_s']:>12.1f} "
               f"{r['peak_memory_gb']:>8.3f} {r['loop_wall_s']:>8.1f} {r['first_step_s']:>9.1f} {r['process_wall_s']:>10.1f}")
     for name, r in rows.items():
         own = f"; its own tok/s (counts a pad target per sample, step compute only): {r['own_tok_per_s']:.1f}" if "own_tok_per_s" in r else ""
+        real = f", {r['real_tokens_share']:.0%} hold tokens" if "real_tokens_share" in r else ""
+        ranks = f"; peak memory is per rank, x{r['ranks']} processes" if r.get("ranks", 1) > 1 else ""
         print(f"{name}: {r['trained_tokens']} trained tokens in {r['positions_computed']} computed positions "
-              f"({r['trained_tokens'] / max(r['positions_computed'], 1):.0%}); mean train loss {r['mean_train_loss']:.4f}{own}")
-    for other, ratio in ratios.items():
-        note = " (peft peak is max RSS, not an MLX allocator peak)" if other == "peft" else ""
-        print(f"mlxft/{other}: trained tok/s x{ratio['trained_tok_per_s']:.2f} (after step 1 x{ratio['trained_tok_per_s_after_step1']:.2f}), "
-              f"positions/s x{ratio['positions_per_s']:.2f}, peak memory x{ratio['peak_memory_gb']:.2f}{note}, loop wall x{ratio['loop_wall_s']:.2f}, "
-              f"process wall x{ratio['process_wall_s']:.2f}")
+              f"({r['trained_tokens'] / max(r['positions_computed'], 1):.0%} trained{real}); mean train loss {r['mean_train_loss']:.4f}{own}{ranks}")
+    for leg, by_other in ratios.items():
+        for other, ratio in by_other.items():
+            note = " (peft peak is max RSS, not an MLX allocator peak)" if other == "peft" else ""
+            print(f"{leg}/{other}: trained tok/s x{ratio['trained_tok_per_s']:.2f} (after step 1 x{ratio['trained_tok_per_s_after_step1']:.2f}), "
+                  f"positions/s x{ratio['positions_per_s']:.2f}, peak memory x{ratio['peak_memory_gb']:.2f}{note}, loop wall x{ratio['loop_wall_s']:.2f}, "
+                  f"process wall x{ratio['process_wall_s']:.2f}")
 
 
 def _versions() -> dict:
@@ -607,8 +649,9 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--max-seq-length", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tools", default="mlxft,mlx-lm,peft",
-                   help="which to run, in this order (comma-separated): mlxft, mlx-lm, peft (PyTorch + PEFT; skipped if torch/peft are not installed)")
+    p.add_argument("--tools", default="mlxft,mlxft-pack,mlxft-pack-ranks2,mlx-lm,peft",
+                   help="which to run, in this order (comma-separated): mlxft legs (mlxft = bucketed batches in one process, mlxft-pack = "
+                        "data.batching pack, mlxft-ranks2 / mlxft-pack-ranks2 = --ranks 2), mlx-lm, peft (PyTorch + PEFT; skipped if torch/peft are not installed)")
     p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads for the peft leg")
     p.add_argument("--work-dir", help="keep the runs, logs and configs here (default: a temporary folder, removed)")
     return p.parse_args(argv)
@@ -619,9 +662,12 @@ def main(argv=None) -> int:
     import mlxft  # noqa: F401  (OpenBLAS preload before mlx.core in this process)
 
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = set(tools) - {"mlxft", "mlx-lm", "peft"}
+    unknown = {t for t in tools if t not in ("mlx-lm", "peft") and not t.startswith("mlxft")}
     if unknown or not tools:
-        raise SystemExit(f"--tools takes mlxft, mlx-lm and/or peft, got {args.tools!r}")
+        raise SystemExit(f"--tools takes mlxft legs (mlxft, mlxft-pack, mlxft-ranks2, mlxft-pack-ranks2), mlx-lm and/or peft, got {args.tools!r}")
+    legs = [t for t in tools if t.startswith("mlxft")]
+    for leg in legs:
+        mlxft_leg(leg)
     skipped = {}
     if "peft" in tools and (why := peft_available()):
         print(f"peft leg skipped: {why}")
@@ -648,19 +694,22 @@ def main(argv=None) -> int:
           f"LoRA r={args.rank} scale={args.alpha / args.rank:g} on {','.join(TARGETS)} of the last {layers} of {depth} blocks; lr {args.learning_rate:g} adamw")
 
     with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm's batching prints a warning per over-long batch
-        counts = count_tokens(model, data, args, steps)
-    ft_batches = counts["mlxft"].pop("batches")
+        counts = count_tokens(model, data, args, steps, legs)
+    ft_batches = counts.pop("peft_batches")
     print(f"data:  {counts['encode_summary']}")
     print(f"batches: mlxft {counts['mlxft']['shapes']} distinct shapes (length-bucketed); mlx-lm {counts['mlx_lm']['shapes']} distinct shapes, "
           f"sorted by length: {counts['mlx_lm']['batches_sorted_by_token_length']}")
+    for leg, c in counts["legs"].items():
+        print(f"  {leg}: {sum(c['step_real']) / sum(c['step_positions']):.1%} of computed positions hold tokens, "
+              f"{sum(c['step_trained']) / sum(c['step_positions']):.1%} are trained; {c['shapes']} distinct shapes")
     gflops = {"mlxft": matmul_gflops("import mlxft\n", base_env), "mlx-lm": matmul_gflops("", lm_env)}
     print(f"BLAS:  float32 matmul GFLOP/s in a process set up like each tool's: {gflops}")
 
     results: dict = {}
     for tool in tools:
         print(f"\n== {tool}: training {steps} steps ...", flush=True)
-        if tool == "mlxft":
-            results[tool] = run_mlxft(model, data, work, args, layers, steps, base_env)
+        if tool.startswith("mlxft"):
+            results[tool] = run_mlxft(model, data, work, args, layers, steps, base_env, tool)
         elif tool == "peft":
             results[tool] = run_peft(model, work, args, layers, depth, ft_batches, base_env)
         else:
@@ -668,10 +717,12 @@ def main(argv=None) -> int:
         print(f"   done in {results[tool]['process_wall_s']:.1f} s; other processes used {results[tool]['other_processes_cpu_share']:.0%} of the cores meanwhile", flush=True)
 
     checks, rows = {}, {}
-    if "mlxft" in results:
-        r, c = results["mlxft"], counts["mlxft"]
-        checks["mlxft_step_tokens_match_count"] = r["step_tokens"] == c["step_trained"]
-        rows["mlxft"] = summarize(r, r["step_tokens"], c["step_positions"])
+    for leg in legs:
+        r, c = results[leg], counts["legs"][leg]
+        checks[f"{leg}_step_tokens_match_count"] = r["step_tokens"] == c["step_trained"]
+        rows[leg] = summarize(r, r["step_tokens"], c["step_positions"])
+        rows[leg]["real_tokens_share"] = round(sum(c["step_real"]) / sum(c["step_positions"]), 4)
+        rows[leg]["ranks"] = r["ranks"]
     if "mlx-lm" in results:
         r, c = results["mlx-lm"], counts["mlx_lm"]
         checks["mlx_lm_step_tokens_match_count"] = r["step_own_tokens"] == c["step_own_count"]
@@ -682,21 +733,22 @@ def main(argv=None) -> int:
         r, c = results["peft"], counts["mlxft"]  # PEFT trains on mlxft's batches
         checks["peft_step_tokens_match_count"] = r["step_tokens"] == c["step_trained"]
         rows["peft"] = summarize(r, r["step_tokens"], c["step_positions"])
-    if "mlxft" in rows and "mlx-lm" in rows:
-        checks["same_trained_tokens"] = rows["mlxft"]["trained_tokens"] == rows["mlx-lm"]["trained_tokens"]
-    if "mlxft" in rows and "peft" in rows:
-        checks["same_trained_tokens_peft"] = rows["mlxft"]["trained_tokens"] == rows["peft"]["trained_tokens"]
-    all_ratios = {}
-    if "mlxft" in rows:
-        a = rows["mlxft"]
+    for leg in legs:
+        for other in ("mlx-lm", "peft"):
+            if other in rows:
+                checks[f"same_trained_tokens_{leg}_{other}"] = rows[leg]["trained_tokens"] == rows[other]["trained_tokens"]
+    all_ratios, leg_ratios = {}, {}
+    for leg in legs:
+        a = rows[leg]
         for other in ("mlx-lm", "peft"):
             if other in rows:
                 b = rows[other]
-                all_ratios[other] = {k: round(a[k] / b[k], 3) for k in ("trained_tok_per_s", "trained_tok_per_s_after_step1", "peak_memory_gb", "loop_wall_s", "process_wall_s", "positions_per_s")}
+                leg_ratios.setdefault(leg, {})[other] = {k: round(a[k] / b[k], 3) for k in ("trained_tok_per_s", "trained_tok_per_s_after_step1", "peak_memory_gb", "loop_wall_s", "process_wall_s", "positions_per_s")}
+    all_ratios = leg_ratios.get("mlxft", {})
     ratios = all_ratios.get("mlx-lm", {})
 
     print()
-    print_table(rows, all_ratios)
+    print_table(rows, leg_ratios)
     for name, ok in checks.items():
         if not ok:
             print(f"WARNING: check failed: {name}")
@@ -715,6 +767,7 @@ def main(argv=None) -> int:
                      "dropout": args.dropout, "targets": TARGETS, "learning_rate": args.learning_rate, "optimizer": "adamw, weight_decay 0, constant lr, no clipping",
                      "max_seq_length": args.max_seq_length, "mask_prompt": True, "eval": "none", "checkpoints": "none during training", "grad_checkpoint": False, "compile": True},
         "counts": counts, "summary": rows, "ratios_mlxft_over_mlx_lm": ratios, "ratios_mlxft_over_peft": all_ratios.get("peft", {}),
+        "ratios_per_leg": leg_ratios,
         "skipped": skipped, "checks": checks, "runs": results,
         "definitions": {
             "trained_tokens": "target positions with loss that are real tokens (not prompt, not padding), summed over all steps",

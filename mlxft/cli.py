@@ -30,20 +30,41 @@ def _print_error(exc: MlxftError) -> None:
 def cmd_train(args) -> int:
     from mlxft.progress import ProgressPrinter
     from mlxft.recipe import load_recipe
-    from mlxft.train.process import resume_run, start_run
+    from mlxft.distributed import launched_rank, launched_size
+    from mlxft.train.process import check_ranks, resume_run, run_peer, start_run
 
     printer = ProgressPrinter()
+    launched = launched_rank()  # started by `mlx.launch` as one rank of a world (e.g. across Macs)
+    if launched is not None and args.ranks != 1:
+        raise MlxftError("--ranks with mlx.launch: the launcher's hostfile decides the ranks", hint="drop --ranks")
     if args.resume:
         if args.recipe or args.overrides:
             raise MlxftError("--resume continues a run with its saved recipe", hint="drop the recipe and overrides, or start a new run without --resume")
+        if launched:
+            return run_peer(_peer_recipe(args.resume), args.resume, resume=True)
         run = resume_run(args.resume, on_event=printer, ranks=args.ranks)
     else:
         if not args.recipe:
             raise MlxftError("give a recipe: `mlxft train RECIPE.yaml [key=value ...]`", hint="or `mlxft train --resume RUN_DIR`")
         recipe = load_recipe(args.recipe, args.overrides)
+        if launched is not None:
+            check_ranks(recipe, launched_size())
+        if launched:
+            return run_peer(recipe, None, resume=False)
         _warn_if_it_will_not_fit(recipe)
         run = start_run(recipe, on_event=printer, ranks=args.ranks)
     return _report_run(run)
+
+
+def _peer_recipe(run_dir: str):
+    """The recipe a launched rank 1+ resumes with: the run's own, which must be at the same path on its host."""
+    from mlxft.runs import RunDir
+
+    run = RunDir(run_dir)
+    if not run.recipe_path.is_file():
+        raise MlxftError(f"{run.path}: no recipe.yaml on this host (rank {os.environ.get('MLX_RANK')})",
+                         hint="every host of a launched resume needs the run folder's recipe.yaml at the same path: share the folder, or copy recipe.yaml there")
+    return run.load_recipe()
 
 
 def _report_run(run) -> int:

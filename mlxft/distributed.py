@@ -71,6 +71,16 @@ def launched_rank() -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def launched_size() -> int:
+    """How many ranks the launch environment's hostfile names (1 without one)."""
+    try:
+        with open(os.environ[HOSTFILE_ENV], encoding="utf-8") as f:
+            hosts = json.load(f)
+        return len(hosts) if isinstance(hosts, list) and hosts else 1
+    except (KeyError, OSError, ValueError):
+        return 1
+
+
 def free_ports(n: int) -> list[int]:
     """n TCP ports on loopback that are free now (bound once, then released for the ranks to take)."""
     socks, ports = [], []

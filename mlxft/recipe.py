@@ -76,7 +76,7 @@ class DataSection(_Strict):
     overlong: Literal["truncate", "drop"] = Field("truncate", description="What happens to samples longer than max_seq_length (counted either way).")
     batching: Literal["bucket", "pad", "pack"] = Field(
         "bucket", description="bucket: group samples of similar length so little compute goes to padding; pad: batches in data order; "
-        "pack (SFT kinds): batches in shuffled order, each laid out padding-free (samples end to end, attention kept inside each sample)."
+        "pack (SFT kinds): the bucketed batches laid out without padding (samples end to end in rows, attention kept inside each sample)."
     )
     prompt_key: str = Field("prompt", description="Column holding the prompt (completion format).")
     completion_key: str = Field("completion", description="Column holding the completion (completion format).")

@@ -124,3 +124,43 @@ def test_ranks_are_refused_where_they_cannot_work(tmp_path):
         check_ranks(recipe_from_dict({**base, "kind": "lm-lora", "train": {"batch_size": 2}}), 4)
     assert "batch_size" in err.value.hint
     check_ranks(recipe_from_dict({**base, "kind": "lm-lora", "train": {"batch_size": 4}}), 4)
+
+
+def test_a_one_process_run_killed_mid_way_resumes_on_two_ranks(tiny_llama, chat_data, tmp_path):
+    from conftest import train_and_sigkill_at
+
+    steps = 30
+    sections = dict(train={"steps": steps, "batch_size": 4, "save_every": 5, "eval_every": None, "log_every": 1, "keep_checkpoints": 2})
+    reference = train(lm_recipe(tiny_llama, chat_data, tmp_path / "ref", **sections))
+    assert reference.ok, reference.error
+    run_dir = train_and_sigkill_at(lm_recipe(tiny_llama, chat_data, tmp_path / "runs", **sections), tmp_path / "runs", 5, tmp_path)
+    done = subprocess.run(MLXFT + ["train", "--resume", str(run_dir), "--ranks", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got, expected = _curve(run_dir)[0], _curve(reference.path)[0]
+    assert sorted(got) == list(range(1, steps + 1))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-4), f"step {step}"
+
+
+def test_mlx_launch_starts_the_same_run_as_one_process(tiny_llama, chat_data, tmp_path):
+    """What two Macs do (`mlx.launch --hostfile hosts.json -- mlxft train RECIPE`), on loopback: rank 0 writes the run."""
+    import shutil
+
+    import yaml
+
+    launch = shutil.which("mlx.launch", path=str(Path(sys.executable).parent))
+    if launch is None:
+        pytest.skip("mlx.launch is not installed beside this Python")
+    sections = dict(train={"steps": 6, "batch_size": 4, "eval_every": 3, "save_every": None})
+    one = train(lm_recipe(tiny_llama, chat_data, tmp_path / "one", **sections))
+    assert one.ok, one.error
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, chat_data, tmp_path / "launched", **sections)))
+    out = subprocess.run([launch, "-n", "2", "--backend", "ring", "--", sys.executable, "-m", "mlxft", "train", str(recipe)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = list((tmp_path / "launched").iterdir())
+    assert len(runs) == 1, "rank 1 wrote no run of its own"
+    (s1, e1), (s2, e2) = _curve(one.path), _curve(runs[0])
+    assert any("data-parallel over 2 ranks" in e["message"] for e in _events(runs[0], "LogMessage"))
+    assert s2 == pytest.approx(s1, rel=1e-4) and e2 == pytest.approx(e1, rel=1e-4)

@@ -26,7 +26,7 @@ def epoch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, mode
     """The batches (lists of sample indices) of one epoch; a pure function of its arguments."""
     rng = np.random.default_rng([seed, epoch])
     n = len(lengths)
-    if mode == "bucket":
+    if mode in ("bucket", "pack"):  # pack: the same batches, laid out without padding (see `pack`)
         # Sort by length with a random tie-break, cut into batches, then shuffle the batch order.
         order = np.lexsort((rng.random(n), np.asarray(lengths)))
         batches = [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
@@ -125,13 +125,15 @@ def pack_layout(sizes: list[int], max_row: int, attention_cost: float) -> tuple[
     return best[1], best[2]
 
 
-def pack(samples: list[Encoded], pad_id: int = 0, max_row: int = 2048, attention_cost: float = 0.0) -> PackedBatch:
+def pack(samples: list[Encoded], pad_id: int = 0, max_row: int = 2048, attention_cost: float = 0.0) -> Batch | PackedBatch:
     """Shift each sample to (inputs, targets) and lay the samples end to end in rows (see `pack_layout`).
 
     No target crosses a sample boundary: a sample of n tokens gives n - 1 positions, as in `collate`.
     """
     sizes = [len(s) - 1 for s in samples]
     L, rows = pack_layout(sizes, max_row, attention_cost)
+    if all(len(row) == 1 for row in rows):
+        return collate(samples, pad_id)  # nothing shares a row: the plain causal batch is the same layout, and cheaper
     R = len(rows)
     inputs = np.full((R, L), pad_id, dtype=np.int32)
     targets = np.full((R, L), pad_id, dtype=np.int32)

@@ -104,14 +104,14 @@ def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | N
         per_epoch = math.ceil(n / batch_size)
         wanted = per_epoch if micro_batches is None else micro_batches
         epochs = math.ceil(wanted / per_epoch)
-        if epochs > SIMULATED_EPOCHS and batching == "bucket":
+        if epochs > SIMULATED_EPOCHS and batching in ("bucket", "pack"):
             # Bucketed batches hold the same samples every epoch (only ties move), so one epoch shows them all.
             batches, seen = epoch_order(list(data.lengths), batch_size, seed, 0, batching), per_epoch
         else:
             batches = [b for e in range(min(epochs, SIMULATED_EPOCHS)) for b in epoch_order(list(data.lengths), batch_size, seed, e, batching)]
             batches, seen = batches[:wanted], min(wanted, len(batches))
         shapes = [shape_of([data.lengths[i] for i in b], [data.trained[i] for i in b]) for b in batches]
-        if epochs > SIMULATED_EPOCHS and batching in ("pad", "pack"):
+        if epochs > SIMULATED_EPOCHS and batching == "pad":
             shapes.append(_worst_random_batch(data, batch_size))  # later epochs may group the longest samples
         what = f"the largest of the {seen:,} batches this run trains on" if seen < per_epoch else f"the largest of {per_epoch:,} batches of {n:,} samples"
         return _frontier(shapes), what

@@ -10,7 +10,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from mlxft.atomic import atomic_write_text
-from mlxft.data.batches import collate, epoch_order, eval_order, pack
+from mlxft.data.batches import PackedBatch, collate, epoch_order, eval_order, pack
 from mlxft.data.encode import Encoded, SampleEncoder, encode_records
 from mlxft.data.sources import read_split
 from mlxft.errors import DataError, ModelError
@@ -151,12 +151,10 @@ class SFTJob:
             yield self._batch([self.valid[i] for i in idx])
 
     def _batch(self, samples: list[Encoded]) -> Batch:
-        if self.batching == "pack":
-            b = pack(samples, self.pad_id, self.recipe.data.max_seq_length, self._attention_cost)
-            arrays = (mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights), mx.array(b.segments))
-        else:
-            b = collate(samples, self.pad_id)
-            arrays = (mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
+        b = pack(samples, self.pad_id, self.recipe.data.max_seq_length, self._attention_cost) if self.batching == "pack" else collate(samples, self.pad_id)
+        arrays = (mx.array(b.inputs), mx.array(b.targets), mx.array(b.positions), mx.array(b.weights))
+        if isinstance(b, PackedBatch):
+            arrays += (mx.array(b.segments),)
         return Batch(arrays=arrays, weight=float(b.trained_tokens), size=b.trained_tokens)
 
     def loss(self, model, inputs, targets, positions, weights, segments=None):

@@ -396,6 +396,36 @@ class Trainer:
         mx.eval(self.model.state, self.optimizer.state)
         self._build_steps()  # the compiled functions must capture the restored state objects
 
+    def share_state_from_main(self) -> None:
+        """Every rank takes rank 0's loop state, trainable weights and optimizer state (after rank 0 resumed).
+
+        Collective: every rank calls it. The other ranks need no copy of the checkpoint, so a resume works across
+        Macs whose run folders are not shared.
+        """
+        world = self.world
+        if world.size == 1:
+            return
+        text = self.state.to_json().encode() if world.is_main else b""
+        n = int(world.sum_floats([float(len(text))])[0])
+        raw = mx.array(list(text.ljust(n, b"\0")) if world.is_main else [0] * n, dtype=mx.int32)
+        state = LoopState.from_json(bytes(world.sum(raw).astype(mx.uint8).tolist()).decode())
+        if not world.is_main:
+            self._enter_phase(state.phase)
+            self.optimizer.init(self.model.trainable_parameters())  # the per-parameter state, to be overwritten
+        # sorted by name: a state loaded from a checkpoint file need not keep the order of a freshly built one
+        params, opt = sorted(tree_flatten(self.model.trainable_parameters())), sorted(tree_flatten(self.optimizer.state))
+        def sendable(v):  # the ring sums floats and 32-bit ints (the optimizer's step counter is a uint64)
+            return v if mx.issubdtype(v.dtype, mx.floating) or v.dtype == mx.int32 else v.astype(mx.int32)
+
+        own = [sendable(v) if world.is_main else mx.zeros_like(sendable(v)) for _, v in params + opt]
+        summed = [world.sum(v).astype(orig.dtype) for v, (_, orig) in zip(own, params + opt)]
+        mx.eval(summed)
+        self.model.update(tree_unflatten([(k, v) for (k, _), v in zip(params, summed[: len(params)])]))
+        self.optimizer.state = tree_unflatten([(k, v) for (k, _), v in zip(opt, summed[len(params):])])
+        self.state = state
+        mx.eval(self.model.state, self.optimizer.state)
+        self._build_steps()
+
     def prune_checkpoints(self, keep: int) -> None:
         """Keep the newest `keep` checkpoints, plus the newest one from a step whose loss looked healthy."""
         found = self.run.checkpoints()

@@ -368,6 +368,28 @@ def start_run(recipe: Recipe, *, on_event: Callable = lambda e: None, ranks: int
         raise
 
 
+def run_peer(recipe: Recipe, run_dir: str | Path | None, resume: bool) -> int:
+    """This process is rank 1+ of a world that `mlx.launch` started (e.g. across Macs): train its shards in a child, write nothing.
+
+    Rank 0 (started the same way, on its own host) writes the run; a resume takes rank 0's state over the ring, so this
+    host needs the recipe's model and data at the same paths, not the run's checkpoints.
+    """
+    ctx = mp.get_context("spawn")
+    scratch = Path(tempfile.mkdtemp(prefix="mlxft-peer-"))
+    stop = ctx.Event()
+    proc = ctx.Process(target=_rank_main, args=(recipe.to_dict(), str(run_dir or scratch), resume, stop), name="mlxft-rank")
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if in_main else None
+    try:
+        proc.start()
+        proc.join()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0 if proc.exitcode == 0 else 1
+
+
 def resume_run(run_dir: str | Path, *, on_event: Callable = lambda e: None, ranks: int = 1) -> Run:
     """Continue a run from its latest complete checkpoint (the training process checks it again under the lock)."""
     run = RunDir(run_dir)

@@ -42,10 +42,7 @@ def run_job(recipe: Recipe, run_dir: Path, hooks: LoopHooks, resume: bool = Fals
         if world.is_main:
             resumed_from = trainer.resume_latest()  # sets aside what does not load: rank 0 alone touches the run
             emit(LogMessage("info", f"resumed from {resumed_from} (step {trainer.state.step})"))
-        if world.size > 1:  # the other ranks load the checkpoint rank 0 chose
-            step = int(world.sum_floats([float(trainer.state.step) if world.is_main else 0.0])[0])
-            if not world.is_main:
-                trainer.load_checkpoint(run.checkpoint_dir(step))
+        trainer.share_state_from_main()  # the other ranks start where rank 0 resumed
     if world.size > 1:
         emit(LogMessage("info", f"data-parallel over {world.size} ranks: each computes 1/{world.size} of every batch of {recipe.train.batch_size}; gradients are summed"))
     emit(RunStarted(run_dir=str(run.path), total_steps=trainer.total_steps, resumed_from_step=trainer.state.step, pid=os.getpid(), unit=job.unit,
