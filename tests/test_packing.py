@@ -165,3 +165,35 @@ def test_the_memory_plan_sizes_packed_batches_as_pack_lays_them_out():
     assert max(s.batch * s.length for s in packed) < max(s.batch * s.length for s in padded)
     for order_batch in (s for s in packed):
         assert order_batch.batch == 1  # attention free: each batch of 4 fits one row
+
+
+def test_the_one_pass_cross_entropy_equals_mlx_cross_entropy_and_its_gradient():
+    from mlxft.llm.objective import _one_pass_cross_entropy
+
+    mx.random.seed(3)
+    logits = mx.random.normal((37, 501)) * 8.0  # large logits: the max shift matters
+    targets = mx.random.randint(0, 501, (37,)).astype(mx.int32)
+    weights = (mx.arange(37) % 3 != 0).astype(mx.float32)  # some rows weigh 0, as padding does
+    ours = lambda z: (_one_pass_cross_entropy(z, targets)[0] * weights).sum()  # noqa: E731
+    ref = lambda z: (nn.losses.cross_entropy(z, targets) * weights).sum()  # noqa: E731
+    (l1, g1), (l2, g2) = mx.value_and_grad(ours)(logits), mx.value_and_grad(ref)(logits)
+    assert l1.item() == pytest.approx(l2.item(), rel=1e-6)
+    assert np.allclose(np.array(g1), np.array(g2), atol=1e-6)
+    compiled = mx.compile(mx.value_and_grad(ours))(logits)
+    assert np.allclose(np.array(compiled[1]), np.array(g2), atol=1e-6)
+
+
+def test_the_cpu_swiglu_equals_the_models_own_and_keeps_its_parameters(tiny_model):
+    from mlxft.llm.cpu_speed import KeptSigmoidSwiGLU, use_cpu_kernels
+
+    loaded = load_model(str(tiny_model))
+    model = loaded.model
+    x = mx.random.normal((2, 9, model.layers[0].mlp.gate_proj.weight.shape[1])) * 3.0
+    names = sorted(k for k, _ in tree_flatten(model.parameters()))
+    before = model.layers[0].mlp(x)
+    gb = mx.grad(lambda x: model.layers[0].mlp(x).sum())(x)
+    assert use_cpu_kernels(model) == len(model.layers)
+    assert isinstance(model.layers[0].mlp, KeptSigmoidSwiGLU)
+    assert sorted(k for k, _ in tree_flatten(model.parameters())) == names
+    assert np.allclose(np.array(model.layers[0].mlp(x)), np.array(before), atol=1e-6)
+    assert np.allclose(np.array(mx.grad(lambda x: model.layers[0].mlp(x).sum())(x)), np.array(gb), atol=1e-5)

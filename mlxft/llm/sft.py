@@ -17,6 +17,7 @@ from mlxft.errors import DataError, ModelError
 from mlxft.events import LogMessage
 from mlxft.job import Batch
 from mlxft.llm import adapters as A
+from mlxft.llm.cpu_speed import use_cpu_kernels
 from mlxft.llm.loading import count_parameters, device_name, load_model
 from mlxft.llm.model_files import load_safetensors_checked
 from mlxft.llm.objective import make_loss
@@ -74,6 +75,7 @@ def prepare_model(recipe: Recipe, emit=lambda e: None):
         mx.random.seed(recipe.seed)  # LoRA A matrices are drawn from the recipe's seed
         A.apply_adapters(model, recipe.method, recipe.lora.rank, recipe.lora.scale, recipe.lora.dropout, keys, num_layers)
         cfg = A.adapter_config(recipe.method, num_layers, recipe.lora.rank, recipe.lora.scale, recipe.lora.dropout, keys, alpha=recipe.lora.alpha, base_model=recipe.model)
+    use_cpu_kernels(model)
     mx.eval(model.parameters())
     return loaded, cfg
 
@@ -93,6 +95,7 @@ def _start_from_adapter(model, recipe: Recipe, emit) -> dict:
     lp = cfg.get("lora_parameters") or {}
     what = f"{method} r{lp['rank']} on {len(lp.get('keys') or [])} module(s) of the last {n} blocks" if method != "full" else f"full, the last {n} blocks"
     emit(LogMessage("info", f"starting from the adapter in {recipe.init_adapter} ({what}); the recipe's lora section is not used"))
+    use_cpu_kernels(model)
     out = dict(cfg)
     out["mlxft"] = {**(cfg.get("mlxft") if isinstance(cfg.get("mlxft"), dict) else {}), "base_model": recipe.model, "init_adapter": str(recipe.init_adapter)}
     mx.eval(model.parameters())
