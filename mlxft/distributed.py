@@ -12,7 +12,17 @@ import os
 import socket
 from dataclasses import dataclass
 
-RANK_ENV, HOSTFILE_ENV = "MLX_RANK", "MLX_HOSTFILE"
+RANK_ENV, HOSTFILE_ENV = "MLX_RANK", "MLX_HOSTFILE"  # the ring backend's launch environment (mlx.launch, --ranks)
+JACCL_ENV, IBV_DEVICES_ENV = "MLX_JACCL_COORDINATOR", "MLX_IBV_DEVICES"  # JACCL's (RDMA over Thunderbolt 5, macOS)
+
+
+def launch_backend() -> str | None:
+    """The backend this process was launched into as one rank (`ring` or `jaccl`), or None when it was not."""
+    if os.environ.get(RANK_ENV) is None:
+        return None
+    if os.environ.get(JACCL_ENV) and os.environ.get(IBV_DEVICES_ENV):
+        return "jaccl"
+    return "ring" if os.environ.get(HOSTFILE_ENV) else None
 
 
 @dataclass
@@ -54,27 +64,28 @@ class World:
 
 
 def current_world() -> World:
-    """The world described by MLX's launch environment (MLX_RANK + MLX_HOSTFILE, as `mlx.launch` or `--ranks` set it)."""
-    if not os.environ.get(HOSTFILE_ENV) or os.environ.get(RANK_ENV) is None:
+    """The world described by MLX's launch environment (what `mlx.launch` or `--ranks` set), else a world of one."""
+    backend = launch_backend()
+    if backend is None:
         return World()
     import mlx.core as mx
 
-    group = mx.distributed.init(strict=True, backend="ring")
+    group = mx.distributed.init(strict=True, backend=backend)
     return World(rank=group.rank(), size=group.size(), group=group)
 
 
 def launched_rank() -> int | None:
     """This process's rank when it was started as one rank of a world (e.g. by `mlx.launch`), else None."""
-    if not os.environ.get(HOSTFILE_ENV):
+    if launch_backend() is None:
         return None
-    value = os.environ.get(RANK_ENV)
-    return int(value) if value is not None and value.isdigit() else None
+    value = os.environ.get(RANK_ENV, "")
+    return int(value) if value.isdigit() else None
 
 
 def launched_size() -> int:
-    """How many ranks the launch environment's hostfile names (1 without one)."""
+    """How many ranks the launch environment names (its hostfile, or JACCL's device list; 1 without one)."""
     try:
-        with open(os.environ[HOSTFILE_ENV], encoding="utf-8") as f:
+        with open(os.environ[IBV_DEVICES_ENV if launch_backend() == "jaccl" else HOSTFILE_ENV], encoding="utf-8") as f:
             hosts = json.load(f)
         return len(hosts) if isinstance(hosts, list) and hosts else 1
     except (KeyError, OSError, ValueError):

@@ -164,3 +164,22 @@ def test_mlx_launch_starts_the_same_run_as_one_process(tiny_llama, chat_data, tm
     (s1, e1), (s2, e2) = _curve(one.path), _curve(runs[0])
     assert any("data-parallel over 2 ranks" in e["message"] for e in _events(runs[0], "LogMessage"))
     assert s2 == pytest.approx(s1, rel=1e-4) and e2 == pytest.approx(e1, rel=1e-4)
+
+
+def test_the_launch_environment_names_the_backend(monkeypatch, tmp_path):
+    from mlxft import distributed as D
+
+    for k in ("MLX_RANK", "MLX_HOSTFILE", "MLX_JACCL_COORDINATOR", "MLX_IBV_DEVICES"):
+        monkeypatch.delenv(k, raising=False)
+    assert D.launch_backend() is None and D.launched_rank() is None and D.launched_size() == 1
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps([["10.0.0.1:5000"], ["10.0.0.2:5000"], ["10.0.0.3:5000"]]))
+    monkeypatch.setenv("MLX_RANK", "2")
+    monkeypatch.setenv("MLX_HOSTFILE", str(hosts))
+    assert D.launch_backend() == "ring" and D.launched_rank() == 2 and D.launched_size() == 3
+    devices = tmp_path / "devices.json"
+    devices.write_text(json.dumps([[None, "rdma_en3"], ["rdma_en3", None]]))
+    monkeypatch.delenv("MLX_HOSTFILE")
+    monkeypatch.setenv("MLX_JACCL_COORDINATOR", "10.0.0.1:5000")
+    monkeypatch.setenv("MLX_IBV_DEVICES", str(devices))
+    assert D.launch_backend() == "jaccl" and D.launched_size() == 2

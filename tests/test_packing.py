@@ -197,3 +197,32 @@ def test_the_cpu_swiglu_equals_the_models_own_and_keeps_its_parameters(tiny_mode
     assert sorted(k for k, _ in tree_flatten(model.parameters())) == names
     assert np.allclose(np.array(model.layers[0].mlp(x)), np.array(before), atol=1e-6)
     assert np.allclose(np.array(mx.grad(lambda x: model.layers[0].mlp(x).sum())(x)), np.array(gb), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_on_the_real_model_packed_and_cpu_kernel_losses_equal_the_plain_padded_ones():
+    from conftest import ASSETS
+
+    model_dir = ASSETS / "models" / "smollm2-135m-instruct-4bit"
+    data = ASSETS / "data" / "instructions" / "alpaca_en_demo_chat"
+    if not model_dir.is_dir() or not data.is_dir():
+        pytest.skip("../shared/assets is not here")
+    from mlxft.llm.cpu_speed import use_cpu_kernels
+    from mlxft.llm.loading import dequantize_model
+
+    loaded = load_model(str(model_dir), dtype="float32")
+    dequantize_model(loaded.model, mx.float32)
+    samples, _ = encode_records(read_split(str(data), "train")[:4], SampleEncoder(loaded.tokenizer, DataSection(path="x")), "chat", 256, "truncate")
+    plain = make_loss(loaded.model, loaded.model_type)
+    padded = collate(samples)
+    reference = nn.value_and_grad(loaded.model, lambda m, *a: nn.losses.cross_entropy(  # MLX's own CE and SwiGLU
+        m.model.embed_tokens.as_linear(mx.take(m.model(a[0]).reshape(-1, m.args.hidden_size), a[2], axis=0)), mx.take(a[1].reshape(-1), a[2])).__mul__(a[3]).sum() / a[3].sum())
+    loaded.model.freeze()
+    loaded.model.model.layers[-1].self_attn.q_proj.unfreeze()  # one trainable weight keeps the gradient small to compare
+    l0, g0 = reference(loaded.model, *_arrays(padded, False))
+    assert use_cpu_kernels(loaded.model) == len(loaded.model.layers)
+    grad = nn.value_and_grad(loaded.model, lambda m, *a: plain(m, *a)[0])
+    l1, g1 = grad(loaded.model, *_arrays(pack(samples, max_row=4096), True))
+    assert l1.item() == pytest.approx(l0.item(), rel=1e-5)
+    for (k, a), (_, b) in zip(tree_flatten(g0), tree_flatten(g1)):
+        assert np.allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-6), k
