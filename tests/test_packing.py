@@ -120,6 +120,10 @@ def test_a_packed_run_trains_the_same_steps_as_a_bucketed_one(tiny_llama, chat_d
         Trainer(job, recipe.train, seed=0, run_dir=tmp_path / batching, hooks=LoopHooks(emit=events.append)).fit()
         curves[batching] = [e.loss for e in events if type(e).__name__ == "StepReport"] + [e.val_loss for e in events if type(e).__name__ == "EvalReport"]
     assert packed >= 3, "the packed run did share rows"
+    said = []
+    SFTJob(recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path / "said", data={"batching": "pack"})), emit=said.append)
+    summary = next(e.message for e in said if "batching pack:" in getattr(e, "message", ""))
+    assert "% of the positions computed hold tokens" in summary and "padded buckets would compute" in summary
     assert len(curves["pack"]) == 6 + 3
     assert curves["pack"] == pytest.approx(curves["bucket"], rel=2e-4)
 

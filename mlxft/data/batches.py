@@ -45,6 +45,11 @@ def _round_up(n: int, k: int) -> int:
     return max(k, -(-n // k) * k)
 
 
+def padded_width(positions: int) -> int:
+    """The width `collate` pads a batch to whose longest sample has this many positions."""
+    return _round_up(positions, PAD_MULTIPLE)
+
+
 def _trained_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """The flat indices of the trained positions, padded to TARGET_MULTIPLE, their 0/1 weights, and how many are real."""
     flat = np.flatnonzero(mask.reshape(-1)).astype(np.int32)
@@ -59,7 +64,7 @@ def _trained_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 def collate(samples: list[Encoded], pad_id: int = 0) -> Batch:
     """Shift to (inputs, targets), pad to a multiple of 8, and list the trained positions."""
     longest = max(len(s) for s in samples) - 1
-    L = _round_up(longest, PAD_MULTIPLE)
+    L = padded_width(longest)
     B = len(samples)
     inputs = np.full((B, L), pad_id, dtype=np.int32)
     targets = np.full((B, L), pad_id, dtype=np.int32)

@@ -10,7 +10,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from mlxft.atomic import atomic_write_text
-from mlxft.data.batches import PackedBatch, collate, epoch_order, eval_order, pack
+from mlxft.data.batches import PackedBatch, collate, epoch_order, eval_order, pack, pack_layout, padded_width
 from mlxft.data.encode import Encoded, SampleEncoder, encode_records
 from mlxft.data.sources import read_split
 from mlxft.errors import DataError, ModelError
@@ -126,12 +126,25 @@ class SFTJob:
                                        "or no position encoding can); batching by length buckets instead"))
             self.batching = "bucket"
         self._attention_cost = attention_cost(self.loaded.config)
+        if self.batching == "pack":
+            emit(LogMessage("info", self._packing_summary(recipe.train.batch_size, recipe.seed)))
         vocab = self.loaded.config.get("vocab_size")  # the divergence guard's "uniform guessing" level, ln V
         self.uniform_loss = math.log(vocab) if isinstance(vocab, int) and vocab > 1 else None
 
     def _load_data(self, recipe: Recipe, tokenizer, emit) -> None:
         self.train, self.valid = load_splits(recipe, tokenizer, emit)
         self._lengths = [len(s) for s in self.train]
+
+    def _packing_summary(self, batch_size: int, seed: int) -> str:
+        """How much of what the first epoch computes holds tokens, packed and as padded buckets."""
+        real = packed = padded = 0
+        for idx in epoch_order(self._lengths, batch_size, seed, 0, "pack"):
+            sizes = [self._lengths[i] - 1 for i in idx]
+            length, rows = pack_layout(sizes, self.recipe.data.max_seq_length, self._attention_cost)
+            real, packed = real + sum(sizes), packed + length * len(rows)
+            padded += len(sizes) * padded_width(max(sizes))
+        return (f"batching pack: {real / max(packed, 1):.1%} of the positions computed hold tokens "
+                f"({packed:,} positions an epoch; padded buckets would compute {padded:,}, {real / max(padded, 1):.1%} tokens)")
 
     # -- what the Trainer asks ------------------------------------------------------------------
     @property
