@@ -253,10 +253,14 @@ async def test_escape_cancels_a_running_export_and_nothing_is_published(runs):
         await wait_until(pilot, lambda: not dialog.is_busy, 30, "the cancel")
         await pilot.pause()
         assert app.screen is dialog  # escape cancelled; it did not close the dialog
-        assert "cancelled" in text(dialog.query_one("#export-status"))
-        assert "nothing was published" in text(dialog.query_one("#result-text"))
-        assert not (exports / "fused").exists()
-        assert [p.name for p in exports.iterdir()] == []  # the half-written folder was removed by the command itself
+        if (exports / "fused").exists():  # on a loaded machine the command may publish before SIGINT reaches it: say so
+            assert "finished before the cancel" in text(dialog.query_one("#result-text"))
+            assert "complete" in text(dialog.query_one("#export-status"))
+        else:
+            assert "cancelled" in text(dialog.query_one("#export-status"))
+            assert "nothing was published" in text(dialog.query_one("#result-text"))
+            assert [p.name for p in exports.iterdir()] == []  # the half-written folder was removed by the command itself
+        assert not any(exports.glob(".fused.*")), "no temp folder is left"
         assert dialog.active_bindings["escape"].binding.action == "close"
 
 

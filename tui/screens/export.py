@@ -168,6 +168,13 @@ BEFORE = ("Export writes the folder above. Dry run writes what Push would upload
           "and loss curve, in {push}) and lists it; Push uploads it, with the token of HF_TOKEN or `hf auth login`.")
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 class ExportDialog(ModalScreen[None]):
     """Export the run in a format its kind takes, or push it to the Hub; the result (folder, files, notes) stays on screen."""
 
@@ -383,26 +390,35 @@ class ExportDialog(ModalScreen[None]):
         self.query_one("#result-text", Static).update(text)
         self.query_one("#export-result", VerticalScroll).scroll_home(animate=False)
 
+    def target(self, args: list[str]) -> Path:
+        """The folder this command writes."""
+        if "--out" in args:
+            return Path(args[args.index("--out") + 1])
+        if args[0] == "push":
+            return default_push_folder(RunDir(self.run.path), self.spec.name)
+        return Path(self._default_out)
+
     def replaces(self, args: list[str]) -> Path | None:
         """The earlier export that this command's folder holds (the engine replaces it; anything else it refuses to touch)."""
-        if "--out" in args:
-            folder = Path(args[args.index("--out") + 1])
-        elif args[0] == "push":
-            folder = default_push_folder(RunDir(self.run.path), self.spec.name)
-        else:
-            folder = Path(self._default_out)
+        folder = self.target(args)
         return folder if (folder / EXPORT_STAMP).is_file() else None
 
     @work(exclusive=True, group="export")
     async def run_command(self, what: str, args: list[str], shown: Text, earlier: bool) -> None:
         """`mlxft export|push ... --json` as a child process: its last JSON line is the result, its stderr the error."""
         lines: list[str] = []
+        stamp = self.target(args) / EXPORT_STAMP
+        before = _mtime(stamp)
         try:
             code, err = await stream_command(args, lines.append, interrupt=True)
         except asyncio.CancelledError:
             self.set_busy(False)
-            self.set_status(f"cancelled: mlxft {what} was stopped; nothing was published")
-            self.show_text(shown + Text("cancelled: nothing was published" + (", the earlier export is as it was" if earlier else "") + "\n"))
+            if _mtime(stamp) not in (None, before):  # the command published before the stop reached it
+                self.set_status(f"mlxft {what} had finished before the stop arrived: the export is complete")
+                self.show_text(shown + Text(f"finished before the cancel: {stamp.parent} is complete\n"))
+            else:
+                self.set_status(f"cancelled: mlxft {what} was stopped; nothing was published")
+                self.show_text(shown + Text("cancelled: nothing was published" + (", the earlier export is as it was" if earlier else "") + "\n"))
             raise
         except OSError as exc:
             code, err = 1, str(exc)
