@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual import events
 from textual.app import App
 from textual.binding import Binding
 
@@ -56,13 +55,12 @@ class MlxftApp(App):
         self.run_model: str | None = None  # ... and its base model
         self.picks: dict = {}  # what RUNS/.mlxft-tui.json remembers (tui.picks)
         self.remembered: set[str] = set()  # the picks that came from it and were not changed since: shown as "last used"
-        self._held_keys: list[events.Key] | None = None  # typed while a screen was being built (see on_event)
 
     def on_mount(self) -> None:
         self.restore_picks()
         self.switch_mode(self.start_mode)
 
-    # -- screens are built on first visit; keys typed meanwhile wait for the new screen ---------------------
+    # -- screens: built on first visit (Textual queues keys typed meanwhile for the new screen) -------------
     def action_goto(self, mode: str) -> None:
         self.switch_mode(mode)
 
@@ -73,30 +71,6 @@ class MlxftApp(App):
 
     async def action_quit_anywhere(self) -> None:
         await self.action_quit()
-
-    def switch_mode(self, mode: str):
-        fresh = mode in self.MODES and mode not in self._screen_stacks
-        mounted = super().switch_mode(mode)
-        if fresh:
-            self._held_keys = []
-
-            async def when_mounted() -> None:
-                await mounted
-                self.call_after_refresh(self._screen_built)
-
-            self.run_worker(when_mounted(), group="screen-built")
-        return mounted
-
-    def _screen_built(self) -> None:
-        held, self._held_keys = self._held_keys or [], None
-        for key in held:
-            self.post_message(events.Key(key.key, key.character))
-
-    async def on_event(self, event: events.Event) -> None:
-        if isinstance(event, events.Key) and self._held_keys is not None and not event.is_forwarded:
-            self._held_keys.append(event)  # the screen is not ready: these are for it, not for the one before
-            return
-        await super().on_event(event)
 
     # -- remembered picks (per runs folder) -------------------------------------------------------
     def restore_picks(self) -> None:

@@ -227,6 +227,8 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "focus_prompt" and in_field(self.focused):
             return False  # enter in a field is that field's (the prompt sends, model and adapter load)
+        if action == "stop_reply" and not self.generating:
+            return False
         return key_allowed(self, action)
 
     def action_focus_prompt(self) -> None:
@@ -269,6 +271,7 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
         state = self.query_one("#chat-state", Label)
         state.update(text)
         state.set_classes(f"-{kind}" if kind else "")
+        self.refresh_bindings()  # ctrl+t Stop shows while an answer is being written
 
     def show_ready(self) -> None:
         self.set_state("ready · " + ("base + tuned" if "tuned" in self.sides else "base only"), "ready")
@@ -382,6 +385,7 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
 
     def begin_turn(self, prompt: str) -> None:
         self.generating = True
+        self.refresh_bindings()
         for side in self.sides:
             self.conversations[side].turns.append(Turn(prompt))
             self.refresh_side(side)

@@ -812,7 +812,7 @@ class DataScreen(NavScreen):
             yield Select([("auto-detect", "auto"), *((f, f) for f in FORMATS)], value="auto", allow_blank=False, id="data-format", compact=True)
             yield Label("map", classes="field-label")
             yield Input(placeholder="your columns, e.g. prompt=question, completion=answer", id="data-map", compact=True)
-        yield Static("Type a data file or folder and press enter: every row is checked, and every problem listed.", id="data-summary", classes="muted")
+        yield Static("tab to the data field, type a file, folder or Hub id, enter: every row is checked, every problem listed.", id="data-summary", classes="muted")
         with TabbedContent(id="data-tabs"):
             with TabPane("Report", id="tab-report"):
                 yield ReportPane()

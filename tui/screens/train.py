@@ -260,11 +260,8 @@ class TrainScreen(NavScreen):
         for image folders); class weights from Data's label balance go into the classifier's section."""
         form = self.query_one(RecipeForm)
         form.set_field("data.path", path)
-        kind = form.get_field("kind")
-        if format == "classification" and kind != "lm-classify":
-            form.set_field("kind", "lm-classify")
-        elif format == "image-classification" and kind not in VISION_KINDS:
-            form.set_field("kind", "image-classify")
+        if format and form.get_field("kind") not in kinds_for_format(format):
+            form.set_field("kind", kinds_for_format(format)[0])  # e.g. lm-classify for labelled texts, lm-dpo for pairs
         if class_weights is not None:
             if format == "image-classification":
                 form.set_field("vision.class_weights", "auto")  # the image job computes inverse frequency itself
@@ -279,6 +276,8 @@ class TrainScreen(NavScreen):
         self._check_timer = self.set_timer(0.4, self.check_recipe)
 
     def check_recipe(self) -> Recipe | None:
+        if self._check_timer is not None:
+            self._check_timer.stop()  # checked now: the pending re-check of the last edit would only repeat this
         form = self.query_one(RecipeForm)
         recipe = form.check()
         line = self.query_one("#memory-line", Label)
