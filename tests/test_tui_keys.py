@@ -76,7 +76,7 @@ def footer_keys(app) -> dict[str, str]:
 def footer_problems(app) -> list[str]:
     """Footer entries that are cut or hidden: each must lie whole on screen, left of the pinned Help and Quit."""
     footer = app.screen.query_one(KeyFooter)
-    pinned = footer.query("#footer-pinned")
+    pinned = footer.query(".footer-pinned")
     problems = []
     if not pinned:  # only while a field has focus, where ? and q are typed into it (ctrl+q still quits)
         if not in_field(app.focused):

@@ -790,9 +790,9 @@ class DataScreen(NavScreen):
     DataScreen #review-file { height: auto; }
     DataScreen #review-item { width: 1fr; padding: 0 1; }
     DataScreen #review-text { height: 1fr; }
-    DataScreen #review-answers { margin: 1 0; height: auto; }
+    DataScreen #review-answers { margin: 0; height: auto; }
     DataScreen #review-answers Static { width: 1fr; margin-right: 2; }
-    DataScreen #review-corrected { height: 6; min-height: 3; max-height: 40%; }
+    DataScreen #review-corrected { height: 5; }
     DataScreen #review-buttons { height: 1; }
     DataScreen #review-buttons Button { margin-right: 1; min-width: 0; width: auto; }
     """

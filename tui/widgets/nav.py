@@ -83,7 +83,7 @@ class KeyFooter(Footer):
 
     PINNED = ("app.help", "app.quit", "help", "quit")
     DEFAULT_CSS = """
-    KeyFooter #footer-pinned { dock: right; width: auto; height: 1; background: $footer-background; }
+    KeyFooter .footer-pinned { dock: right; width: auto; height: 1; background: $footer-background; }
     """
 
     def __init__(self) -> None:
@@ -97,4 +97,4 @@ class KeyFooter(Footer):
             else:
                 yield widget
         if pinned:
-            yield HorizontalGroup(*pinned, id="footer-pinned")
+            yield HorizontalGroup(*pinned, classes="footer-pinned")  # a class: a recompose may overlap the last one
