@@ -150,10 +150,15 @@ def cmd_tui(args) -> int:
 def cmd_validate(args) -> int:
     from mlxft.recipe import load_recipe
 
+    # Like `train RECIPE key=value ...`: a word with `=` that is not a file is an override, for every recipe named.
+    recipes = [a for a in args.recipes if "=" not in a or Path(a).exists()]
+    overrides = [a for a in args.recipes if a not in recipes] + (args.set or [])
+    if not recipes:
+        raise MlxftError("give a recipe: `mlxft validate RECIPE.yaml [key=value ...]`", hint="e.g. mlxft validate recipes/chat-lora.yaml train.steps=50")
     bad = 0
-    for path in args.recipes:
+    for path in recipes:
         try:
-            r = load_recipe(path, args.set or None)
+            r = load_recipe(path, overrides or None)
             print(f"ok    {path}  ({r.kind}, model {r.model})")
         except MlxftError as exc:
             bad += 1
@@ -774,14 +779,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--screen", default="models", choices=["models", "data", "train", "evaluate", "chat"])
     s.set_defaults(fn=cmd_tui)
 
-    s = sub.add_parser("validate", help="check recipes without running them")
-    s.add_argument("recipes", nargs="+")
+    s = sub.add_parser("validate", help="check recipes without running them (key=value overrides apply to each, as in train)")
+    s.add_argument("recipes", nargs="+", metavar="RECIPE [key=value]")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override to validate with (repeatable)")
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("plan", help="estimate peak memory of a recipe before loading any weights")
     s.add_argument("recipe")
-    s.add_argument("overrides", nargs="*")
+    s.add_argument("overrides", nargs="*", help="as in train: e.g. train.batch_size=2 data.max_seq_length=512")
     s.add_argument("--memory-gb", type=float, help="judge against this much memory (GB) instead of this machine's (or set MLXFT_MEMORY_GB)")
     s.set_defaults(fn=cmd_plan)
 

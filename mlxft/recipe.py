@@ -16,6 +16,13 @@ PREFERENCE_KINDS = ("lm-dpo", "lm-orpo")
 VISION_KINDS = ("image-classify",)
 CLASSIFY_KINDS = ("lm-classify",)
 KINDS = (*LM_KINDS, *PREFERENCE_KINDS, *CLASSIFY_KINDS, *VISION_KINDS)
+# The kinds that train each data format (`mlxft data validate` names it); the kind rules refuse the others.
+FORMAT_KINDS = {"preference": PREFERENCE_KINDS, "classification": CLASSIFY_KINDS, "image-classification": VISION_KINDS}
+
+
+def kinds_for_format(fmt: str) -> tuple[str, ...]:
+    """`kinds_for_format("classification")` -> ("lm-classify",); text, completion, chat and the like: the SFT kinds."""
+    return FORMAT_KINDS.get(fmt, LM_KINDS)
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")

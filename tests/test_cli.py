@@ -36,6 +36,20 @@ def test_validate_reports_every_problem_and_exits_1(tmp_path):
     assert "data.formatt" in out.stderr and "train.steps" in out.stderr and "2 problem(s)" in out.stderr
 
 
+
+def test_validate_and_plan_take_overrides_as_train_does(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("kind: lm-lora\nmodel: m\ndata: {path: d}\n")
+    ok = run_cli("validate", good, "train.steps=50", "lora.rank=16")
+    assert ok.returncode == 0, ok.stderr
+    assert f"ok    {good}" in ok.stdout and "train.steps=50" not in ok.stderr  # an override, not a missing recipe file
+    for command in ("validate", "plan"):
+        out = run_cli(command, good, "train.steps=-1")
+        assert out.returncode == 1, (command, out.stdout)
+        assert "train.steps" in out.stderr and "no such file" not in out.stderr, (command, out.stderr)
+    only = run_cli("validate", "train.steps=5")
+    assert only.returncode == 1 and "give a recipe" in only.stderr
+
 def test_train_generate_and_eval_loss_end_to_end(tiny_llama, chat_data, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, chat_data, tmp_path / "runs")))

@@ -73,11 +73,11 @@ def table_text(screen, selector: str) -> str:
 
 
 async def pick_run(pilot, index: int) -> None:
-    """Keyboard only: focus the Run list, open it, walk down to the run, choose it, leave the field."""
+    """Keyboard only: focus the Run list, open it (on its first run), walk down to run `index` (1: the first), choose it, leave the field."""
     screen = pilot.app.screen
     screen.query_one("#eval-runs", Select).focus()
     await pilot.press("enter")
-    for _ in range(index):
+    for _ in range(index - 1):
         await pilot.press("down")
     await pilot.press("enter", "escape")
     await pilot.pause()
@@ -247,7 +247,7 @@ async def test_a_real_comparison_runs_as_a_child_and_its_results_open(trained):
         await pick_run(pilot, 1)  # newest first: strong, then weak
         assert screen.query_one("#eval-runs", Select).value == str(trained["strong"])
         screen.query_one("#eval-against", Select).focus()
-        await pilot.press("enter", "down", "enter", "escape")
+        await pilot.press("enter", "enter", "escape")  # the list opens on its first run: enter picks it
         assert screen.query_one("#eval-against", Select).value == str(trained["weak"])
         await pilot.press("ctrl+g")
         await pilot.pause()

@@ -42,7 +42,7 @@ async def test_a_text_classifiers_evaluation_runs_from_the_form_and_fills_every_
     app = MlxftApp(runs_dir=text_run["runs"], start="evaluate")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await pick_run(pilot, 1)  # below the list's prompt row
+        await pick_run(pilot, 1)  # the first run: the list opens on it
         assert screen.query_one("#eval-runs", Select).value == str(text_run["run"])
         # The form asks for data and split; no Against (a text run is compared with its zero-shot base), no LM fields.
         assert screen.query_one("#eval-images").display and screen.query_one("#eval-split", Input).value == "test"

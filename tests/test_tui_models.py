@@ -101,7 +101,7 @@ async def test_the_detail_pane_shows_ids_breakdown_and_the_command_line(models_e
         await pilot.press("slash", *"qwen3-0.6b", "enter")
         text = detail(app)
         for expected in ("Qwen/Qwen3-0.6B", "mlx-community/Qwen3-0.6B-4bit", "context 32,768", "apache-2.0", "batch 4 x 512",
-                         "activations", "logits", "total", "QLoRA 4-bit", "mlxft train recipes/chat-lora.yaml model=qwen3-0.6b"):
+                         "activations", "logits", "total", "QLoRA 4-bit", "mlxft train RECIPE.yaml model=qwen3-0.6b", "RECIPE.yaml: save one from Train"):
             assert expected in text, expected
         # Local problem rows say why, in the pane too.
         await pilot.press("slash", "ctrl+u", *"bert", "enter")
@@ -192,7 +192,7 @@ async def test_the_vision_tab_lists_every_backbone_with_its_phase_2_memory(model
         text = detail(app)
         for expected in ("facebook/dinov2-small", "apache-2.0", "none: features only", "768", "224 px crop", "bicubic",
                          "Memory of phase 2", "last 2 blocks", "all blocks", "MLX peak", "runtime",
-                         "mlxft train recipes/image-classifier.yaml model=dinov2-small data.path=YOUR_IMAGES"):
+                         "mlxft train RECIPE.yaml model=dinov2-small data.path=YOUR_IMAGES"):
             assert expected in text, expected
         # Back to the language models: their columns, their rows, the filter kept.
         await pilot.press("escape", "k")

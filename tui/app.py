@@ -8,8 +8,10 @@ from textual.app import App
 from textual.binding import Binding
 
 from mlxft.errors import MlxftError
+from tui.picks import read_picks, write_picks
 from tui.runner import TrainProcess
 from tui.widgets.dialogs import ConfirmDialog, ErrorDialog, HelpScreen, QuitDialog
+from tui.widgets.nav import SCREENS, in_field
 
 
 def _screen(name: str):
@@ -31,14 +33,12 @@ class MlxftApp(App):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (130, "-wide")]
     MODES = {name: _screen(name) for name in ("models", "data", "train", "evaluate", "chat")}
     BINDINGS = [
-        Binding("1", "switch_mode('models')", "Models", show=False),
-        Binding("2", "switch_mode('data')", "Data", show=False),
-        Binding("3", "switch_mode('train')", "Train", show=False),
-        Binding("4", "switch_mode('evaluate')", "Evaluate", show=False),
-        Binding("5", "switch_mode('chat')", "Chat", show=False),
+        # Digits switch screens when no form field has focus; alt+digit from anywhere (the field keeps its text).
+        *(Binding(str(n), f"goto('{mode}')", label, show=False) for n, (mode, label) in enumerate(SCREENS, start=1)),
+        *(Binding(f"alt+{n}", f"switch_mode('{mode}')", label, show=False, priority=True) for n, (mode, label) in enumerate(SCREENS, start=1)),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("ctrl+q", "quit_anywhere", "Quit", show=False, priority=True),
     ]
 
     def __init__(self, *, runs_dir: str | Path = "runs", start: str = "models"):
@@ -51,14 +51,62 @@ class MlxftApp(App):
         self.data_path: str | None = None  # opened on Data, offered to Train
         self.data_pick: dict = {}  # with data_path: its format and the class weights chosen on Data
         self.train_processes: dict[Path, TrainProcess] = {}  # runs this app started
+        self.selected_run: Path | None = None  # the run last trained, opened or evaluated: Evaluate and Chat start from it
+        self.run_model: str | None = None  # ... and its base model
+        self.picks: dict = {}  # what RUNS/.mlxft-tui.json remembers (tui.picks)
+        self.remembered: set[str] = set()  # the picks that came from it and were not changed since: shown as "last used"
 
     def on_mount(self) -> None:
+        self.restore_picks()
         self.switch_mode(self.start_mode)
+
+    # -- screens: built on first visit (Textual queues keys typed meanwhile for the new screen) -------------
+    def action_goto(self, mode: str) -> None:
+        self.switch_mode(mode)
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action in ("goto", "help", "quit") and in_field(self.focused):
+            return False  # the key is the field's; alt+digit (switch_mode) and ctrl+q (quit_anywhere) work from a field
+        return True
+
+    async def action_quit_anywhere(self) -> None:
+        await self.action_quit()
+
+    # -- remembered picks (per runs folder) -------------------------------------------------------
+    def restore_picks(self) -> None:
+        self.picks, problem = read_picks(self.runs_dir)
+        if problem:
+            self.notify(problem, severity="warning", timeout=8, markup=False)
+        p = self.picks
+        self.selected_model = p.get("model")
+        self.selected_backbone = p.get("backbone")
+        kind = p.get("train_kind")
+        spec = self.selected_backbone if kind == "vision" else self.selected_model
+        self.train_pick = (spec, "vision" if kind == "vision" else "llm") if spec else None
+        self.data_path = p.get("data")
+        self.data_pick = {"format": p.get("data_format"), "class_weights": None}
+        run = Path(p["run"]) if p.get("run") else None
+        if run is not None and run.is_dir():
+            self.selected_run, self.run_model = run, p.get("run_model")
+        self.remembered = {k for k in ("model", "backbone", "data", "run") if p.get(k)}
+
+    def remember(self, **values) -> None:
+        """Keep picks for the next start in this project; each one is no longer "last used" but this session's."""
+        self.picks.update(values)
+        self.remembered -= set(values)
+        problem = write_picks(self.runs_dir, self.picks)
+        if problem:
+            self.notify(problem, severity="warning", markup=False)
+
+    def last_used(self, key: str) -> str:
+        """" (last used)" after a value restored from the last session, for the labels that show it."""
+        return " (last used)" if key in self.remembered else ""
 
     # -- shared state, for screens ---------------------------------------------------------------
     def select_model(self, spec: str) -> None:
         self.selected_model = spec
         self.train_pick = (spec, "llm")
+        self.remember(model=spec, train_kind="llm")
         self.notify(f"model: {spec} (used by Train, Evaluate and Chat)")
         for name in ("train", "evaluate", "chat"):
             screen = self._screen_if_made(name)
@@ -69,6 +117,7 @@ class MlxftApp(App):
         """A vision backbone: Train makes an image-classify recipe of it (Evaluate and Chat keep their language model)."""
         self.selected_backbone = spec
         self.train_pick = (spec, "vision")
+        self.remember(backbone=spec, train_kind="vision")
         self.notify(f"backbone: {spec} (Train: an image-classify recipe; point data.path at <split>/<label>/<image> folders)")
         screen = self._screen_if_made("train")
         if screen is not None and hasattr(screen, "backbone_selected"):
@@ -78,9 +127,19 @@ class MlxftApp(App):
         """Data -> Train: the path, and for a labelled set its format (the classifier kind) and class weights."""
         self.data_path = path
         self.data_pick = {"format": data_format, "class_weights": class_weights}
+        self.remember(data=path, data_format=data_format)
         screen = self._screen_if_made("train")
         if screen is not None and hasattr(screen, "data_selected"):
             screen.data_selected(path, data_format, class_weights)
+
+    def use_run(self, run: Path, model: str | None) -> None:
+        """A run trained, opened or evaluated: Evaluate and Chat start from it (its adapter, its base model)."""
+        self.selected_run, self.run_model = Path(run), model
+        self.remember(run=str(run), run_model=model)
+        for name in ("evaluate", "chat"):
+            screen = self._screen_if_made(name)
+            if screen is not None and screen is not self.screen and hasattr(screen, "run_selected"):
+                screen.run_selected(Path(run), model)
 
     def _screen_if_made(self, mode: str):
         stack = self._screen_stacks.get(mode)

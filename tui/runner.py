@@ -74,6 +74,7 @@ class TrainProcess:
     def __init__(self, popen: subprocess.Popen, run_path: Path, log_path: Path):
         self.popen, self.run_path, self.log_path = popen, Path(run_path), Path(log_path)
         self.started = time.time()
+        self.recipe_path: Path | None = None  # the recipe file `start` wrote and trains (None: a resume)
 
     @classmethod
     def start(cls, recipe_yaml: str, run_path: Path) -> "TrainProcess":
@@ -81,7 +82,9 @@ class TrainProcess:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         recipe_file = logs_dir() / f"{run_path.name}-{stamp}.yaml"
         recipe_file.write_text(recipe_yaml, encoding="utf-8")
-        return cls._spawn(mlxft_argv("train", str(recipe_file)), run_path, logs_dir() / f"{run_path.name}-{stamp}.log")
+        proc = cls._spawn(mlxft_argv("train", str(recipe_file)), run_path, logs_dir() / f"{run_path.name}-{stamp}.log")
+        proc.recipe_path = recipe_file
+        return proc
 
     @classmethod
     def resume(cls, run_path: Path) -> "TrainProcess":

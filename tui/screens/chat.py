@@ -12,12 +12,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Input, Label, Static
 
 from mlxft.textsafe import escape_controls
 from tui.runner import error_from_stderr, mlxft_argv
-from tui.widgets.nav import NavBar
+from tui.widgets.nav import KeyFooter, NavBar, NavScreen, in_field, key_allowed
 
 SIDES = ("base", "tuned")
 NO_ADAPTER_NOTE = "no adapter: base only.\nType an adapter folder or run directory above to compare the fine-tuned model here."
@@ -141,7 +140,7 @@ class Conversation:
         return text
 
 
-class ChatScreen(Screen):
+class ChatScreen(NavScreen):
     HELP = """\
 ## Chat
 
@@ -149,10 +148,11 @@ The same prompt goes to the base model and to the fine-tuned one (base + adapter
 One child process (`mlxft chat --json`) holds the model once and switches the adapter off for the base side.
 
 - Type a model (or pick one on Models) and an adapter folder or run directory; without an adapter only the base answers.
-- `enter` sends the prompt, `ctrl+t` stops the answer being written, `ctrl+n` starts a new conversation,
+  The run last trained, opened or evaluated (on Train or Evaluate, or in the last session here) fills both.
+- `enter` goes to the prompt (when no field has focus) and sends it, `ctrl+t` stops the answer being written, `ctrl+n` starts a new conversation,
   `ctrl+l` (re)loads the model now. Each side keeps its own history.
 - Temperature 0 is greedy (the same answer every time); max tokens bounds each answer.
-- `escape` leaves a text field so the number keys switch screens again.
+- `escape` leaves a field so the number keys switch screens again (`alt+1`-`alt+5` work from a field too).
 
 Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` for programs (see `mlxft chat --help`).
 """
@@ -162,6 +162,7 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+l", "load", "Load"),
         Binding("escape", "leave_field", "Leave field"),
+        Binding("enter", "focus_prompt", "Prompt"),
     ]
 
     DEFAULT_CSS = """
@@ -212,12 +213,34 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
                     with VerticalScroll(id=f"scroll-{side}"):
                         yield Static("", id=f"conversation-{side}")
         yield Input(placeholder="type a prompt; enter sends it to both sides", id="chat-input")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         if self.app.selected_model:
             self.query_one("#chat-model", Input).value = self.app.selected_model
+        if self.app.selected_run is not None:
+            self.run_selected(self.app.selected_run, self.app.run_model)
+            if "run" in self.app.remembered:
+                self.set_state("last used run · enter: prompt")
+        # No field takes focus on arrival (a digit typed then switches screens); enter goes to the prompt.
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "focus_prompt" and in_field(self.focused):
+            return False  # enter in a field is that field's (the prompt sends, model and adapter load)
+        if action == "stop_reply" and not self.generating:
+            return False
+        return key_allowed(self, action)
+
+    def action_focus_prompt(self) -> None:
         self.query_one("#chat-input", Input).focus()
+
+    def run_selected(self, run, model: str | None) -> None:
+        """The run last trained, opened or evaluated: its adapter, and the base it was trained on."""
+        if self.generating:
+            return
+        self.query_one("#chat-adapter", Input).value = str(run)
+        if model:
+            self.query_one("#chat-model", Input).value = model
 
     def on_resize(self, event) -> None:
         # Side by side needs room for two readable columns; a narrow terminal stacks them.
@@ -248,6 +271,7 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
         state = self.query_one("#chat-state", Label)
         state.update(text)
         state.set_classes(f"-{kind}" if kind else "")
+        self.refresh_bindings()  # ctrl+t Stop shows while an answer is being written
 
     def show_ready(self) -> None:
         self.set_state("ready · " + ("base + tuned" if "tuned" in self.sides else "base only"), "ready")
@@ -361,6 +385,7 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
 
     def begin_turn(self, prompt: str) -> None:
         self.generating = True
+        self.refresh_bindings()
         for side in self.sides:
             self.conversations[side].turns.append(Turn(prompt))
             self.refresh_side(side)
@@ -409,5 +434,3 @@ Headless: `mlxft chat --model M --adapter RUN_DIR` (interactive), or `--json` fo
         self.clear_conversations()
         self.query_one("#chat-input", Input).focus()
 
-    def action_leave_field(self) -> None:
-        self.set_focus(None)

@@ -20,12 +20,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import (
     Button,
     Checkbox,
     DataTable,
-    Footer,
     Input,
     Label,
     Select,
@@ -37,11 +36,12 @@ from textual.widgets import (
 
 from mlxft.data.formats import FORMATS
 from mlxft.errors import DataError, MlxftError
+from mlxft.recipe import kinds_for_format
 from tui.runner import stream_command
 from tui.widgets.bars import BarChart, balance_bars, histogram_bars
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.example import example_renderable, row_summary, turns_parts
-from tui.widgets.nav import NavBar
+from tui.widgets.nav import KeyFooter, NavBar, NavScreen, key_allowed
 
 TABS = ("report", "browse", "stats", "split", "review")
 TAB_FOCUS = {"report": "#report-findings", "browse": "#browse-rows", "stats": "StatsPane", "split": "#split-fractions", "review": "#review-log"}
@@ -53,14 +53,15 @@ HELP = """\
 
 | key | what |
 |---|---|
-| ctrl+o / enter in a field | open (validate) the data file or folder; with a model, token lengths too |
-| ctrl+t, F2-F6 | next tab; Report, Browse, Stats, Split, Review |
-| escape | stop a validation that is running |
+| ctrl+o / enter in a field | open (validate) the data file or folder; with a model, token lengths too (tab reaches the fields) |
+| F2-F6 | the Report, Browse, Stats, Split and Review tabs (from a field too) |
+| ctrl+t | stop a validation that is running |
+| escape | leave a field, so the letter and number keys work |
 | u | use the opened data for training (the Train screen picks it up) |
 | enter on a problem | jump to that row in **Browse** |
 | [ / ] | previous / next page of rows in Browse |
 | a / s | review: accept the corrected output / skip the item (each saves the review file) |
-| n / p | review: next / previous item |
+| n / p | review: next / previous item (the footer shows them as n/p) |
 | e, escape | review: edit the corrected output, leave the editor |
 | ctrl+s | review: save the review file |
 | b | review: build the training sets from the review file |
@@ -91,6 +92,12 @@ def error_from_stderr(stderr: str, code: int) -> MlxftError:
     if message is None:
         message = "\n".join(lines[-8:]) or f"the command exited with code {code}"
     return MlxftError(message, hint)
+
+
+def trained_by(fmt: str) -> str:
+    """`with kind lm-classify` for classification data: the kinds whose recipes can train this format (Train's `kind`)."""
+    kinds = kinds_for_format(fmt)
+    return f"with kind {' or '.join(kinds)}" + (" (u sets it in Train)" if len(kinds) == 1 else "")
 
 
 def findings(report: dict, base: Path | None = None) -> list[tuple[str, str, str, str]]:
@@ -137,12 +144,11 @@ class ReportPane(Vertical):
             table.add_row(Text(kind, style=styles.get(kind, "dim")), split, Text(short_where(where, base)), Text(detail), key=str(i))
         self.query_one("#report-verdict", Static).update(self._verdict(report, len(found)))
         table.display = bool(found)
-        if found:
-            table.focus()  # enter on a row shows it in Browse
 
     @staticmethod
     def _verdict(report: dict, n_found: int) -> str:
-        lines = ["[bold green]usable for training[/]" if report["usable"] else "[bold red]NOT usable for training[/]: fix the errors and bad rows below"]
+        lines = [f"[bold green]usable for training[/] {escape(trained_by(report['format']))}" if report["usable"] and report["format"]
+                 else "[bold green]usable for training[/]" if report["usable"] else "[bold red]NOT usable for training[/]: fix the errors and bad rows below"]
         lines += [f"[red]error:[/] {escape(e)}" for e in report["errors"]]
         if report["problems"]:
             lines.append(f"[red]{len(report['problems'])} bad row(s)[/] (enter on a row below shows it)")
@@ -167,7 +173,10 @@ class ReportPane(Vertical):
 class BrowsePane(Horizontal):
     """A page of rows of one split (never the whole file) and the highlighted row in full."""
 
-    BINDINGS = [Binding("left_square_bracket", "page(-1)", "Prev page"), Binding("right_square_bracket", "page(1)", "Next page")]
+    BINDINGS = [Binding("left_square_bracket", "page(-1)", "Pages", key_display="[ ]"), Binding("right_square_bracket", "page(1)", "Next page", show=False)]
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        return key_allowed(self, action)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="browse-list"):
@@ -483,9 +492,13 @@ class ReviewPane(Vertical):
     """Eval run log -> failure clusters -> each failing item: prompt, model output, expected, an editable correction."""
 
     BINDINGS = [
-        Binding("a", "accept", "Accept"), Binding("s", "skip", "Skip"), Binding("n", "move(1)", "Next"), Binding("p", "move(-1)", "Back"),
-        Binding("e", "edit", "Edit"), Binding("ctrl+s", "save", "Save"), Binding("b", "build", "Build"), Binding("escape", "leave_editor", show=False),
+        Binding("a", "accept", "Accept"), Binding("s", "skip", "Skip"), Binding("n", "move(1)", "Next/Back", key_display="n/p"),
+        Binding("p", "move(-1)", "Back", show=False), Binding("e", "edit", "Edit"), Binding("ctrl+s", "save", "Save", show=False),
+        Binding("b", "build", "Build"), Binding("escape", "leave_editor", show=False),
     ]
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        return key_allowed(self, action)
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="form-row"):
@@ -496,12 +509,13 @@ class ReviewPane(Vertical):
             with Vertical(id="review-side"):
                 yield DataTable(id="review-clusters", cursor_type="row")
                 yield Static("", id="review-file", classes="muted")
-            with VerticalScroll(id="review-item"):
-                yield Static("Load an evaluation run log, then pick a failure cluster (enter).", id="review-position")
-                yield Static("", id="review-question")
-                with Horizontal(id="review-answers"):  # side by side: what the model said, what was expected
-                    yield Static("", id="review-model")
-                    yield Static("", id="review-expected")
+            with Vertical(id="review-item"):
+                with VerticalScroll(id="review-text"):  # the item scrolls; the editor and the buttons stay on screen
+                    yield Static("Load an evaluation run log, then pick a failure cluster (enter).", id="review-position")
+                    yield Static("", id="review-question")
+                    with Horizontal(id="review-answers"):  # side by side: what the model said, what was expected
+                        yield Static("", id="review-model")
+                        yield Static("", id="review-expected")
                 yield Label("corrected output", classes="section-title")
                 yield TextArea("", id="review-corrected", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(id="review-buttons"):
@@ -618,7 +632,7 @@ class ReviewPane(Vertical):
         editor = self.query_one("#review-corrected", TextArea)
         self._prefill = s.drafts.get(s.index) or entry.get("corrected") or entry.get("expected") or entry.get("model_answer") or ""
         editor.load_text(self._prefill)
-        self.query_one("#review-item", VerticalScroll).scroll_home(animate=False)
+        self.query_one("#review-text", VerticalScroll).scroll_home(animate=False)
         self._show_file_status()
 
     def _show_file_status(self) -> None:
@@ -737,13 +751,13 @@ def _is_review_file(path: Path) -> bool:
 # -- the screen ------------------------------------------------------------------------------------
 
 
-class DataScreen(Screen):
+class DataScreen(NavScreen):
     HELP = HELP
     BINDINGS = [
-        Binding("ctrl+o", "open", "Open"), Binding("ctrl+t", "next_tab", "Next tab"), Binding("u", "use_data", "Use for training"),
-        Binding("w", "use_weights", "Weights to Train"),
-        Binding("escape", "cancel", "Leave field"),
-        *(Binding(f"f{n}", f"show_tab('{tab}')", tab, show=False) for n, tab in enumerate(TABS, start=2)),
+        Binding("ctrl+o", "open", "Open"), Binding("ctrl+t", "stop_validation", "Stop"), Binding("u", "use_data", "Use to train"),
+        Binding("w", "use_weights", "Weights"),
+        Binding("escape", "leave_field", "Leave field"),
+        *(Binding(f"f{n}", f"show_tab('{tab}')", "Tabs" if n == 2 else tab, key_display="F2-F6", show=n == 2) for n, tab in enumerate(TABS, start=2)),
     ]
 
     DEFAULT_CSS = """
@@ -775,9 +789,10 @@ class DataScreen(Screen):
     DataScreen #review-clusters { height: 1fr; }
     DataScreen #review-file { height: auto; }
     DataScreen #review-item { width: 1fr; padding: 0 1; }
-    DataScreen #review-answers { margin: 1 0; height: auto; }
+    DataScreen #review-text { height: 1fr; }
+    DataScreen #review-answers { margin: 0; height: auto; }
     DataScreen #review-answers Static { width: 1fr; margin-right: 2; }
-    DataScreen #review-corrected { height: 6; }
+    DataScreen #review-corrected { height: 5; }
     DataScreen #review-buttons { height: 1; }
     DataScreen #review-buttons Button { margin-right: 1; min-width: 0; width: auto; }
     """
@@ -797,7 +812,7 @@ class DataScreen(Screen):
             yield Select([("auto-detect", "auto"), *((f, f) for f in FORMATS)], value="auto", allow_blank=False, id="data-format", compact=True)
             yield Label("map", classes="field-label")
             yield Input(placeholder="your columns, e.g. prompt=question, completion=answer", id="data-map", compact=True)
-        yield Static("Type a data file or folder and press enter: every row is checked, and every problem listed.", id="data-summary", classes="muted")
+        yield Static("tab to the data field, type a file, folder or Hub id, enter: every row is checked, every problem listed.", id="data-summary", classes="muted")
         with TabbedContent(id="data-tabs"):
             with TabPane("Report", id="tab-report"):
                 yield ReportPane()
@@ -809,7 +824,7 @@ class DataScreen(Screen):
                 yield SplitPane()
             with TabPane("Review", id="tab-review"):
                 yield ReviewPane()
-        yield Footer()
+        yield KeyFooter()
 
     def __init__(self):
         super().__init__()
@@ -818,7 +833,7 @@ class DataScreen(Screen):
 
     def on_mount(self) -> None:
         self.prefill()
-        self.query_one("#data-path", Input).focus()
+        self.query_one("#data-tabs Tabs").focus()  # not the path field: a digit typed on arrival switches screens, it is not text
 
     def on_screen_resume(self) -> None:
         self.prefill()
@@ -829,6 +844,22 @@ class DataScreen(Screen):
             box = self.query_one(field, Input)
             if value and not box.value:
                 box.value = value
+        if self.report is None and self.app.data_path and "data" in self.app.remembered:
+            self.query_one("#data-summary", Static).update(
+                f"last used data: {escape(self.app.data_path)} (in the field above; tab to it and press enter to open it)")
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "stop_validation" and not self.validating:
+            return False
+        if action == "use_data" and self.report is None:
+            return False
+        if action == "use_weights" and not (self.report or {}).get("class_weights"):
+            return False
+        return key_allowed(self, action)
+
+    @property
+    def validating(self) -> bool:
+        return any(w.is_running for w in self.workers if w.group == "validate")
 
     @on(Input.Submitted, "#data-path, #data-model, #data-max-len, #data-map")
     @on(Button.Pressed, "#data-open-button")
@@ -853,10 +884,14 @@ class DataScreen(Screen):
     @work(exclusive=True, group="validate")
     async def validate(self, path: str, model: str | None, max_len: int, reading: list[str] = ()) -> None:
         summary = self.query_one("#data-summary", Static)
-        summary.update(f"validating {path}" + (f", counting tokens with {model}" if model else "") + " … (escape stops)")
+        summary.update(f"validating {path}" + (f", counting tokens with {model}" if model else "") + " … (ctrl+t stops)")
         args = ["data", "validate", "--json", "--max-seq-length", str(max_len), *reading, path] + (["--model", model] if model else [])
         lines: list[str] = []
-        code, stderr = await stream_command(args, lines.append)
+        self.call_after_refresh(self.refresh_bindings)  # ctrl+t Stop in the footer while it runs
+        try:
+            code, stderr = await stream_command(args, lines.append)
+        finally:
+            self.call_after_refresh(self.refresh_bindings)
         try:
             report = json.loads("\n".join(lines))
         except json.JSONDecodeError:
@@ -879,12 +914,9 @@ class DataScreen(Screen):
             return f"Data > Review: item {review.session.index + 1} has an edited correction that is not accepted"
         return None
 
-    def action_cancel(self) -> None:
-        cancelled = self.workers.cancel_group(self, "validate")
-        if cancelled:
+    def action_stop_validation(self) -> None:
+        if self.workers.cancel_group(self, "validate"):
             self.query_one("#data-summary", Static).update("validation stopped")
-        else:
-            self.set_focus(None)  # out of the text field, so 1-5 switch screens again
 
     def show_report(self, path: str, report: dict) -> None:
         self.path, self.report = path, report
@@ -895,6 +927,11 @@ class DataScreen(Screen):
         self.query_one(BrowsePane).show(path, report, base)
         self.query_one(StatsPane).show(report)
         self.query_one(SplitPane).show(path, report, base)
+        # A new data set shows its verdict: the Report tab, its problem table focused (enter jumps to the row).
+        self.action_show_tab("report")
+        table = self.query_one("#report-findings", DataTable)
+        (table if table.display else self.query_one("#data-tabs Tabs")).focus()
+        self.refresh_bindings()
 
     @staticmethod
     def _summary(report: dict) -> str:
@@ -905,11 +942,8 @@ class DataScreen(Screen):
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = f"tab-{tab}"
         # Focus follows, else focus left in the hidden pane would switch the tabs straight back.
-        self.query_one(TAB_FOCUS[tab]).focus()
-
-    def action_next_tab(self) -> None:
-        current = self.query_one(TabbedContent).active.removeprefix("tab-")
-        self.action_show_tab(TABS[(TABS.index(current) + 1) % len(TABS)])
+        target = self.query_one(TAB_FOCUS[tab])
+        (target if target.display and target.focusable else self.query_one("#data-tabs Tabs")).focus()
 
     @on(ReportPane.Jump)
     def jump(self, event: ReportPane.Jump) -> None:

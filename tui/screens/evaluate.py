@@ -18,8 +18,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static, TabbedContent, TabPane
 
 from mlxft.errors import MlxftError
 from mlxft.runs import ADAPTER_DIR, RunDir
@@ -28,7 +27,8 @@ from tui.runner import error_from_stderr, stream_command
 from tui.screens.text_results import TextResults, is_text_summary, read_text_folder, text_of
 from tui.screens.image_results import (ImageResults, comparison_file, is_image_summary, open_in_viewer, read_image_folder,
                                        read_json_lines, short_path)
-from tui.widgets.nav import NavBar
+from tui.widgets.nav import KeyFooter, NavBar, NavScreen, key_allowed
+from tui.widgets.select import PickSelect
 
 GRADERS = ("exact", "contains", "regex", "json", "one-of", "numeric")
 VERDICT_STYLES = {"ship": "success", "investigate": "warning", "look at the training data": "warning", "stop": "error"}
@@ -121,7 +121,7 @@ def confusion_table(report: dict, title: str) -> Table:
     return table
 
 
-class EvaluateScreen(Screen):
+class EvaluateScreen(NavScreen):
     HELP = """\
 ## Evaluate
 
@@ -133,12 +133,14 @@ Base (adapter off) and fine-tuned (adapter on) answer the same benchmark in one 
   Targets are the clusters the fine-tune aims at (comma-separated; empty = every labelled cluster, or the whole
   benchmark when none is labelled).
   `ctrl+g` runs, `ctrl+t` stops, `ctrl+o` opens the results folder typed in the form without re-running.
+  Results that are written or opened show on the Verdict tab.
 - `f` takes the shown results' failures to Data > Review: pick a cluster, correct, build the training set.
 - **Verdict** tab: the verdict, target clusters vs the rest (base, tuned, change), where the report and run log are.
 - **Changes** tab: regressions (right before, wrong after) and fixes side by side; the highlighted item's prompt,
   expected answer, and base and tuned answers below.
 - **Classes** tab (benchmarks graded one-of): per-class precision/recall/F1 and the confusion matrices.
-- `escape` leaves a text field so the number keys switch screens again.
+- `s` / `v` / `c` / `l` (and `m` for a classifier) show the Setup / Verdict / Changes / Classes (/ Mistakes) tabs;
+  `escape` leaves a form field so these and the number keys work again.
 
 Headless: `mlxft eval --model M --adapter RUN_DIR --bench bench.jsonl [--target CLUSTER] [--out DIR]`;
 curate the failures with `mlxft data failures DIR/run-log.jsonl` and `mlxft data review`.
@@ -175,13 +177,13 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         Binding("ctrl+t", "stop_eval", "Stop"),
         Binding("ctrl+o", "open_results", "Open results"),
         Binding("escape", "leave_field", "Leave field"),
-        Binding("f", "review_failures", "Review failures"),
-        Binding("s", "show_tab('tab-setup')", "Setup", show=False),
+        Binding("f", "review_failures", "Review"),
+        Binding("s", "show_tab('tab-setup')", "Tabs", key_display="s/v/c/l"),  # one footer entry for the tab keys
         Binding("v", "show_tab('tab-verdict')", "Verdict", show=False),
         Binding("c", "show_tab('tab-changes')", "Changes", show=False),
         Binding("l", "show_tab('tab-classes')", "Classes", show=False),
-        Binding("m", "show_tab('tab-mistakes')", "Mistakes", show=False),
-        Binding("o", "open_grid", "Open grid", show=False),
+        Binding("m", "show_tab('tab-mistakes')", "Mistakes"),
+        Binding("o", "open_grid", "Grid"),
     ]
 
     DEFAULT_CSS = """
@@ -199,7 +201,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
     EvaluateScreen #eval-progress-row { height: 1; margin-top: 1; }
     EvaluateScreen #eval-progress-row Bar { width: 1fr; }
     EvaluateScreen #eval-phase { width: auto; margin-left: 2; }
-    EvaluateScreen #eval-status { color: $text-muted; }
+    EvaluateScreen #eval-status { color: $text-muted; width: 100%; height: auto; }
     EvaluateScreen #verdict { padding: 0 1; border: tall $panel; height: auto; }
     EvaluateScreen #verdict.-ship { border: tall $success; }
     EvaluateScreen #verdict.-investigate, EvaluateScreen #verdict.-look { border: tall $warning; }
@@ -253,14 +255,14 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         with TabbedContent(initial="tab-setup", id="eval-tabs"):
             with TabPane("Setup", id="tab-setup"):
                 with VerticalScroll(id="eval-form", can_focus=False):
-                    yield self._field("Run", Select([], prompt="pick a run under the runs folder (optional)", compact=True, id="eval-runs"))
+                    yield self._field("Run", PickSelect([], prompt="pick a run under the runs folder (optional)", compact=True, id="eval-runs"))
                     yield self._field("Model", Input(placeholder="base model: catalogue key, Hub id or folder", compact=True, id="eval-model"), "lm-only")
                     yield self._field("Adapter", Input(placeholder="adapter folder or run directory", compact=True, id="eval-adapter"), "lm-only")
                     yield self._field("Benchmark", Input(placeholder="benchmark .jsonl (or a folder with test.jsonl)", compact=True, id="eval-bench"), "lm-only")
                     yield self._field("Targets", Input(placeholder="target clusters, comma-separated (empty: every labelled cluster)", compact=True, id="eval-targets"), "lm-only")
                     yield self._field("Images", Input(placeholder="image folder: <split>/<label>/<image> (empty: the run's own data)", compact=True, id="eval-images"), "image-only")
                     yield self._field("Split", Input("test", placeholder="the labelled split to evaluate, e.g. test", compact=True, id="eval-split"), "image-only")
-                    yield self._field("Against", Select([], prompt="an earlier image run to compare with (optional)", compact=True, id="eval-against"), "image-only against")
+                    yield self._field("Against", PickSelect([], prompt="an earlier image run to compare with (optional)", compact=True, id="eval-against"), "image-only against")
                     with Horizontal(classes="field lm-only"):
                         yield Label("Grader", classes="field-label")
                         yield Select([(g, g) for g in GRADERS], value="exact", allow_blank=False, compact=True, id="eval-grader")
@@ -307,7 +309,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
                 yield Label("", id="mistakes-title", markup=False)
                 yield DataTable(id="mistakes", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="mistake-detail")
-        yield Footer()
+        yield KeyFooter()
 
     @staticmethod
     def _field(label: str, widget, only: str = "") -> Horizontal:
@@ -322,6 +324,31 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         self.query_one("#mistakes", DataTable).add_columns("image", "true", "predicted", "p")
         self.query_one("#eval-tabs", TabbedContent).hide_tab("tab-mistakes")  # shown with an image classifier's results
         self.refresh_runs()
+        run = self.app.selected_run
+        if run is not None and str(run) in self.run_paths():
+            self.query_one("#eval-runs", Select).value = str(run)  # the run last trained, opened or evaluated
+            self.call_after_refresh(self.set_status, escape_controls(f"{run.name}: the run {'last used' if 'run' in self.app.remembered else 'just trained or opened'}; "
+                                                                     "ctrl+g evaluates it"))
+        self.query_one("#eval-tabs Tabs").focus()  # not a field: keys typed on arrival are keys
+
+    def run_paths(self) -> set:
+        return {str(v) for _, v in self.query_one("#eval-runs", Select)._options if v is not Select.NULL}
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        running = self._worker is not None and self._worker.is_running
+        classifier = isinstance(self.results, (ImageResults, TextResults))
+        shown = {"stop_eval": running, "run_eval": not running, "open_grid": isinstance(self.results, ImageResults),
+                 "review_failures": self.results is not None and not classifier}
+        if not shown.get(action, True):
+            return False
+        if action == "show_tab" and parameters == ("tab-mistakes",) and not classifier:
+            return False
+        return key_allowed(self, action)
+
+    def run_selected(self, run: Path, model: str | None) -> None:
+        """A run trained or opened on Train: picked here too (unless an evaluation is running)."""
+        if (self._worker is None or not self._worker.is_running) and str(run) in self.run_paths():
+            self.query_one("#eval-runs", Select).value = str(run)
 
     def on_resize(self, event) -> None:
         # Two matrices side by side need about 120 columns; below that they stack.
@@ -396,6 +423,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         """Fill the form for a run (its adapter, its base model) and show its last evaluation, if any."""
         from mlxft.runs import summarize_run
 
+        self.app.use_run(run, summarize_run(RunDir(run)).model or None)  # Chat starts from the run picked here too
         self.set_image_mode(str(run) in self.image_runs or str(run) in self.text_runs, texts=str(run) in self.text_runs)
         if self.image_mode:
             self.use_image_run(run)
@@ -460,9 +488,6 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         self.app.switch_mode("data")
         self.app.call_later(lambda: self.app.screen.review_log(log))
 
-    def action_leave_field(self) -> None:
-        self.set_focus(None)
-
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#eval-tabs", TabbedContent).active = tab
         if tab == "tab-changes":  # straight to the lists, so up/down walk the items
@@ -499,7 +524,11 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
             return False
         self.show_results(results)
         if switch:
+            # To the result: focus leaves the Setup form first, else the focused field pulls its tab back.
+            self.set_focus(None)
             self.query_one("#eval-tabs", TabbedContent).active = "tab-verdict"
+            self.query_one("#tab-verdict VerticalScroll").focus()
+        self.refresh_bindings()
         return True
 
     def form_command(self) -> list[str]:
@@ -581,6 +610,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         self.set_status("$ mlxft " + " ".join(args))
         self.set_running(True)
         self._worker = self.run_command(args)
+        self.refresh_bindings()
 
     def action_stop_eval(self) -> None:
         if self._worker is not None and self._worker.is_running:
@@ -590,6 +620,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         self.query_one("#run", Button).disabled = running
         self.query_one("#stop", Button).disabled = not running
         self.query_one(NavBar).set_status("evaluating…" if running else "")
+        self.call_after_refresh(self.refresh_bindings)
 
     def set_status(self, text: str) -> None:
         self.query_one("#eval-status", Label).update(text)
@@ -618,6 +649,9 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         out = self.finished_line["out"]
         if not self.image_mode:  # an image run's results folder follows its split unless one was typed
             self.query_one("#eval-out", Input).value = out
+        picked = self.query_one("#eval-runs", Select).value
+        if picked is not Select.NULL:
+            self.app.use_run(Path(str(picked)), self.query_one("#eval-model", Input).value.strip() or None)  # Chat starts from it
         self.query_one("#eval-phase", Label).update("done")
         self.set_status(f"results written to {out}")
         comparison = (self.finished_line.get("paths") or {}).get("comparison")

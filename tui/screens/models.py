@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import get_args
 
 from rich.console import Group
@@ -19,15 +20,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static, Tab, Tabs
+from textual.widgets import Button, DataTable, Input, Label, Static, Tab, Tabs
 
 from mlxft.backend import GB, MEMORY_ENV, memory_to_judge
 from mlxft.errors import MlxftError
-from mlxft.llm.inventory import SOURCES, ModelListing, default_hf_cache, default_local_folders, format_size, list_models, scan_hf_cache
+from mlxft.llm.inventory import SOURCES, ModelListing, default_hf_cache, default_local_folders, describe_folder, folder_size, format_size, list_models, scan_hf_cache
 from mlxft.llm.memory import FIT_MARKS, MemoryEstimate, Verdict, format_parameter_count, table_settings
 from mlxft.vision.catalogue import MB, VisionEntry, VisionFit, describe_finetune, load_vision_catalogue, vision_fit, wheel_checkpoint
-from tui.widgets.nav import NavBar
+from tui.widgets.dialogs import AskDialog
+from tui.widgets.nav import KeyFooter, NavBar, NavScreen
 
 # (key, header); the order of the table's columns.
 COLUMNS = (
@@ -64,6 +65,7 @@ recipe an image-classify one with that backbone as `model`.
 | / | filter by name, family or where it is (escape goes back to the table) |
 | s / S | sort by the next column / reverse (or click a column header) |
 | r | look for local models again |
+| o | open a folder: a model folder (config.json + weights) or a folder of them; remembered for this project |
 | tab | to the detail pane (page up/down scrolls it), the Use button, the filter |
 
 The same lists without the app: `mlxft models --local` (add `--kind vision` for the backbones only, `--json` for
@@ -135,15 +137,25 @@ def table_row(listing: ModelListing, selected: bool, name_width: int) -> list:
     return [cells[key] for key, _ in COLUMNS]
 
 
-def train_commands(listing: ModelListing) -> list[tuple[str, str]]:
-    """(what, command line) to train and plan this model headless."""
+def headless_recipe(saved: str | None, shipped: str) -> tuple[str, str | None]:
+    """(the recipe the headless commands name, a note when it is a placeholder): the one this app last saved or trained
+    in this project, else the shipped one when it is at hand (a checkout of mlxft), else RECIPE.yaml."""
+    if saved and Path(saved).is_file():
+        return shlex.quote(saved), None
+    if Path(shipped).is_file():
+        return shipped, None
+    return "RECIPE.yaml", "RECIPE.yaml: save one from Train (ctrl+s), or start a run there: its recipe is named here then"
+
+
+def train_commands(listing: ModelListing, recipe: str = "RECIPE.yaml", note: str | None = None) -> list[tuple[str, str]]:
+    """(what, command line) to train and plan this model headless with `recipe`."""
     model = shlex.quote(listing.spec)
-    base = f"mlxft train recipes/chat-lora.yaml model={model} data.path=YOUR_DATA"
+    base = f"mlxft train {recipe} model={model} data.path=YOUR_DATA"
     commands = [("LoRA", base), ("QLoRA", base + " kind=lm-qlora")]
     if listing.fit is not None and listing.fit.lora is None:
         commands = [("LoRA", base)]  # on the quantized base as saved
-    commands.append(("plan", f"mlxft plan recipes/chat-lora.yaml model={model}"))
-    return commands
+    commands.append(("plan", f"mlxft plan {recipe} model={model}"))
+    return commands + ([("note", note)] if note else [])
 
 
 @dataclass(frozen=True)
@@ -210,7 +222,7 @@ def backbone_row(row: BackboneListing, selected: bool, name_width: int) -> list:
     return [cells[key] for key, _ in VISION_COLUMNS]
 
 
-def backbone_detail_renderables(row: BackboneListing, available: int, selected: bool) -> list:
+def backbone_detail_renderables(row: BackboneListing, available: int, selected: bool, recipe: str = "RECIPE.yaml") -> list:
     """What the detail pane shows for a backbone: origin, preprocessing, phase 2's measured memory, command lines."""
     e, fit, m = row.entry, row.fit, row.entry.finetune_memory
     title = Text(e.key, style="bold")
@@ -241,7 +253,7 @@ def backbone_detail_renderables(row: BackboneListing, available: int, selected: 
     table.add_row("fits", *(Text(f"{FIT_MARKS[v]} ({t / available:.0%})", style=VERDICT_STYLE[v])
                             for t, v in ((fit.unfreeze_2, fit.unfreeze_2_verdict), (fit.unfreeze_all, fit.unfreeze_all_verdict))))
     key = shlex.quote(e.key)
-    commands = [("train", f"mlxft train recipes/image-classifier.yaml model={key} data.path=YOUR_IMAGES"),
+    commands = [("train", f"mlxft train {recipe} model={key} data.path=YOUR_IMAGES"),
                 ("all blocks", f"... model={key} vision.unfreeze=all"), ("head only", f"... model={key} vision.finetune_epochs=0")]
     out = [title, fact_grid(facts), Text(""),
            Text.assemble(("Memory of phase 2", "bold"), (f"  {describe_finetune([e])}", "dim")), table]
@@ -250,7 +262,7 @@ def backbone_detail_renderables(row: BackboneListing, available: int, selected: 
     return out + [Text(""), Text("Train it (headless)", style="bold"), fact_grid(commands)]
 
 
-def detail_renderables(listing: ModelListing, settings: dict, available: int, selected: bool) -> list:
+def detail_renderables(listing: ModelListing, settings: dict, available: int, selected: bool, recipe: tuple[str, str | None] = ("RECIPE.yaml", None)) -> list:
     """What the detail pane shows for one model: what and where it is, the memory breakdown, notes, command lines."""
     entry = listing.entry
     title = Text(listing.name, style="bold")
@@ -287,7 +299,7 @@ def detail_renderables(listing: ModelListing, settings: dict, available: int, se
         notes = [("chat", entry.chat_template), ("LoRA targets", targets)] + ([("notes", entry.notes)] if entry.notes else [])
         out += [Text(""), fact_grid(notes)]
     if listing.usable:
-        out += [Text(""), Text("Train it (headless)", style="bold"), fact_grid(train_commands(listing))]
+        out += [Text(""), Text("Train it (headless)", style="bold"), fact_grid(train_commands(listing, *recipe))]
     return out
 
 
@@ -323,16 +335,17 @@ def memory_table(listing: ModelListing, available: int) -> Table:
     return table
 
 
-class ModelsScreen(Screen):
+class ModelsScreen(NavScreen):
     HELP = HELP
     BINDINGS = [
         Binding("u", "use", "Use", key_display="enter/u"),  # enter itself reaches the table first (RowSelected)
         Binding("slash", "focus_filter", "Filter"),
         Binding("k", "switch_kind", "Kind"),
-        Binding("s", "sort_next", "Sort"),
+        Binding("s", "sort_next", "Sort", key_display="s/S"),  # S reverses: one footer entry for both
         Binding("S", "sort_reverse", "Reverse", show=False),
+        Binding("o", "open_folder", "Folder"),
         Binding("r", "rescan", "Rescan"),
-        Binding("escape", "focus_table", "Table", show=False),
+        Binding("escape", "leave_field", "Leave field"),
     ]
     DEFAULT_CSS = """
     ModelsScreen #models-header { width: 100%; height: auto; padding: 0 1; background: $boost; }
@@ -381,7 +394,7 @@ class ModelsScreen(Screen):
                 with Horizontal(id="models-use-bar"):
                     yield Button("Use", id="models-use", variant="primary")
                     yield Label("enter/u: train, evaluate and chat with this model", id="models-selected")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -413,13 +426,19 @@ class ModelsScreen(Screen):
         if not self.settings:
             return
         self.query_one("#models-sort", Label).update("looking for local models...")
-        self.run_scan(default_local_folders(), default_hf_cache(), self.settings, self.available)
+        opened = [Path(f).expanduser() for f in self.app.picks.get("model_folders", [])]
+        self.run_scan(default_local_folders(), default_hf_cache(), self.settings, self.available, opened)
 
     @work(thread=True, exclusive=True, group="models-scan")
-    def run_scan(self, folders, hf_cache, settings: dict, available: int) -> None:
-        """File-system walks and config.json reads only (pure Python); a large Hugging Face cache can take a while."""
+    def run_scan(self, folders, hf_cache, settings: dict, available: int, opened: list[Path] = ()) -> None:
+        """File-system walks and config.json reads only (pure Python); a large Hugging Face cache can take a while.
+        `opened` are the folders the user opened here (`o`): a model folder itself, or a folder of model folders."""
         try:
-            listings = list_models(available, folders=folders, hf_cache=hf_cache, settings=settings)
+            holders = [("local", f) for f in opened if not (f / "config.json").is_file()]
+            listings = list_models(available, folders=list(folders) + holders, hf_cache=hf_cache, settings=settings)
+            known = {str(m.path) for m in listings if m.path is not None}
+            listings += [describe_folder(f, f.name, str(f), "local", folder_size(f), available, settings)
+                         for f in opened if (f / "config.json").is_file() and str(f) not in known]
             cached = {repo_id.lower(): size for repo_id, size, _ in scan_hf_cache(hf_cache)}
             backbones = backbone_listings([b.entry for b in self.backbones], available, cached)
         except Exception as exc:  # noqa: BLE001 - shown in the dialog, never swallowed
@@ -447,6 +466,7 @@ class ModelsScreen(Screen):
         header.update(Text.assemble(
             ("Memory ", "bold"), memory, " · ", ("device ", "bold"), f"{device}, {self.settings['compute_dtype']}",
             " · ", ("in use ", "bold"), (selected, "bold green") if selected else ("none yet", "dim"),
+            (self.app.last_used("backbone" if self.kind == "vision" else "model"), "dim"),
         ))
 
     def selected_spec(self) -> str | None:
@@ -508,11 +528,13 @@ class ModelsScreen(Screen):
             button.disabled = True
             return
         in_use = listing.spec == self.selected_spec()
+        saved = self.app.picks.get("recipe")
         if self.kind == "vision":
-            text.update(Group(*backbone_detail_renderables(listing, self.available, in_use)))
+            recipe = headless_recipe(None, "recipes/image-classifier.yaml")[0]
+            text.update(Group(*backbone_detail_renderables(listing, self.available, in_use, recipe)))
             button.disabled = False
             return
-        text.update(Group(*detail_renderables(listing, self.settings, self.available, in_use)))
+        text.update(Group(*detail_renderables(listing, self.settings, self.available, in_use, headless_recipe(saved, "recipes/chat-lora.yaml"))))
         button.disabled = not listing.usable
 
     def listing(self, spec: str | None):
@@ -592,8 +614,25 @@ class ModelsScreen(Screen):
     def action_focus_filter(self) -> None:
         self.query_one("#models-filter", Input).focus()
 
-    def action_focus_table(self) -> None:
+    def action_leave_field(self) -> None:
         self.query_one(DataTable).focus()
+
+    def action_open_folder(self) -> None:
+        """Any folder on this machine: a model folder, or a folder that holds model folders; remembered per project."""
+        def chosen(raw: str | None) -> None:
+            if not raw:
+                return
+            folder = Path(raw).expanduser().resolve()
+            if not folder.is_dir():
+                self.app.show_error(f"{raw}: not a folder", hint="a model folder (config.json and *.safetensors) or a folder that holds some")
+                return
+            folders = [f for f in self.app.picks.get("model_folders", []) if f != str(folder)] + [str(folder)]
+            self.app.remember(model_folders=folders)
+            self.notify(f"looking in {folder} (remembered for this project)", markup=False)
+            self.scan_local()
+
+        self.app.push_screen(AskDialog("Open a model folder", "a model folder (config.json + weights) or a folder of them",
+                                       placeholder="e.g. ~/models or ~/models/my-llama"), chosen)
 
     def action_sort_next(self) -> None:
         keys = [k for k, _ in KINDS[self.kind][1]]

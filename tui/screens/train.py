@@ -16,22 +16,25 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, RichLog, Sparkline, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Input, Label, ProgressBar, RichLog, Sparkline, Static, TabbedContent, TabPane
 
 from mlxft.atomic import atomic_write_text
 from mlxft.errors import MlxftError
 from mlxft.events import CheckpointSaved, EvalReport, LogMessage, RunFailed, RunFinished, RunStarted, StepReport
-from mlxft.recipe import VISION_KINDS, Recipe, load_recipe
+from mlxft.recipe import VISION_KINDS, Recipe, kinds_for_format, load_recipe
 from mlxft.runs import RunDir, list_runs, summarize_run
 from mlxft.textsafe import escape_controls
 from tui.runner import MetricsFollower, TrainProcess, stop_run_dir
 from tui.widgets.chart import LineChart, Series
 
-CHART_STYLES = ("green", "yellow")  # the lines of a job's charted metrics, beside train (cyan) and val (magenta) loss
 from tui.widgets.dialogs import ConfirmDialog
-from tui.widgets.nav import NavBar
-from tui.widgets.recipe_form import RecipeForm
+from tui.widgets.nav import KeyFooter, NavBar, NavScreen, key_allowed
+from tui.widgets.recipe_form import FieldRow, RecipeForm, format_value
+
+CHART_STYLES = ("green", "yellow")  # the lines of a job's charted metrics, beside train (cyan) and val (magenta) loss
+
+
+NO_FIELD_HELP = "tab to a field: its help shows here · ctrl+g starts · e/v/l: the Recipe, Run and Runs tabs"
 
 
 def format_duration(seconds: float) -> str:
@@ -56,13 +59,51 @@ def memory_line(recipe: Recipe, data=None) -> str:
     return format_plan_line(plan_memory(recipe, config, data=data))
 
 
-class TrainScreen(Screen):
+def detected_format(recipe: Recipe) -> str | None:
+    """The format of the recipe's local data as `mlxft data validate` would name it (None: not local, or unclear, which
+    training then reports itself). Reads the first rows of the train split only."""
+    from itertools import islice
+
+    from mlxft.data.encode import column_mapping
+    from mlxft.data.formats import DETECT_ROWS, detect_format
+    from mlxft.data.readers import find_splits, iter_rows
+
+    path = Path(recipe.data.path).expanduser()
+    if not path.exists():
+        return None
+    try:
+        if "train" not in find_splits(path):
+            return None
+        return detect_format(islice(iter_rows(path, "train"), DETECT_ROWS), column_mapping(recipe.data))
+    except (MlxftError, OSError):
+        return None
+
+
+def kind_problem(recipe: Recipe, fmt: str | None) -> str | None:
+    """Why `recipe.kind` cannot train data of format `fmt`, naming the kinds that can; None when it can."""
+    if fmt is None or recipe.kind in kinds_for_format(fmt):
+        return None
+    return f"{recipe.data.path} is {fmt} data: kind {recipe.kind} cannot train it; it trains with {' or '.join(kinds_for_format(fmt))}"
+
+
+def planned_steps(run: Path) -> int | None:
+    """train.steps of a run's recipe.yaml (the progress bar's length before the first event); None when unknown."""
+    try:
+        data = yaml.safe_load(RunDir(run).recipe_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    steps = (data.get("train") or {}).get("steps") if isinstance(data, dict) and isinstance(data.get("train"), dict) else None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else None
+
+
+class TrainScreen(NavScreen):
     _unit = "tok"  # what throughput counts; RunStarted says
     AUTO_FOCUS = None  # on_mount decides: the recipe path, or nothing when a live run is shown
     HELP = """\
 ## Train
 
-- **Recipe** tab: every field of the recipe schema with its default and help; problems show under the field.
+- **Recipe** tab: every field of the recipe schema with its default; the focused field's help shows in the line
+  above the form (and beside every field from 130 columns); problems show under the field.
   `ctrl+o` loads a recipe YAML, `ctrl+s` saves one, `ctrl+g` starts training.
 - **Run** tab: loss chart (train and validation), learning rate, tokens/s, peak memory, ETA and the log.
   `x` stops (saves a checkpoint first), `r` resumes from the last checkpoint, `o` opens the run on Evaluate
@@ -74,19 +115,20 @@ class TrainScreen(Screen):
   Dry run (writes and lists what would go up) and Push. `escape` cancels a running export. The same commands:
   `mlxft export RUN --format F`, `mlxft push RUN --repo OWNER/NAME`.
 - The footer shows `x` Stop and `r` Resume only when they apply to the shown run.
-- `e` / `v` / `l` show the Recipe / Run / Runs tabs; `escape` leaves a text field so these and the number keys work.
+- `e` / `v` / `l` show the Recipe / Run / Runs tabs; `escape` leaves a form field so these and the number keys work
+  (`alt+1`-`alt+5` switch screens from inside a field too).
 """
 
     BINDINGS = [
         Binding("ctrl+g", "start", "Start"),
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
-        Binding("o", "evaluate_run", "Evaluate run"),
+        Binding("o", "evaluate_run", "Evaluate"),
         Binding("p", "export_run", "Export"),
         Binding("ctrl+o", "load_recipe", "Load", show=False),  # on the buttons instead: the footer keeps ? and q at 80 columns
         Binding("ctrl+s", "save_recipe", "Save", show=False),
         Binding("escape", "leave_field", "Leave field"),
-        Binding("e", "tab('tab-recipe')", "Recipe", show=False),
+        Binding("e", "tab('tab-recipe')", "Tabs", key_display="e/v/l"),  # one footer entry for the three tab keys
         Binding("v", "tab('tab-run')", "Run", show=False),
         Binding("l", "tab('tab-runs')", "Runs", show=False),
     ]
@@ -101,6 +143,7 @@ class TrainScreen(Screen):
     TrainScreen #recipe-bar Input { width: 1fr; }
     TrainScreen #recipe-bar Button { margin-left: 2; width: auto; min-width: 0; }
     TrainScreen #memory-line { color: $text-muted; padding: 0 1; }
+    TrainScreen #field-help { height: 2; padding: 0 1; background: $boost; }
     TrainScreen #run-title { text-style: bold; padding: 0 1; }
     TrainScreen #run-stats { padding: 0 1; }
     TrainScreen #run-progress { padding: 0 1; height: 1; }
@@ -144,6 +187,7 @@ class TrainScreen(Screen):
                     yield Button("Save ^s", id="save", compact=True)
                     yield Button("Start ▶ ^g", id="start", variant="success", compact=True)
                 yield Label("", id="memory-line", markup=False)
+                yield Static(NO_FIELD_HELP, id="field-help", markup=False)
                 yield RecipeForm(id="recipe-form")
             with TabPane("Run", id="tab-run"):
                 yield Label("no run yet: fill the recipe and press ctrl+g, or open one from Runs", id="run-title", markup=False)
@@ -167,7 +211,7 @@ class TrainScreen(Screen):
                 with Horizontal(id="runs-bar"):
                     yield Input(placeholder="attach to a run folder: path/to/run", id="attach-path")
                     yield Button("Open", id="attach")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DataTable)
@@ -188,7 +232,15 @@ class TrainScreen(Screen):
         if running:
             self.open_run(running[-1].run_path)
         else:
-            self.query_one("#recipe-path", Input).focus()
+            self.query_one("#train-tabs Tabs").focus()  # not a field: keys typed on arrival are keys, not text
+
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's help, in the line above the form that every width has room for."""
+        row = next((node for node in event.widget.ancestors_with_self if isinstance(node, FieldRow)), None)
+        if row is not None:
+            s = row.spec
+            default = "required" if s.required else f"default {format_value(s.default)}"
+            self.query_one("#field-help", Static).update(f"{s.key} ({default}): {s.help or 'no help for this field'}")
 
     # -- shared state hooks (called by the app) -------------------------------------------------
     def model_selected(self, spec: str) -> None:
@@ -208,11 +260,8 @@ class TrainScreen(Screen):
         for image folders); class weights from Data's label balance go into the classifier's section."""
         form = self.query_one(RecipeForm)
         form.set_field("data.path", path)
-        kind = form.get_field("kind")
-        if format == "classification" and kind != "lm-classify":
-            form.set_field("kind", "lm-classify")
-        elif format == "image-classification" and kind not in VISION_KINDS:
-            form.set_field("kind", "image-classify")
+        if format and form.get_field("kind") not in kinds_for_format(format):
+            form.set_field("kind", kinds_for_format(format)[0])  # e.g. lm-classify for labelled texts, lm-dpo for pairs
         if class_weights is not None:
             if format == "image-classification":
                 form.set_field("vision.class_weights", "auto")  # the image job computes inverse frequency itself
@@ -227,6 +276,8 @@ class TrainScreen(Screen):
         self._check_timer = self.set_timer(0.4, self.check_recipe)
 
     def check_recipe(self) -> Recipe | None:
+        if self._check_timer is not None:
+            self._check_timer.stop()  # checked now: the pending re-check of the last edit would only repeat this
         form = self.query_one(RecipeForm)
         recipe = form.check()
         line = self.query_one("#memory-line", Label)
@@ -277,9 +328,6 @@ class TrainScreen(Screen):
         except MlxftError as exc:
             line.update(f"memory: {exc.message}")
 
-    def action_leave_field(self) -> None:
-        self.set_focus(None)
-
     def action_tab(self, tab: str) -> None:
         self.set_focus(None)  # a focused field would pull its tab back into view
         self.query_one(TabbedContent).active = tab
@@ -321,6 +369,7 @@ class TrainScreen(Screen):
         path.parent.mkdir(parents=True, exist_ok=True)
         header = "# Saved by mlxft tui. Run:  mlxft train " + str(path) + "\n"
         atomic_write_text(path, header + yaml.safe_dump(self.query_one(RecipeForm).values(), sort_keys=False))
+        self.app.remember(recipe=str(path))  # Models' headless commands name it
         self.notify(f"saved {path}")
 
     # -- starting, stopping, resuming --------------------------------------------------------------
@@ -332,6 +381,13 @@ class TrainScreen(Screen):
             return
         if self.app.running_processes():
             self.app.show_error("a run started here is still training", hint="stop it first (x on the Run tab), or start this one with `mlxft train` in another terminal")
+            return
+        fmt = recipe.data.format if recipe.data.format != "auto" else (
+            self.app.data_pick.get("format") if self.app.data_path == recipe.data.path and self.app.data_pick.get("format") else detected_format(recipe))
+        problem = kind_problem(recipe, fmt)
+        if problem:
+            self.action_tab("tab-recipe")
+            self.app.show_error(problem, hint=f"set kind to {kinds_for_format(fmt)[0]} in the form (Data's `u` does it for you), or pick other data")
             return
         recipe.name = RunDir.next_path(recipe.output_dir, recipe.name or time.strftime("run-%Y%m%d-%H%M%S")).name
         for attr, value in (("model", recipe.model), ("data", recipe.data.path)):
@@ -346,6 +402,8 @@ class TrainScreen(Screen):
         self.app.train_processes[run_path] = proc
         self.open_run(run_path)
         self.log_line(f"started: mlxft train (pid {proc.popen.pid}); output log {proc.log_path}")
+        self.log_line(f"the same headless: mlxft train {proc.recipe_path}")
+        self.app.remember(recipe=str(proc.recipe_path))  # Models' headless commands name the recipe the app saved
 
     def action_stop(self) -> None:
         if self.run_path is None:
@@ -385,10 +443,11 @@ class TrainScreen(Screen):
         """Stop and Resume are in the footer when their buttons apply, so Export, Help and Quit fit at 80 columns."""
         if action in ("stop", "resume"):
             try:
-                return not self.query_one(f"#{action}", Button).disabled
+                if self.query_one(f"#{action}", Button).disabled:
+                    return False
             except NoMatches:
                 return False
-        return True
+        return key_allowed(self, action)
 
     def export_target(self) -> Path | None:
         """The run `p` exports: the highlighted row on the Runs tab, else the run shown on the Run tab."""
@@ -436,10 +495,14 @@ class TrainScreen(Screen):
         self._lr, self._tps = [], []
         self._unit = "tok"  # what throughput counts, from RunStarted
         self._last_step = None
+        for spark, label, text in (("#lr-spark", "#lr-label", "learning rate"), ("#tps-spark", "#tps-label", "tokens/s")):
+            self.query_one(spark, Sparkline).data = []  # nothing of the run shown before stays on screen
+            self.query_one(label, Label).update(text)
         self.query_one("#run-log", RichLog).clear()
         self.query_one("#run-title", Label).update(f"run: {self.run_path}")
         self.query_one("#run-stats", Label).update("waiting for the training process to load the model...")
-        self.query_one("#progress", ProgressBar).update(total=100, progress=0)
+        self.query_one("#progress", ProgressBar).update(total=planned_steps(self.run_path), progress=0)
+        self.app.use_run(self.run_path, summarize_run(RunDir(self.run_path)).model or None)
         self._replaying = True
         try:
             self.poll_run()
@@ -462,7 +525,9 @@ class TrainScreen(Screen):
             self._reported_exit.add(id(proc))
             code = proc.returncode
             if self.finished is None and code not in (0, 130):
-                self.log_line(f"mlxft train exited with code {code}")
+                self.log_line(f"mlxft train exited with code {code}; its last output:")
+                self.log_line(proc.log_tail(8))
+                self.query_one("#run-stats", Label).update(f"failed: the training process exited with code {code} before its first step; its output is in the log below")
                 self.app.show_error(f"training did not start or ended without a report (exit code {code})", hint="its output:\n" + proc.log_tail())
             self._update_buttons()
         self._update_nav()
@@ -511,6 +576,7 @@ class TrainScreen(Screen):
         elif isinstance(e, RunFailed):
             self.finished = e
             self.log_line(f"failed at step {e.step}: {e.error}")
+            self.query_one("#run-stats", Label).update(escape_controls(f"failed at step {e.step}: {e.error}"))
             if not self._replaying:
                 self.app.show_error(f"training failed at step {e.step}: {e.error}", e.hint)
             self._update_buttons()
@@ -555,7 +621,7 @@ class TrainScreen(Screen):
         text = ""
         if running:
             steps = self.query_one("#progress", ProgressBar)
-            text = f"training {running[0].run_path.name}" + (f" · {int(steps.progress)}/{int(steps.total)}" if self.run_path == running[0].run_path and steps.total else "")
+            text = f"training {running[0].run_path.name}" + (f" · {int(steps.progress)}/{int(steps.total)}" if self.run_path == running[0].run_path and steps.total is not None else "")
         self.query_one(NavBar).set_status(text)
 
     # -- past runs ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Markdown
+from textual.widgets import Button, Input, Label, Markdown
 
 
 class ErrorDialog(ModalScreen[None]):
@@ -57,7 +57,8 @@ class QuitDialog(ModalScreen[str]):
 HELP = """\
 # mlxft
 
-Fine-tune language models on this machine. Move between screens with **1-5** (or click the names at the top).
+Fine-tune language models on this machine. Move between screens with **1-5** when no field has focus,
+**alt+1-5** from anywhere (or click the names at the top).
 
 | key | where | what |
 |---|---|---|
@@ -68,7 +69,9 @@ Fine-tune language models on this machine. Move between screens with **1-5** (or
 | 5 | everywhere | **Chat**: base and tuned side by side on the same prompt |
 | ? | everywhere | this help |
 | q / ctrl+q | everywhere | quit (asks first if a run you started is training) |
-| tab / shift+tab | everywhere | move between fields |
+| tab / shift+tab | everywhere | move between fields and lists (screens open with no field focused) |
+| escape | in a field | leave it: letter and number keys act again |
+| ctrl+t | Data, Evaluate, Chat | stop what is running (a validation, an evaluation, an answer) |
 
 Every action here also exists as a command: `mlxft train`, `mlxft stop`, `mlxft runs`, `mlxft data ...`,
 `mlxft eval`, `mlxft chat`. Training runs in its own process: the app never blocks, and a run keeps its
@@ -112,3 +115,28 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+
+class AskDialog(ModalScreen[str | None]):
+    """One line of text (a folder, a name): enter or OK returns it, escape or Cancel returns None."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, question: str, value: str = "", placeholder: str = ""):
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.question, self.value, self.placeholder = title, question, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Label(self.question, markup=False)
+            yield Input(self.value, placeholder=self.placeholder, id="ask-value")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("OK", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.query_one("#ask-value", Input).value.strip() or None if event.button.id == "ok" else None)

@@ -113,35 +113,37 @@ def _set(data: dict, key: str, value) -> None:
     node[parts[-1]] = value
 
 
+def field_label(spec: FieldSpec) -> str:
+    return spec.key.split(".")[-1] + (" *" if spec.required else "")
+
+
 class FieldRow(Vertical):
     SCOPED_CSS = False  # the rules below also look at the screen's -wide / -narrow class
     DEFAULT_CSS = """
     FieldRow { height: auto; padding: 0 1; }
     FieldRow > Horizontal { height: auto; }
-    FieldRow .field-name { width: 20; }
+    FieldRow .field-name { width: 20; text-wrap: nowrap; }
     FieldRow Input, FieldRow Select { width: 1fr; }
     FieldRow Checkbox { width: 6; }
     FieldRow .switch-gap { width: 1fr; }
     FieldRow .help-inline { display: none; width: 2fr; color: $text-muted; padding-left: 2; }
-    FieldRow .field-help { color: $text-muted; padding-left: 20; }
-    FieldRow .field-error { color: $error; padding-left: 20; display: none; }
+    FieldRow .field-error { color: $error; display: none; }
     FieldRow.-invalid .field-error { display: block; }
     FieldRow.-invalid .field-name { color: $error; }
     FieldRow:focus-within .field-name { text-style: bold; color: $accent; }
     .-wide FieldRow .help-inline { display: block; }
-    .-wide FieldRow .field-help { display: none; }
-    .-narrow FieldRow .field-help { display: none; }
-    .-narrow FieldRow:focus-within .field-help { display: block; }
     """
 
-    def __init__(self, spec: FieldSpec):
+    def __init__(self, spec: FieldSpec, name_width: int = 20):
         super().__init__(id="row-" + spec.dom_id)
-        self.spec = spec
+        self.spec, self.name_width = spec, name_width
 
     def compose(self) -> ComposeResult:
         s = self.spec
         with Horizontal():
-            yield Label(s.key.split(".")[-1] + (" *" if s.required else ""), classes="field-name")
+            name = Label(field_label(s), classes="field-name")
+            name.styles.width = self.name_width  # the longest name whole: `early_stopping_patience` never runs into its input
+            yield name
             if s.widget == "select":
                 yield Select([(str(o), o) for o in s.options], value=s.default if s.default in s.options else Select.NULL,
                              allow_blank=s.default not in s.options, id=s.dom_id, compact=True)
@@ -151,10 +153,10 @@ class FieldRow(Vertical):
             else:
                 placeholder = "required" if s.required else f"default: {format_value(s.default)}"
                 yield Input(placeholder=placeholder, id=s.dom_id, compact=True)
-            yield Static(s.help, classes="help-inline", markup=False)
-        if s.help:
-            yield Static(s.help, classes="field-help", markup=False)
-        yield Label("", classes="field-error", markup=False)
+            yield Static(s.help, classes="help-inline", markup=False)  # beside the field when the screen is wide
+        error = Label("", classes="field-error", markup=False)
+        error.styles.padding = (0, 0, 0, self.name_width)
+        yield error
 
     def show_error(self, message: str | None) -> None:
         self.set_class(bool(message), "-invalid")
@@ -174,12 +176,13 @@ class RecipeForm(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         current = None
+        name_width = max(len(field_label(s)) for s in self.specs) + 1
         for spec in self.specs:
             section = spec.key.split(".")[0] if "." in spec.key else ""
             if section != current:
                 current = section
                 yield Label(SECTION_TITLES[section], classes="section-title")
-            yield FieldRow(spec)
+            yield FieldRow(spec, name_width)
         yield Label("", id="form-error", classes="field-error", markup=False)
 
     # -- values ------------------------------------------------------------------------------------
