@@ -247,6 +247,7 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
     if world_dir:
         loopback_hostfile(hostfile, ranks)
     interrupts = 0
+    lost = None  # (rank, exit code) of a peer rank that died
 
     def interrupt(*_) -> None:
         nonlocal interrupts
@@ -270,7 +271,6 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         send.close()
         result = Run(path=run.path, status="running")
-        lost = None  # (rank, exit code) of a peer rank that died
         while True:
             if recv.poll(poll_s):
                 try:
@@ -292,6 +292,8 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
                 on_event(note)
         proc.join()
     finally:
+        # a peer that died first explains rank 0's end, whatever rank 0 said (its next all_sum fails or waits)
+        lost = lost or next(((r, p.exitcode) for r, p in enumerate(peers, 1) if p.pid is not None and p.exitcode not in (None, 0)), None)
         for p in peers:  # a rank left waiting for rank 0 in a collective has nothing more to do
             if p.pid is not None:
                 p.join(timeout=5.0 if proc.exitcode == 0 else 0.5)
@@ -309,6 +311,9 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
         result.status = final.status
     elif isinstance(final, RunFailed):
         result.status, result.error, result.hint = "failed", final.error, final.hint
+        if lost is not None:
+            what, hint = _describe_lost_rank(*lost, ranks)
+            result.error, result.hint = what, hint + (f"; {final.hint}" if final.hint else "")
     else:
         result.status = "died"
         result.error, result.hint = _describe_exit(proc.exitcode) if lost is None else _describe_lost_rank(*lost, ranks)
