@@ -340,6 +340,9 @@ async def test_picks_are_remembered_per_runs_folder_and_shown_as_last_used(tmp_p
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
         assert "in use qwen3-0.6b (last used)" in str(app.screen.query_one("#models-header", Label).render())
+        await show(pilot, "evaluate", None)
+        assert app.screen.query_one("#eval-runs", Select).value == str(run)
+        assert "last used here" in str(app.screen.query_one("#eval-status", Label).render())
         await show(pilot, "chat", None)
         assert app.screen.query_one("#chat-adapter", Input).value == str(run)
         assert app.screen.query_one("#chat-model", Input).value == "smollm2-135m-instruct"

@@ -91,9 +91,9 @@ class MlxftApp(App):
         self.remembered = {k for k in ("model", "backbone", "data", "run") if p.get(k)}
 
     def remember(self, **values) -> None:
-        """Keep picks for the next start in this project; each one is no longer "last used" but this session's."""
+        """Keep picks for the next start in this project; a changed one is no longer "last used" but this session's."""
+        self.remembered -= {k for k, v in values.items() if self.picks.get(k) != v}
         self.picks.update(values)
-        self.remembered -= set(values)
         problem = write_picks(self.runs_dir, self.picks)
         if problem:
             self.notify(problem, severity="warning", markup=False)

@@ -197,7 +197,7 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
     EvaluateScreen #max-tokens-label { width: auto; margin: 0 1 0 2; color: $text-muted; }
     EvaluateScreen #eval-max-tokens { width: 8; }
     EvaluateScreen #eval-buttons { height: auto; }
-    EvaluateScreen #eval-buttons Button { min-width: 10; margin-right: 1; }
+    EvaluateScreen #eval-buttons Button { min-width: 10; margin-right: 2; }
     EvaluateScreen #eval-progress-row { height: 1; margin-top: 1; }
     EvaluateScreen #eval-progress-row Bar { width: 1fr; }
     EvaluateScreen #eval-phase { width: auto; margin-left: 2; }
@@ -270,9 +270,10 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
                         yield Input("128", type="integer", compact=True, id="eval-max-tokens")
                     yield self._field("Results", Input(placeholder="results folder (empty: RUN_DIR/eval, or eval/<time>)", compact=True, id="eval-out"))
                     with Horizontal(id="eval-buttons"):
-                        yield Button("Run ▶ ctrl+g", id="run", variant="success")
-                        yield Button("Stop ctrl+t", id="stop", variant="error", disabled=True)
-                        yield Button("Open results ctrl+o", id="open")
+                        # compact: one row each, so the form and its status fit 24 rows without scrolling
+                        yield Button("Run ▶ ctrl+g", id="run", variant="success", compact=True)
+                        yield Button("Stop ctrl+t", id="stop", variant="error", disabled=True, compact=True)
+                        yield Button("Open results ctrl+o", id="open", compact=True)
                     with Horizontal(id="eval-progress-row"):
                         yield ProgressBar(total=1, show_eta=False, id="eval-progress")
                         yield Label("", id="eval-phase")
@@ -327,9 +328,12 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         run = self.app.selected_run
         if run is not None and str(run) in self.run_paths():
             self.query_one("#eval-runs", Select).value = str(run)  # the run last trained, opened or evaluated
-            self.call_after_refresh(self.set_status, escape_controls(f"{run.name}: the run {'last used' if 'run' in self.app.remembered else 'just trained or opened'}; "
-                                                                     "ctrl+g evaluates it"))
         self.query_one("#eval-tabs Tabs").focus()  # not a field: keys typed on arrival are keys
+
+    def note_last_used(self, run: Path) -> None:
+        """The status line says the picked run is the one remembered from the last session (after what use_run said)."""
+        said = str(self.query_one("#eval-status", Label).render())
+        self.set_status(escape_controls(f"last used here · {said}"))
 
     def run_paths(self) -> set:
         return {str(v) for _, v in self.query_one("#eval-runs", Select)._options if v is not Select.NULL}
@@ -424,6 +428,13 @@ Headless: `mlxft eval RUN --split test [--data DATA] [--no-base]`; `mlxft predic
         from mlxft.runs import summarize_run
 
         self.app.use_run(run, summarize_run(RunDir(run)).model or None)  # Chat starts from the run picked here too
+        self.fill_for_run(run)
+        if "run" in self.app.remembered and Path(run) == self.app.selected_run:
+            self.note_last_used(run)
+
+    def fill_for_run(self, run: Path) -> None:
+        from mlxft.runs import summarize_run
+
         self.set_image_mode(str(run) in self.image_runs or str(run) in self.text_runs, texts=str(run) in self.text_runs)
         if self.image_mode:
             self.use_image_run(run)
