@@ -305,8 +305,7 @@ class Trainer:
         """Gradients (already weighted sums) and step numbers summed over the world in one all_sum."""
         flat = tree_flatten(grads)
         parts = [g.astype(mx.float32).reshape(-1) for _, g in flat]
-        parts.append(mx.array([float(n) if isinstance(n, (int, float)) else 0.0 for n in numbers], dtype=mx.float32))
-        parts[-1] = parts[-1] + mx.stack([n.astype(mx.float32) if isinstance(n, mx.array) else mx.array(0.0) for n in numbers])
+        parts.append(mx.stack([mx.array(n, dtype=mx.float32) for n in numbers]))  # python numbers and 0-d arrays alike
         total = self.world.sum(mx.concatenate(parts))
         out, at = [], 0
         for k, g in flat:
