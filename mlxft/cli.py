@@ -51,7 +51,8 @@ def cmd_train(args) -> int:
             check_ranks(recipe, launched_size())
         if launched:
             return run_peer(recipe, None, resume=False)
-        _warn_if_it_will_not_fit(recipe)
+        check_ranks(recipe, args.ranks)  # before the plan divides a batch over them
+        _warn_if_it_will_not_fit(recipe, args.ranks)
         run = start_run(recipe, on_event=printer, ranks=args.ranks)
     return _report_run(run)
 
@@ -173,6 +174,10 @@ def cmd_plan(args) -> int:
     from mlxft.llm.memory import format_plan, plan_memory
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.ranks != 1:
+        from mlxft.train.process import check_ranks
+
+        check_ranks(recipe, args.ranks)
     if recipe.kind == "image-classify":
         raise MlxftError("mlxft plan sizes language-model runs; an image-classify run's memory is the backbone's at batch_size images",
                          hint="the first steps' peak memory is in the progress line (and the run's metrics.jsonl)")
@@ -185,14 +190,14 @@ def cmd_plan(args) -> int:
     config = _config_without_weights(recipe.model)
     # The plan may fetch the tokenizer, as it fetches config.json: the data's token lengths size the batch.
     try:
-        plan = plan_memory(recipe, config, available, measure_train_lengths(recipe, allow_download=True))
+        plan = plan_memory(recipe, config, available, measure_train_lengths(recipe, allow_download=True), ranks=args.ranks)
     except (TypeError, ValueError) as exc:
         raise MlxftError(f"{recipe.model}: its config has a size that is not a number ({exc})", hint="fix config.json, or use a catalogue key (`mlxft models`)") from None
     print(format_plan(plan))
     return 2 if plan.verdict == "will-not-fit" else 0
 
 
-def _warn_if_it_will_not_fit(recipe) -> None:
+def _warn_if_it_will_not_fit(recipe, ranks: int = 1) -> None:
     """Before loading anything, say so when the memory plan predicts the run will not fit (`mlxft plan` refuses)."""
     from mlxft.llm.catalogue import config_at_hand
     from mlxft.llm.batch_shapes import measure_train_lengths
@@ -202,10 +207,10 @@ def _warn_if_it_will_not_fit(recipe) -> None:
         config = config_at_hand(recipe.model)
         if config is None:
             return  # a Hub id or a GGUF: no config at hand without a download or an import
-        plan = plan_memory(recipe, config)
+        plan = plan_memory(recipe, config, ranks=ranks)
         if plan.verdict == "will-not-fit":
             # The data can only shrink the batch below max_seq_length, so it is tokenized only when the ceiling does not fit.
-            plan = plan_memory(recipe, config, plan.available, measure_train_lengths(recipe))
+            plan = plan_memory(recipe, config, plan.available, measure_train_lengths(recipe), ranks=ranks)
     except (MlxftError, TypeError, ValueError):
         return  # a config too broken to plan from is named, field by field, when the run loads it
     if plan.verdict == "will-not-fit":
@@ -788,6 +793,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("recipe")
     s.add_argument("overrides", nargs="*", help="as in train: e.g. train.batch_size=2 data.max_seq_length=512")
     s.add_argument("--memory-gb", type=float, help="judge against this much memory (GB) instead of this machine's (or set MLXFT_MEMORY_GB)")
+    s.add_argument("--ranks", type=int, default=1, metavar="N",
+                   help="as in train --ranks: N data-parallel processes on this machine, each with its own model and its part of every batch")
     s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("models", help="the model catalogue, with the memory each needs and whether it fits here")

@@ -49,6 +49,8 @@ def test_validate_and_plan_take_overrides_as_train_does(tmp_path):
         assert "train.steps" in out.stderr and "no such file" not in out.stderr, (command, out.stderr)
     only = run_cli("validate", "train.steps=5")
     assert only.returncode == 1 and "give a recipe" in only.stderr
+    ranks = run_cli("plan", good, "train.batch_size=2", "--ranks", "3")  # as train --ranks refuses it, before any arithmetic
+    assert ranks.returncode == 1 and "--ranks 3" in ranks.stderr and "train.batch_size to at least 3" in ranks.stderr, ranks.stderr
 
 def test_train_generate_and_eval_loss_end_to_end(tiny_llama, chat_data, tmp_path):
     recipe = tmp_path / "r.yaml"

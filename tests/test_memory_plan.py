@@ -229,6 +229,35 @@ def test_a_short_run_is_planned_for_the_batches_it_trains_on():
     assert max(s.length for s in everything) == padded_length(max(lengths))
 
 
+def test_ranks_are_planned_for_their_part_of_each_batch_and_judged_together():
+    from mlxft.data.batches import epoch_order
+    from mlxft.llm.batch_shapes import batch_shape
+
+    lengths = [20 + 9 * i for i in range(37)]
+    data = _lengths(lengths)
+    shapes, _ = candidate_batches(data, 4, None, 0, "bucket", ranks=2)
+    # what each rank computes: every 2nd sample of each global batch, as World.shard splits it
+    parts = [batch_shape([lengths[i] for i in b[r::2]], [lengths[i] - 1 for i in b[r::2]]) for b in epoch_order(lengths, 4, 0, 0, "bucket")
+             for r in range(2) if b[r::2]]
+    assert max(s.batch for s in shapes) == 2 and max(s.length for s in shapes) == max(s.length for s in parts)
+    assert all(any(p.batch <= s.batch and p.length <= s.length and p.trained <= s.trained for s in shapes) for p in parts)
+
+    recipe = _recipe(model="smollm2-135m-instruct", train__batch_size=8, train__steps=1000)
+    config = find_model("smollm2-135m-instruct").config()
+    data = _lengths([300] * 64)
+    one = plan_memory(recipe, config, available=64 * GB, data=data)
+    two = plan_memory(recipe, config, available=64 * GB, data=data, ranks=2)
+    assert two.settings["batch_size"] == 4 and one.settings["batch_size"] == 8
+    assert two.estimate.total < one.estimate.total < two.total == 2 * two.estimate.total  # each rank holds its own model
+    room = int((one.estimate.total + two.total) / 2 / 0.8)  # one process fits; two ranks together do not
+    assert plan_memory(recipe, config, available=room, data=data).verdict == "fits"
+    tight = plan_memory(recipe, config, available=room, data=data, ranks=2)
+    assert tight.verdict != "fits"
+    text = format_plan(tight)
+    assert "batch 4 per rank (of 8, over 2 ranks) x 304 tokens" in text and "2 ranks" in text and "every rank fewer" in text
+    assert f"{two.total / GB:.2f} GB" in format_plan(two)
+
+
 def test_the_last_bucket_may_be_a_partial_batch():
     shapes, _ = candidate_batches(_lengths([50] * 8 + [400, 410]), 4, None, 0, "bucket")  # 10 samples: 4, 4, 2
     assert BatchShape(2, padded_length(410), 832) in shapes

@@ -183,6 +183,33 @@ async def test_keys_typed_while_a_screen_is_built_go_to_that_screen(tmp_path):
         assert app.screen.query_one(TabbedContent).active == "tab-runs"  # l reached Train, once it was ready
 
 
+async def test_the_train_form_builds_only_the_kinds_sections_and_keeps_values_given_to_the_others(tmp_path):
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        form = app.screen.query_one(RecipeForm)
+        built = {row.spec.key.split(".")[0] for row in form.query("FieldRow") if "." in row.spec.key}
+        assert built == {"data", "lora", "train"}  # an LM adapter's sections: no vision, classify, preference or QLoRA fields
+        assert len(list(app.screen.walk_children())) < 500  # every field of every kind was ~700 widgets and 5 s to open here
+        assert not form.query("#f-vision-image-size")
+        form.set_field("vision.image_size", 96)  # given before its section exists (Data -> Train does this)
+        assert form.get_field("vision.image_size") == "96"
+        form.set_field("kind", "image-classify")
+        await settle(pilot)
+        size = form.query_one("#f-vision-image-size", Input)
+        assert size.value == "96" and size.region.height  # built with the value it was given, and on screen in its section
+        assert not form.query_one("#sec-lora").display and form.query_one("#sec-vision").display
+        assert form.values()["vision"]["image_size"] == 96 and "lora" not in form.values()
+        form.set_field("kind", "lm-qlora")
+        await settle(pilot)
+        assert not form.query_one("#sec-vision").display and form.query_one("#sec-quantize").display
+        assert "vision" not in form.values() and form.get_field("vision.image_size") == "96"  # hidden, not dropped
+        form.set_values({"kind": "lm-classify", "model": "m", "classify": {"head": "verbalizer"}})  # a loaded recipe
+        await settle(pilot)
+        assert form.query_one("#f-classify-head", Select).value == "verbalizer" and form.query_one("#sec-classify").display
+        assert form.values()["classify"]["head"] == "verbalizer"
+
+
 # -- focus shows --------------------------------------------------------------------------------------------
 
 

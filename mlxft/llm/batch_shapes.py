@@ -88,18 +88,24 @@ class DataLengths:
 
 
 def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | None, seed: int, batching: str,
-                      packing: tuple[int, float] | None = None) -> tuple[list[BatchShape], str]:
+                      packing: tuple[int, float] | None = None, ranks: int = 1) -> tuple[list[BatchShape], str]:
     """The batches that could set the run's peak (none smaller in every dimension than another), and what they are.
 
     `micro_batches` is how many batches the run computes (steps x accumulation; None: whole epochs). With every
     sample measured, the run's own batch order is rebuilt; from a sample, the longest samples fill whole batches.
     `packing` (max row, attention cost): batching pack lays each batch out as `pack` does (rows x row length).
+    `ranks` > 1: the shapes are those of one rank's part (every ranks-th sample of each batch, as the Trainer shards it).
     """
     n = data.samples
     if batching == "pack" and packing is not None:
-        shape_of = lambda ls, ts: packed_shape(ls, ts, *packing)  # noqa: E731
+        one = lambda ls, ts: packed_shape(ls, ts, *packing)  # noqa: E731
     else:
-        shape_of = batch_shape
+        one = batch_shape
+
+    def shapes_of(batch: list[int]) -> list[BatchShape]:
+        parts = [batch[r::ranks] for r in range(min(ranks, len(batch)))]
+        return [one([data.lengths[i] for i in part], [data.trained[i] for i in part]) for part in parts]
+
     if data.exact:
         per_epoch = math.ceil(n / batch_size)
         wanted = per_epoch if micro_batches is None else micro_batches
@@ -110,13 +116,13 @@ def candidate_batches(data: DataLengths, batch_size: int, micro_batches: int | N
         else:
             batches = [b for e in range(min(epochs, SIMULATED_EPOCHS)) for b in epoch_order(list(data.lengths), batch_size, seed, e, batching)]
             batches, seen = batches[:wanted], min(wanted, len(batches))
-        shapes = [shape_of([data.lengths[i] for i in b], [data.trained[i] for i in b]) for b in batches]
+        shapes = [shape for b in batches for shape in shapes_of(b)]
         if epochs > SIMULATED_EPOCHS and batching == "pad":
-            shapes.append(_worst_random_batch(data, batch_size))  # later epochs may group the longest samples
+            shapes.append(_worst_random_batch(data, -(-batch_size // ranks)))  # later epochs may group the longest samples
         what = f"the largest of the {seen:,} batches this run trains on" if seen < per_epoch else f"the largest of {per_epoch:,} batches of {n:,} samples"
         return _frontier(shapes), what
     order = sorted(range(n), key=lambda i: (data.lengths[i], data.trained[i]), reverse=True)
-    shapes = [shape_of([data.lengths[i] for i in order[k:k + batch_size]], [data.trained[i] for i in order[k:k + batch_size]]) for k in range(0, n, batch_size)]
+    shapes = [shape for k in range(0, n, batch_size) for shape in shapes_of(order[k:k + batch_size])]
     drawn = min(SAMPLE_ROWS, data.rows - LONGEST_ROWS)
     what = f"estimated from the {LONGEST_ROWS:,} longest of {data.rows:,} rows by size and {drawn:,} drawn at random"
     return _frontier(shapes), what

@@ -334,6 +334,12 @@ class MemoryPlan:
     verdict: Verdict
     suggestions: tuple[Suggestion, ...] = field(default_factory=tuple)
     basis: str = ""  # "planned from the data: ..." or "planned from max_seq_length=N: why"
+    ranks: int = 1  # data-parallel processes on this machine: `estimate` is one rank's, the verdict judges all of them
+
+    @property
+    def total(self) -> int:
+        """What the run needs on this machine: each rank holds its own model, optimizer and batch."""
+        return self.estimate.total * self.ranks
 
 
 def recipe_settings(recipe, config: dict | None = None) -> dict:
@@ -362,27 +368,31 @@ def recipe_settings(recipe, config: dict | None = None) -> dict:
     )
 
 
-def plan_memory(recipe, config: dict, available: int | None = None, data: DataLengths | None = None) -> MemoryPlan:
+def plan_memory(recipe, config: dict, available: int | None = None, data: DataLengths | None = None, ranks: int = 1) -> MemoryPlan:
     """Estimate a Recipe's peak memory for a config.json dict and judge it against `available` (default:
     `memory_to_judge()`, the same number every command and screen uses).
 
     With `data` (from `measure_train_lengths`) the batch is the longest the run will train on; without it, or when
     the data could not be measured, batch_size x max_seq_length. `plan.basis` says which.
+    `ranks` > 1 (`mlxft train --ranks N`): each of N processes on this machine trains every N-th sample of each batch
+    with its own copy of the model; the estimate is one rank's, the verdict judges N of them.
     """
     if available is None:
         available = memory_to_judge()[1]
-    size = _batch_sizer(recipe, config, data)
+    size = _batch_sizer(recipe, config, data, ranks)
     settings, basis = size(recipe_settings(recipe, config), recipe.train.batch_size, recipe.data.max_seq_length)
     estimate = estimate_memory(config, **settings)
-    verdict = judge(estimate.total, available)
+    verdict = judge(estimate.total * ranks, available)
     suggestions: tuple[Suggestion, ...] = ()
     if verdict != "fits":
-        suggestions = tuple(_suggest(recipe, config, settings, available, size, data))
-    return MemoryPlan(recipe.model, settings, estimate, available, verdict, suggestions, basis)
+        suggestions = tuple(_suggest(recipe, config, settings, available // ranks, size, data))
+    return MemoryPlan(recipe.model, settings, estimate, available, verdict, suggestions, basis, ranks)
 
 
-def _batch_sizer(recipe, config: dict, data: DataLengths | None):
-    """size(settings, batch_size, max_seq_length) -> (settings at the batch that needs most memory, the plan's basis)."""
+def _batch_sizer(recipe, config: dict, data: DataLengths | None, ranks: int = 1):
+    """size(settings, batch_size, max_seq_length) -> (settings at the batch that needs most memory, the plan's basis).
+
+    With ranks > 1 the batch is one rank's part of it (every ranks-th sample)."""
 
     # Preference kinds run both answers of every pair in one batch: B pairs are 2B sequences, the longer answer's length.
     per = 2 if recipe.kind in PREFERENCE_KINDS else 1
@@ -392,9 +402,11 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None):
         if data is None or data.problem or not data.samples:
             why = data.problem if data is not None and data.problem else "no data measured"
             one = recipe.kind in CLASSIFY_KINDS
-            top = ceiling_batch(batch_size * per, max_len, one)
+            mine = -(-batch_size // ranks)
+            top = ceiling_batch(mine * per, max_len, one)
+            part = f" per rank (of {batch_size}, over {ranks} ranks)" if ranks > 1 else ""
             return {**settings, **top.settings()}, (
-                f"planned from max_seq_length={max_len} ({why}): batch {unit(batch_size)} x {top.length} tokens, "
+                f"planned from max_seq_length={max_len} ({why}): batch {unit(mine)}{part} x {top.length} tokens, "
                 + ("one position of each read by the head" if one else f"all {top.trained:,} positions trained")
             )
         measured = data.capped(max_len, recipe.data.overlong)
@@ -402,12 +414,13 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None):
         if data.exact:  # how many steps the run takes decides which batches it sees
             micro = total_steps_for(recipe.train, measured.samples) * recipe.train.grad_accumulation
         packing = (max_len, attention_cost(config)) if recipe.data.batching == "pack" and packable(str(config.get("model_type", ""))) else None
-        shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching, packing)
+        shapes, which = candidate_batches(measured, batch_size, micro, recipe.seed, recipe.data.batching, packing, ranks)
         def shaped(s) -> dict:
             return {**settings, **s.settings(), "batch_size": s.batch * per}
 
         best = max(shapes, key=lambda s: estimate_memory(config, **shaped(s)).total)
-        return shaped(best), f"planned from the data: batch {unit(best.batch)} x {best.length} tokens ({best.trained:,} trained), {which}"
+        part = f" per rank (of {batch_size}, over {ranks} ranks)" if ranks > 1 else ""
+        return shaped(best), f"planned from the data: batch {unit(best.batch)}{part} x {best.length} tokens ({best.trained:,} trained), {which}"
 
     return size
 
@@ -506,13 +519,13 @@ def _describe(settings: dict) -> str:
 
 def _against(plan: MemoryPlan) -> str:
     """"of Y GB available (Z%)": what the plan's total is judged against, in the words every face prints it with."""
-    share = plan.estimate.total / plan.available if plan.available else math.inf
+    share = plan.total / plan.available if plan.available else math.inf
     return f"of {_gb(plan.available)} available ({share:.0%})"
 
 
 def format_plan_line(plan: MemoryPlan) -> str:
     """The plan in one line (the Train screen's memory line): the same numbers as `format_plan`, and its basis."""
-    return f"memory: ~{_gb(plan.estimate.total)} peak {_against(plan)}, {plan.verdict}; {plan.basis}  (details: mlxft plan)"
+    return f"memory: ~{_gb(plan.total)} peak {_against(plan)}, {plan.verdict}; {plan.basis}  (details: mlxft plan)"
 
 
 def format_plan(plan: MemoryPlan) -> str:
@@ -532,12 +545,18 @@ def format_plan(plan: MemoryPlan) -> str:
     if plan.basis:
         lines.append(f"  {plan.basis}")
     lines += [f"  {name:<12}{_gb(value):>11}   {note}".rstrip() for name, value, note in rows]
-    lines.append(f"  {'total':<12}{_gb(plan.estimate.total):>11}   {_against(plan)}")
+    if plan.ranks > 1:
+        lines.append(f"  {'one rank':<12}{_gb(plan.estimate.total):>11}   each of {plan.ranks} processes holds its own model, optimizer and batch")
+        lines.append(f"  {f'{plan.ranks} ranks':<12}{_gb(plan.total):>11}   {_against(plan)}")
+    else:
+        lines.append(f"  {'total':<12}{_gb(plan.estimate.total):>11}   {_against(plan)}")
     lines.append(f"Verdict: {plan.verdict}")
+    if plan.ranks > 1 and plan.verdict != "fits":
+        lines.append(f"Each rank holds its own copy: every rank fewer needs about {_gb(plan.estimate.total)} less (a smaller --ranks).")
     if plan.suggestions:
         lines.append("To use less memory, override one of these (re-estimated totals):")
         for sug in plan.suggestions:
-            lines.append(f"  {_gb(sug.estimate.total):>11}  {sug.verdict:<12}  {sug.change}")
+            lines.append(f"  {_gb(sug.estimate.total * plan.ranks):>11}  {sug.verdict:<12}  {sug.change}")
             lines.append(f"  {'':>11}  {'':<12}  {' '.join(sug.overrides)}")
     return "\n".join(lines)
 

@@ -2,6 +2,8 @@
 
 The schema is the single source of truth: a field added to `mlxft.recipe` appears here without UI code.
 Text fields are read as YAML (like `key=value` overrides), so `1e-4`, `null` and `[q_proj, v_proj]` work.
+The form shows the sections the chosen kind reads (`sections_for_kind`); a section is built the first time it is shown,
+and values given to it before then are kept and put into its fields when it is built.
 """
 
 from __future__ import annotations
@@ -113,6 +115,35 @@ def _set(data: dict, key: str, value) -> None:
     node[parts[-1]] = value
 
 
+def _section(spec: FieldSpec) -> str:
+    return spec.key.split(".")[0] if "." in spec.key else ""
+
+
+def _initial(spec: FieldSpec):
+    """A field's widget value before anything is typed: the default option, the default switch, an empty text."""
+    if spec.widget == "select":
+        return spec.default if spec.default in spec.options else Select.NULL
+    if spec.widget == "switch":
+        return bool(spec.default)
+    return ""
+
+
+def sections_for_kind(kind: str | None) -> set[str]:
+    """The form sections a job kind reads (no kind yet: an LM adapter's)."""
+    shown = {"", "data", "train"}
+    if kind not in VISION_KINDS:
+        shown.add("lora")
+    if kind == "lm-qlora":
+        shown.add("quantize")
+    if kind in PREFERENCE_KINDS:
+        shown.add("preference")
+    if kind in CLASSIFY_KINDS:
+        shown.add("classify")
+    if kind in VISION_KINDS:
+        shown.add("vision")
+    return shown
+
+
 def field_label(spec: FieldSpec) -> str:
     return spec.key.split(".")[-1] + (" *" if spec.required else "")
 
@@ -134,9 +165,19 @@ class FieldRow(Vertical):
     .-wide FieldRow .help-inline { display: block; }
     """
 
-    def __init__(self, spec: FieldSpec, name_width: int = 20):
+    def __init__(self, spec: FieldSpec, name_width: int = 20, value: Any = None):
         super().__init__(id="row-" + spec.dom_id)
         self.spec, self.name_width = spec, name_width
+        s = spec
+        value = _initial(s) if value is None else value
+        # The input is made here, so the form reads and sets its value before the row is mounted.
+        if s.widget == "select":
+            self.field = Select([(str(o), o) for o in s.options], value=value, allow_blank=s.default not in s.options, id=s.dom_id, compact=True)
+        elif s.widget == "switch":
+            self.field = Checkbox("", value=bool(value), id=s.dom_id, compact=True)
+        else:
+            placeholder = "required" if s.required else f"default: {format_value(s.default)}"
+            self.field = Input(value=value, placeholder=placeholder, id=s.dom_id, compact=True)
 
     def compose(self) -> ComposeResult:
         s = self.spec
@@ -144,15 +185,9 @@ class FieldRow(Vertical):
             name = Label(field_label(s), classes="field-name")
             name.styles.width = self.name_width  # the longest name whole: `early_stopping_patience` never runs into its input
             yield name
-            if s.widget == "select":
-                yield Select([(str(o), o) for o in s.options], value=s.default if s.default in s.options else Select.NULL,
-                             allow_blank=s.default not in s.options, id=s.dom_id, compact=True)
-            elif s.widget == "switch":
-                yield Checkbox("", value=bool(s.default), id=s.dom_id, compact=True)
+            yield self.field
+            if s.widget == "switch":
                 yield Label("", classes="switch-gap")
-            else:
-                placeholder = "required" if s.required else f"default: {format_value(s.default)}"
-                yield Input(placeholder=placeholder, id=s.dom_id, compact=True)
             yield Static(s.help, classes="help-inline", markup=False)  # beside the field when the screen is wide
         error = Label("", classes="field-error", markup=False)
         error.styles.padding = (0, 0, 0, self.name_width)
@@ -166,6 +201,8 @@ class FieldRow(Vertical):
 class RecipeForm(VerticalScroll):
     """`values()` -> the dict a recipe YAML would hold; `check()` -> a Recipe, or None with errors shown."""
 
+    DEFAULT_CSS = "RecipeForm > .form-section { height: auto; }"
+
     class Changed(Message):
         """Some field changed (the screen re-checks after a short pause)."""
 
@@ -173,37 +210,72 @@ class RecipeForm(VerticalScroll):
         super().__init__(id=id)
         self.specs = field_specs()
         self._loading = False
+        self._name_width = max(len(field_label(s)) for s in self.specs) + 1
+        self._rows: dict[str, FieldRow] = {}  # built rows by key
+        self._stash: dict[str, Any] = {}  # values given to rows not built yet
+        self._shown = sections_for_kind(None)
 
     def compose(self) -> ComposeResult:
-        current = None
-        name_width = max(len(field_label(s)) for s in self.specs) + 1
-        for spec in self.specs:
-            section = spec.key.split(".")[0] if "." in spec.key else ""
-            if section != current:
-                current = section
-                yield Label(SECTION_TITLES[section], classes="section-title")
-            yield FieldRow(spec, name_width)
+        self._shown = shown = sections_for_kind(self.get_field("kind"))  # a kind set before mounting builds its sections
+        for section in SECTION_TITLES:
+            box = Vertical(Label(SECTION_TITLES[section], classes="section-title"), *self._make_rows(section) if section in shown else (),
+                           id="sec-" + (section or "job"), classes="form-section")
+            box.display = section in shown
+            yield box
         yield Label("", id="form-error", classes="field-error", markup=False)
 
-    # -- values ------------------------------------------------------------------------------------
-    def _widget(self, spec: FieldSpec):
-        return self.query_one("#" + spec.dom_id)
+    # -- sections: only the kind's are built (a form of every field is ~700 widgets and seconds to open) ----------
+    def _make_rows(self, section: str) -> list[FieldRow]:
+        rows = []
+        for spec in self.specs:
+            if _section(spec) == section and spec.key not in self._rows:
+                self._rows[spec.key] = row = FieldRow(spec, self._name_width, self._stash.pop(spec.key, _initial(spec)))
+                rows.append(row)
+        return rows
+
+    def show_kind(self, kind: str | None) -> None:
+        """Show the sections `kind` reads (building the ones never shown, with the values they were given meanwhile)."""
+        shown = sections_for_kind(kind)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        for section in SECTION_TITLES:
+            box = self.query_one("#sec-" + (section or "job"), Vertical)
+            if section in shown:
+                rows = self._make_rows(section)
+                if rows:
+                    box.mount_all(rows)
+            box.display = section in shown
+
+    # -- values (a row not built keeps its value in the stash) --------------------------------------------------
+    def _raw(self, spec: FieldSpec):
+        row = self._rows.get(spec.key)
+        return row.field.value if row is not None else self._stash.get(spec.key, _initial(spec))
+
+    def _assign(self, spec: FieldSpec, value) -> None:
+        row = self._rows.get(spec.key)
+        if row is not None:
+            row.field.value = value
+        else:
+            self._stash[spec.key] = value
+        if spec.key == "kind" and self.is_mounted:
+            self.show_kind(None if value is Select.NULL else value)
 
     def values(self) -> dict:
         data: dict = {}
         kind = None
         for spec in self.specs:
-            w = self._widget(spec)
+            raw = self._raw(spec)
             if spec.widget == "select":
-                if w.value is Select.NULL:
+                if raw is Select.NULL:
                     continue
-                value = w.value
+                value = raw
             elif spec.widget == "switch":
-                value = w.value
+                value = raw
                 if value == spec.default:
                     continue  # keep saved recipes short: defaults are implied
             else:
-                raw = w.value.strip()
+                raw = raw.strip()
                 if not raw:
                     continue
                 value = raw if spec.raw_string and raw != "null" else _read_yaml(raw)
@@ -231,33 +303,30 @@ class RecipeForm(VerticalScroll):
         """Fill the form from a recipe mapping (fields it does not name go back to their defaults)."""
         self._loading = True
         try:
-            for spec in self.specs:
+            for spec in sorted(self.specs, key=lambda s: s.key != "kind"):  # the kind first: it decides which sections are built
                 value = _get(data, spec.key)
-                w = self._widget(spec)
                 if spec.widget == "select":
                     if value is PydanticUndefined:
                         value = spec.default
-                    w.value = value if value in spec.options else Select.NULL
+                    self._assign(spec, value if value in spec.options else Select.NULL)
                 elif spec.widget == "switch":
-                    w.value = bool(spec.default if value is PydanticUndefined else value)
+                    self._assign(spec, bool(spec.default if value is PydanticUndefined else value))
+                elif value is PydanticUndefined or (value is None and spec.default is None):
+                    self._assign(spec, "")
                 else:
-                    if value is PydanticUndefined or (value is None and spec.default is None):
-                        w.value = ""
-                    else:
-                        w.value = format_value(value).replace("\n", "\\n") if spec.key in ESCAPED_FIELDS else format_value(value)
+                    self._assign(spec, format_value(value).replace("\n", "\\n") if spec.key in ESCAPED_FIELDS else format_value(value))
         finally:
             self._loading = False
         self.post_message(self.Changed())
 
     def set_field(self, key: str, value: Any) -> None:
         spec = next(s for s in self.specs if s.key == key)
-        w = self._widget(spec)
-        w.value = format_value(value) if spec.widget == "text" else value
+        self._assign(spec, format_value(value) if spec.widget == "text" else value)
 
     def get_field(self, key: str) -> Any:
         """A field's widget value as it stands: a select's option (None when blank), a switch's bool, a text's string."""
         spec = next(s for s in self.specs if s.key == key)
-        value = self._widget(spec).value
+        value = self._raw(spec)
         return None if value is Select.NULL else value
 
     # -- checking ----------------------------------------------------------------------------------
@@ -300,6 +369,8 @@ class RecipeForm(VerticalScroll):
         self._changed(event)
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "f-kind":
+            self.show_kind(None if event.value is Select.NULL else event.value)
         self._changed(event)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
