@@ -26,7 +26,10 @@ the run's step reports count it; a stop request after the first step past it, so
 run does), --steps being only a cap. This is the issue's "trained for the same wall time" comparison: a cheaper step
 sees more reviews in the same time.
 Full IMDB table: .venv/bin/python benchmarks/classify.py --train 5000 --eval 2000 --tokens 128 --steps 625 --minutes 10
-                 --lr 3e-4 --legs score,verbalizer,sft --out /tmp/bench-classify-full.json
+                 --lr 3e-4 --legs score,verbalizer,sft,zero-shot --out /tmp/bench-classify-full.json
+
+Leg `zero-shot` (optional): the verbalizer of the untrained model (one step at lr 1e-12), the base every classifier
+should beat.
 
 Leg `mlx-lm` (optional, in --legs): mlx-lm's own `lora` trainer on the SFT form of the same texts (the float32
 model benchmarks/train.py prepares, same LoRA, batch, steps, lr, prompt masked), its adapters scored like mlxft's SFT.
@@ -85,6 +88,9 @@ def recipe(leg: str, model: str, data: Path, out: Path, args) -> dict:
              "eval_every": None, "save_every": args.checkpoints or None, "keep_checkpoints": 1000, "log_every": 1, "compile": True}
     lora = {"rank": 8, "alpha": 16, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "layers": args.layers}
     common = {"model": model, "output_dir": str(out), "name": leg, "seed": 0, "lora": lora, "train": train}
+    if leg == "zero-shot":  # the untrained model's verbalizer: LoRA's B starts at zero and one step at lr 1e-12 moves nothing
+        common["train"] = {**train, "steps": 1, "learning_rate": 1e-12, "save_every": None}
+        leg = "verbalizer"
     if leg == "sft":
         return {**common, "kind": "lm-lora", "data": {"path": str(data / "sft"), "format": "completion", "max_seq_length": 1024}}
     return {**common, "kind": "lm-classify", "data": {"path": str(data / "cls"), "max_seq_length": 1024},
@@ -100,13 +106,27 @@ def throughput(run_dir: Path, batch: int) -> dict:
 
 
 def accuracy(leg: str, run_dir: Path, test: list[dict], model_path: str | None = None, by: str = "generate") -> float:
-    """Accuracy on `test` of a classifier (its argmax) or an SFT adapter (by generation, or by ranking the label words)."""
-    import mlxft
+    return scores(leg, run_dir, test, model_path, by)["accuracy"]
+
+
+def scores(leg: str, run_dir: Path, test: list[dict], model_path: str | None = None, by: str = "generate") -> dict:
+    """Accuracy and macro-F1 on `test` of a classifier (its argmax) or an SFT adapter (by generation, or by ranking the
+    label words), scored by mlxft's own classification report (`mlxft eval`'s): an answer naming no label counts as wrong."""
+    from mlxft.eval.classification import classification_report
 
     truth = [r["label"] for r in test]
+    pred = predictions(leg, run_dir, test, model_path, by)
+    report = classification_report(truth, ["(no label)" if p is None else p for p in pred], labels=sorted(WORDS))
+    return {"accuracy": report.accuracy, "macro_f1": report.macro.f1, "no_label": report.other,
+            "per_class_f1": {k: v.f1 for k, v in report.per_class.items()}}
+
+
+def predictions(leg: str, run_dir: Path, test: list[dict], model_path: str | None = None, by: str = "generate") -> list[str | None]:
+    """Each test text's predicted label (None: an SFT answer that names no label)."""
+    import mlxft
+
     if leg not in ("sft", "mlx-lm"):
-        pred = [p["label"] for p in mlxft.classifier(run_dir)([r["text"] for r in test], batch_size=8)]
-        return sum(p == t for p, t in zip(pred, truth)) / len(test)
+        return [p["label"] for p in mlxft.classifier(run_dir)([r["text"] for r in test], batch_size=8)]
     from mlxft.eval.compare import generate_answers
     from mlxft.llm.generate import render_prompt
 
@@ -119,14 +139,14 @@ def accuracy(leg: str, run_dir: Path, test: list[dict], model_path: str | None =
         words = list(WORDS.values())  # as trained: the assistant's answer is " positive" / " negative", space included
         keys = {w: k for k, w in WORDS.items()}
         ranked = score_labels(model, tok, texts, [words] * len(texts), model_type=getattr(model, "model_type", ""), batch_size=8)
-        return sum(keys[next(iter(r))] == t for r, t in zip(ranked, truth)) / len(test)
+        return [keys[next(iter(r))] for r in ranked]
     answers = generate_answers(model, tok, texts, max_tokens=4, batch_size=8)
 
     def label(answer: str) -> str | None:
         found = [(answer.lower().find(w.strip()), k) for k, w in WORDS.items() if w.strip() in answer.lower()]
         return min(found)[1] if found else None
 
-    return sum(label(a) == t for a, t in zip(answers, truth)) / len(test)
+    return [label(a) for a in answers]
 
 
 def checkpoint_curve(leg: str, run_dir: Path, test: list[dict], batch: int) -> list[dict]:
@@ -273,15 +293,18 @@ def main() -> int:
             return 1
         result = {"wall_s": time.perf_counter() - t0, **throughput(run.path, args.batch)}
         if args.eval:
-            result["accuracy"] = accuracy(leg, run.path, test)
+            t1 = time.perf_counter()
+            result.update(scores(leg, run.path, test))
+            result["eval_s"] = time.perf_counter() - t1
             result["eval_texts"] = len(test)
             if leg == "sft":
-                result["accuracy_by_labels"] = accuracy(leg, run.path, test, by="labels")
+                labelled = scores(leg, run.path, test, by="labels")
+                result["accuracy_by_labels"], result["macro_f1_by_labels"] = labelled["accuracy"], labelled["macro_f1"]
             if args.checkpoints:
                 result["curve"] = checkpoint_curve(leg, run.path, test, args.batch)
         results["legs"][leg] = result
         print(f"{leg:<11} {result['sequences_per_s']:6.2f} seq/s  peak {result['peak_memory_gb']:.2f} GB  loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}"
-              + (f"  accuracy {result['accuracy']:.3f} on {len(test)}" if args.eval else ""), flush=True)
+              + (f"  accuracy {result['accuracy']:.3f} macro-F1 {result['macro_f1']:.3f} on {len(test)}" if args.eval else ""), flush=True)
     results["goal"] = goal_table(results["legs"])
     for leg, g in results["goal"].items():
         if isinstance(g, dict):

@@ -35,14 +35,20 @@ def cmd_train(args) -> int:
 
     printer = ProgressPrinter()
     launched = launched_rank()  # started by `mlx.launch` as one rank of a world (e.g. across Macs)
-    if launched is not None and args.ranks != 1:
+    if launched is not None and args.ranks not in (None, 1):
         raise MlxftError("--ranks with mlx.launch: the launcher's hostfile decides the ranks", hint="drop --ranks")
     if args.resume:
         if args.recipe or args.overrides:
             raise MlxftError("--resume continues a run with its saved recipe", hint="drop the recipe and overrides, or start a new run without --resume")
         if launched:
             return run_peer(_peer_recipe(args.resume), args.resume, resume=True)
-        run = resume_run(args.resume, on_event=printer, ranks=args.ranks)
+        ranks = 1 if launched is not None else args.ranks  # launched rank 0: the launcher's world, not local ranks
+        if ranks is None:
+            from mlxft.runs import RunDir
+
+            saved = RunDir(args.resume)
+            ranks = _default_ranks(saved.load_recipe()) if saved.recipe_path.is_file() else 1  # no recipe: resume_run names it
+        run = resume_run(args.resume, on_event=printer, ranks=ranks)
     else:
         if not args.recipe:
             raise MlxftError("give a recipe: `mlxft train RECIPE.yaml [key=value ...]`", hint="or `mlxft train --resume RUN_DIR`")
@@ -51,10 +57,21 @@ def cmd_train(args) -> int:
             check_ranks(recipe, launched_size())
         if launched:
             return run_peer(recipe, None, resume=False)
-        check_ranks(recipe, args.ranks)  # before the plan divides a batch over them
-        _warn_if_it_will_not_fit(recipe, args.ranks)
-        run = start_run(recipe, on_event=printer, ranks=args.ranks)
+        ranks = 1 if launched is not None else args.ranks if args.ranks is not None else _default_ranks(recipe)
+        check_ranks(recipe, ranks)  # before the plan divides a batch over them
+        _warn_if_it_will_not_fit(recipe, ranks)
+        run = start_run(recipe, on_event=printer, ranks=ranks)
     return _report_run(run)
+
+
+def _default_ranks(recipe) -> int:
+    """--ranks not given: what `auto_ranks` picks for this machine, said in one line when it is not plain one process."""
+    from mlxft.train.process import auto_ranks
+
+    ranks, why = auto_ranks(recipe)
+    if ranks > 1:
+        print(f"ranks: {why}", file=sys.stderr)
+    return ranks
 
 
 def _peer_recipe(run_dir: str):
@@ -174,7 +191,7 @@ def cmd_plan(args) -> int:
     from mlxft.llm.memory import format_plan, plan_memory
 
     recipe = load_recipe(args.recipe, args.overrides)
-    if args.ranks != 1:
+    if args.ranks is not None:
         from mlxft.train.process import check_ranks
 
         check_ranks(recipe, args.ranks)
@@ -189,8 +206,16 @@ def cmd_plan(args) -> int:
         check_model_config(folder, trust_remote_code=recipe.trust_remote_code)  # names a broken field before the arithmetic meets it
     config = _config_without_weights(recipe.model)
     # The plan may fetch the tokenizer, as it fetches config.json: the data's token lengths size the batch.
+    data = measure_train_lengths(recipe, allow_download=True)
+    ranks = args.ranks
+    if ranks is None:  # what `mlxft train` would run without --ranks
+        from mlxft.train.process import auto_ranks
+
+        ranks, why = auto_ranks(recipe, data, available)
+        if ranks > 1:
+            print(f"ranks: {why}")
     try:
-        plan = plan_memory(recipe, config, available, measure_train_lengths(recipe, allow_download=True), ranks=args.ranks)
+        plan = plan_memory(recipe, config, available, data, ranks=ranks)
     except (TypeError, ValueError) as exc:
         raise MlxftError(f"{recipe.model}: its config has a size that is not a number ({exc})", hint="fix config.json, or use a catalogue key (`mlxft models`)") from None
     print(format_plan(plan))
@@ -762,9 +787,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("recipe", nargs="?")
     s.add_argument("overrides", nargs="*", help="e.g. train.steps=50 lora.rank=16")
     s.add_argument("--resume", metavar="RUN_DIR")
-    s.add_argument("--ranks", type=int, default=1, metavar="N",
+    s.add_argument("--ranks", type=int, default=None, metavar="N",
                    help="data-parallel over N processes on this machine (MLX's ring backend on loopback); each computes 1/N of every "
-                        "batch and gradients are summed, so the run equals one process with the same batch. A resume may use another N")
+                        "batch and gradients are summed, so the run equals one process with the same batch. A resume may use another N. "
+                        "Default: 1 on a GPU; 2 on MLX's CPU backend when the kind, batch, cores and memory plan allow (MLXFT_RANKS pins it)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("stop", help="ask a running training (from any terminal) to save a checkpoint and stop")
@@ -793,8 +819,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("recipe")
     s.add_argument("overrides", nargs="*", help="as in train: e.g. train.batch_size=2 data.max_seq_length=512")
     s.add_argument("--memory-gb", type=float, help="judge against this much memory (GB) instead of this machine's (or set MLXFT_MEMORY_GB)")
-    s.add_argument("--ranks", type=int, default=1, metavar="N",
-                   help="as in train --ranks: N data-parallel processes on this machine, each with its own model and its part of every batch")
+    s.add_argument("--ranks", type=int, default=None, metavar="N",
+                   help="as in train --ranks: N data-parallel processes on this machine, each with its own model and its part of every batch "
+                        "(default: what train picks without --ranks)")
     s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("models", help="the model catalogue, with the memory each needs and whether it fits here")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# `mlxft train` without --ranks runs 2 data-parallel processes on a CPU (auto_ranks). The suite pins one process for the
+# runs it starts (every subprocess inherits this); tests/test_distributed.py unsets it to test the default itself.
+os.environ["MLXFT_RANKS"] = "1"
 
 import mlxft  # noqa: E402,F401  (BLAS preload before mlx.core)
 from tiny import build_model  # noqa: E402

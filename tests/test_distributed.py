@@ -16,7 +16,7 @@ from mlxft.distributed import World
 from mlxft.errors import RunError
 from mlxft.recipe import recipe_from_dict
 from mlxft.runs import RunDir
-from mlxft.train.process import check_ranks
+from mlxft.train.process import RANKS_ENV, auto_ranks, check_ranks
 
 MLXFT = [sys.executable, "-m", "mlxft"]
 
@@ -183,3 +183,56 @@ def test_the_launch_environment_names_the_backend(monkeypatch, tmp_path):
     monkeypatch.setenv("MLX_JACCL_COORDINATOR", "10.0.0.1:5000")
     monkeypatch.setenv("MLX_IBV_DEVICES", str(devices))
     assert D.launch_backend() == "jaccl" and D.launched_size() == 2
+
+
+# -- the default: 2 ranks on MLX's CPU backend when they help and fit ------------------------------------------------
+
+
+def test_without_ranks_a_cpu_trains_on_two_ranks_when_the_kind_batch_cores_and_memory_allow(tiny_llama, chat_data, tmp_path, monkeypatch):
+    import mlxft.backend
+    from mlxft.llm.catalogue import config_at_hand
+    from mlxft.llm.memory import plan_memory
+
+    monkeypatch.delenv(RANKS_ENV)
+    monkeypatch.delenv("MLXFT_MEMORY_GB", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    recipe = lambda **s: recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path / "runs", **s))  # noqa: E731
+    ranks, why = auto_ranks(recipe(train={"batch_size": 4}))
+    assert ranks == 2 and "2 data-parallel ranks" in why
+    assert auto_ranks(recipe(train={"batch_size": 1})) == (1, "one process: train.batch_size 1 does not split over 2 ranks")
+    dpo = recipe_from_dict(lm_recipe(tiny_llama, chat_data, tmp_path / "runs", kind="lm-dpo", data={"format": "preference"}))
+    assert auto_ranks(dpo) == (1, "one process: lm-dpo trains in one")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert auto_ranks(recipe(train={"batch_size": 4})) == (1, "one process: 1 CPU core(s)")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    # memory: room for one process but not for two copies of the model
+    r = recipe(train={"batch_size": 4})
+    config = config_at_hand(r.model)
+    one, two = plan_memory(r, config, available=10**12).estimate.total, plan_memory(r, config, available=10**12, ranks=2).total
+    monkeypatch.setenv("MLXFT_MEMORY_GB", str((one + two) / 2 / 0.8 / 1e9))
+    ranks, why = auto_ranks(r)
+    assert ranks == 1 and "2 ranks would need" in why
+    monkeypatch.delenv("MLXFT_MEMORY_GB")
+    monkeypatch.setattr(mlxft.backend, "default_device_is_gpu", lambda: True)
+    assert auto_ranks(r) == (1, "one process: the GPU does the work")
+    monkeypatch.setenv(RANKS_ENV, "3")
+    assert auto_ranks(r)[0] == 3
+    monkeypatch.setenv(RANKS_ENV, "two")
+    with pytest.raises(RunError, match="MLXFT_RANKS='two'"):
+        auto_ranks(r)
+
+
+def test_mlxft_train_without_ranks_runs_two_ranks_on_this_cpu_and_says_so(tiny_llama, chat_data, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, chat_data, tmp_path / "runs", train={"steps": 4, "batch_size": 4, "save_every": None})))
+    env = {k: v for k, v in os.environ.items() if k != RANKS_ENV}
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU core: the default is one process")
+    out = subprocess.run(MLXFT + ["train", str(recipe)], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "ranks: 2 data-parallel ranks on this CPU" in out.stderr
+    run_dir = Path(out.stdout.strip().splitlines()[-1]).parent
+    assert any("data-parallel over 2 ranks" in e["message"] for e in _events(run_dir, "LogMessage"))
+    assert max(e["step"] for e in _events(run_dir, "StepReport")) == 4

@@ -324,7 +324,10 @@ async def wait_until(pilot, condition, timeout: float, what: str) -> None:
         await pilot.pause(0.25)
 
 
-async def test_train_screen_starts_stops_and_resumes_a_real_run(tmp_path, tiny_llama, chat_data):
+@pytest.mark.parametrize("ranks", ["1", "default"])
+async def test_train_screen_starts_stops_and_resumes_a_real_run(tmp_path, tiny_llama, chat_data, monkeypatch, ranks):
+    if ranks == "default":
+        monkeypatch.delenv("MLXFT_RANKS")  # what a user's app runs: `mlxft train` without --ranks, 2 ranks on a 2-core CPU
     runs = tmp_path / "runs"
     recipe = lm_recipe(tiny_llama, chat_data, runs, name="e2e", train={"steps": 400, "eval_every": 50, "save_every": 1000})
     app = MlxftApp(runs_dir=runs, start="train")
@@ -366,6 +369,12 @@ async def test_train_screen_starts_stops_and_resumes_a_real_run(tmp_path, tiny_l
     await asyncio.get_running_loop().run_in_executor(None, resumed.popen.wait, 120)
     assert resumed.returncode == 130
     assert (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+    parallel = [json.loads(line)["message"] for line in (run / "metrics.jsonl").read_text().splitlines() if "data-parallel over" in line]
+    from mlxft.train.process import auto_ranks
+
+    expected = 1 if ranks == "1" else auto_ranks(recipe_from_dict(recipe))[0]
+    assert len(parallel) == (2 if expected > 1 else 0)  # the start and the resume each ran on the default's ranks
+    assert all(f"data-parallel over {expected} ranks" in m for m in parallel)
 
 
 def test_run_tab_snapshot(snap_compare, tmp_path, monkeypatch):

@@ -525,7 +525,8 @@ def _against(plan: MemoryPlan) -> str:
 
 def format_plan_line(plan: MemoryPlan) -> str:
     """The plan in one line (the Train screen's memory line): the same numbers as `format_plan`, and its basis."""
-    return f"memory: ~{_gb(plan.total)} peak {_against(plan)}, {plan.verdict}; {plan.basis}  (details: mlxft plan)"
+    ranks = f" ({plan.ranks} ranks)" if plan.ranks > 1 else ""
+    return f"memory: ~{_gb(plan.total)} peak{ranks} {_against(plan)}, {plan.verdict}; {plan.basis}  (details: mlxft plan{' --ranks ' + str(plan.ranks) if ranks else ''})"
 
 
 def format_plan(plan: MemoryPlan) -> str:

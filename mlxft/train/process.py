@@ -330,6 +330,65 @@ def supervise(recipe: Recipe, run: RunDir, *, resume: bool = False, on_event: Ca
 PARALLEL_KINDS = ("lm-lora", "lm-qlora", "lm-dora", "lm-full", "lm-classify")
 
 
+# `mlxft train` without --ranks on MLX's CPU backend: two processes. MLX's CPU kernels outside BLAS run on one core, so a
+# second rank uses the core one process leaves idle (benchmarks/train.py, SmolLM2-135M on 2 cores: 1.32x one process).
+AUTO_CPU_RANKS = 2
+RANKS_ENV = "MLXFT_RANKS"  # pins the default (e.g. 1), as --ranks does for one command
+
+
+def auto_ranks(recipe: Recipe, data=None, available: int | None = None) -> tuple[int, str]:
+    """The number of processes `mlxft train` uses when --ranks is not given, and why (one line for the user).
+
+    On a GPU one process (the device does the work); on MLX's CPU backend AUTO_CPU_RANKS when the kind trains
+    data-parallel, the batch splits, the machine has the cores and the memory plan says that many ranks fit.
+    `data`: the train split's measured lengths when the caller has them (else measured only if the ceiling does not fit);
+    `available`: the memory to judge against (default: the machine's, as every plan).
+    """
+    pinned = os.environ.get(RANKS_ENV, "").strip()
+    if pinned:
+        try:
+            ranks = int(pinned)
+        except ValueError:
+            raise RunError(f"{RANKS_ENV}={pinned!r}: give a whole number of processes", hint=f"unset {RANKS_ENV}, or set it to 1 or more") from None
+        return ranks, f"{ranks} rank(s) from {RANKS_ENV}"
+    from mlxft.backend import default_device_is_gpu
+
+    n = AUTO_CPU_RANKS
+    if default_device_is_gpu():
+        return 1, "one process: the GPU does the work"
+    if recipe.kind not in PARALLEL_KINDS:
+        return 1, f"one process: {recipe.kind} trains in one"
+    if recipe.train.batch_size < n:
+        return 1, f"one process: train.batch_size {recipe.train.batch_size} does not split over {n} ranks"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < n:
+        return 1, f"one process: {cores} CPU core(s)"
+    fits = _ranks_fit(recipe, n, data, available)
+    if fits is not True:
+        return 1, f"one process: {fits}"
+    return n, f"{n} data-parallel ranks on this CPU (MLX's CPU kernels outside BLAS use one core each; --ranks 1 for one process)"
+
+
+def _ranks_fit(recipe: Recipe, ranks: int, data=None, available: int | None = None) -> bool | str:
+    """True when the memory plan says `ranks` processes fit here; else why not (unknown sizes count as not fitting)."""
+    from mlxft.llm.batch_shapes import measure_train_lengths
+    from mlxft.llm.catalogue import config_at_hand
+    from mlxft.llm.memory import plan_memory
+
+    try:
+        config = config_at_hand(recipe.model)
+        if config is None:
+            return f"the model's size is not known before it loads, so {ranks} copies of it are not planned"
+        plan = plan_memory(recipe, config, available, data, ranks=ranks)
+        if plan.verdict != "fits" and data is None:  # the ceiling (batch_size x max_seq_length); the data's batches may be smaller
+            plan = plan_memory(recipe, config, plan.available, measure_train_lengths(recipe), ranks=ranks)
+    except (MlxftError, TypeError, ValueError):
+        return f"the memory of {ranks} ranks could not be planned"
+    if plan.verdict != "fits":
+        return f"{ranks} ranks would need ~{plan.total / 1e9:.1f} GB of {plan.available / 1e9:.1f} GB ({plan.verdict})"
+    return True
+
+
 def check_ranks(recipe: Recipe, ranks: int) -> None:
     """Refuse a data-parallel world the recipe cannot use, before anything starts."""
     if ranks < 1:

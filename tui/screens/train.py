@@ -56,7 +56,10 @@ def memory_line(recipe: Recipe, data=None) -> str:
     config = config_at_hand(recipe.model)
     if config is None:
         return "memory: estimated when the run starts (no config.json at hand for this model)"
-    return format_plan_line(plan_memory(recipe, config, data=data))
+    from mlxft.train.process import auto_ranks
+
+    ranks, _ = auto_ranks(recipe, data)  # the app starts `mlxft train` without --ranks: plan what it will run
+    return format_plan_line(plan_memory(recipe, config, data=data, ranks=ranks))
 
 
 def detected_format(recipe: Recipe) -> str | None:
