@@ -183,6 +183,25 @@ async def test_keys_typed_while_a_screen_is_built_go_to_that_screen(tmp_path):
         assert app.screen.query_one(TabbedContent).active == "tab-runs"  # l reached Train, once it was ready
 
 
+@pytest.mark.parametrize("typed", ["\x1b{n}", "{char}"])  # ESC+digit (xterm, tmux, WezTerm); the character itself (Terminal.app)
+async def test_alt_digits_as_a_terminal_sends_them_switch_screens_from_a_field(tmp_path, typed):
+    from textual._xterm_parser import XTermParser
+
+    app = MlxftApp(runs_dir=tmp_path / "runs", start="data")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        field = app.screen.query_one("#data-path", Input)
+        field.focus()
+        for n, mode, char in ((3, "train", "£"), (4, "evaluate", "¢"), (2, "data", "™")):
+            keys = list(XTermParser().feed(typed.format(n=n, char=char)))  # the bytes a terminal writes, through Textual's reader
+            assert keys and all(isinstance(k, events.Key) for k in keys)
+            for key in keys:
+                app._driver.send_message(key)
+            await settle(pilot)
+            assert app.current_mode == mode, (typed, n, [k.key for k in keys])
+        assert field.value == ""  # nothing was typed into the field on the way
+
+
 async def test_the_train_form_builds_only_the_kinds_sections_and_keeps_values_given_to_the_others(tmp_path):
     app = MlxftApp(runs_dir=tmp_path / "runs", start="train")
     async with app.run_test(size=(80, 24)) as pilot:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
+from textual.screen import ModalScreen
 
 from mlxft.errors import MlxftError
 from tui.picks import read_picks, write_picks
 from tui.runner import TrainProcess
 from tui.widgets.dialogs import ConfirmDialog, ErrorDialog, HelpScreen, QuitDialog
 from tui.widgets.nav import SCREENS, in_field
+
+
+# alt+digit as terminals really send it: a kitty-protocol terminal reports alt+N (the bindings), but most send ESC N,
+# which Textual reads as the character macOS's Option+N types (¡ ™ £ ¢ ∞), and Terminal.app types that character itself.
+# A focused Input would take those as text before any binding, so the app takes them first (`on_event`).
+ALT_DIGIT_KEYS = {"inverted_exclamation_mark": 1, "trade_mark_sign": 2, "pound_sign": 3, "cent_sign": 4, "infinity": 5}
 
 
 def _screen(name: str):
@@ -55,6 +63,12 @@ class MlxftApp(App):
         self.run_model: str | None = None  # ... and its base model
         self.picks: dict = {}  # what RUNS/.mlxft-tui.json remembers (tui.picks)
         self.remembered: set[str] = set()  # the picks that came from it and were not changed since: shown as "last used"
+
+    async def on_event(self, event) -> None:
+        if isinstance(event, events.Key) and event.key in ALT_DIGIT_KEYS and not isinstance(self.screen, ModalScreen):
+            self.switch_mode(SCREENS[ALT_DIGIT_KEYS[event.key] - 1][0])  # alt+digit from a terminal, even from a text field
+            return
+        await super().on_event(event)
 
     def on_mount(self) -> None:
         self.restore_picks()

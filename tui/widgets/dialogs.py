@@ -58,7 +58,7 @@ HELP = """\
 # mlxft
 
 Fine-tune language models on this machine. Move between screens with **1-5** when no field has focus,
-**alt+1-5** from anywhere (or click the names at the top).
+**alt+1-5** (Option+1-5 on a Mac) from anywhere (or click the names at the top).
 
 | key | where | what |
 |---|---|---|
