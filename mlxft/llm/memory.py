@@ -399,12 +399,12 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None, ranks: int = 1)
     unit = lambda b: f"{b} pairs ({per * b} sequences)" if per == 2 else f"{b}"  # noqa: E731
 
     def size(settings: dict, batch_size: int, max_len: int) -> tuple[dict, str]:
+        part = f" per rank (of {batch_size}, over {ranks} ranks)" if ranks > 1 else ""
         if data is None or data.problem or not data.samples:
             why = data.problem if data is not None and data.problem else "no data measured"
             one = recipe.kind in CLASSIFY_KINDS
             mine = -(-batch_size // ranks)
             top = ceiling_batch(mine * per, max_len, one)
-            part = f" per rank (of {batch_size}, over {ranks} ranks)" if ranks > 1 else ""
             return {**settings, **top.settings()}, (
                 f"planned from max_seq_length={max_len} ({why}): batch {unit(mine)}{part} x {top.length} tokens, "
                 + ("one position of each read by the head" if one else f"all {top.trained:,} positions trained")
@@ -419,7 +419,6 @@ def _batch_sizer(recipe, config: dict, data: DataLengths | None, ranks: int = 1)
             return {**settings, **s.settings(), "batch_size": s.batch * per}
 
         best = max(shapes, key=lambda s: estimate_memory(config, **shaped(s)).total)
-        part = f" per rank (of {batch_size}, over {ranks} ranks)" if ranks > 1 else ""
         return shaped(best), f"planned from the data: batch {unit(best.batch)}{part} x {best.length} tokens ({best.trained:,} trained), {which}"
 
     return size
