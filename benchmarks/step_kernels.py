@@ -8,6 +8,10 @@ at the benchmark's batch (4 sequences of --tokens positions, --trained of them t
 gradient of its output's sum with respect to its activations (weights are frozen, as under LoRA), MLX compiled (as mlxft's step is) and eager PyTorch with
 --threads threads, median of --reps after a warm-up. The last column says how many times a step runs the kernel, so the
 table shows where a step's time goes and which kernels MLX's CPU backend runs slower than PyTorch's.
+
+A second table times single elementwise operations per element on one [--trained, vocabulary] float32 array (the
+cross-entropy's shape), each library on one thread (MLX's CPU backend runs them on one anyway): what one core does
+per element, apart from how many cores each library uses.
 """
 
 from __future__ import annotations
@@ -130,6 +134,45 @@ def _time(fn, reps: int) -> float:
     return statistics.median(times) * 1000.0
 
 
+ELEMENTWISE = ("x * 3", "exp(x)", "2 ** (x * log2 e)", "sigmoid(x)", "softmax(x)")
+
+
+def elementwise(s: dict, reps: int) -> list[dict]:
+    """ns per element of each operation in ELEMENTWISE: MLX (compiled, as mlxft's step runs them), numpy, torch (1 thread)."""
+    import mlxft  # noqa: F401  (OpenBLAS before mlx.core)
+    import mlx.core as mx
+    import numpy as np
+
+    x = mx.random.normal((s["T"], s["vocab"]))
+    mx.eval(x)
+    xn = np.array(x)
+    log2e = 1.4426950408889634
+    ops = {"x * 3": lambda z: z * 3.0, "exp(x)": mx.exp, "2 ** (x * log2 e)": lambda z: mx.power(2.0, z * log2e),
+           "sigmoid(x)": mx.sigmoid, "softmax(x)": lambda z: mx.softmax(z, axis=-1)}
+    np_ops = {"x * 3": lambda: xn * 3.0, "exp(x)": lambda: np.exp(xn), "2 ** (x * log2 e)": lambda: np.exp2(xn * log2e),
+              "sigmoid(x)": lambda: 1.0 / (1.0 + np.exp(-xn)), "softmax(x)": None}
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        xt = torch.from_numpy(xn.copy())
+        torch_ops = {"x * 3": lambda: xt * 3.0, "exp(x)": lambda: torch.exp(xt), "2 ** (x * log2 e)": lambda: torch.exp2(xt * log2e),
+                     "sigmoid(x)": lambda: torch.sigmoid(xt), "softmax(x)": lambda: torch.softmax(xt, -1)}
+    except ImportError:
+        torch_ops = {}
+    n = xn.size
+    rows = []
+    for name in ELEMENTWISE:
+        fn = mx.compile(ops[name])
+        ns = {"mlx": _time(lambda fn=fn: mx.eval(fn(x)), reps) * 1e6 / n}
+        if np_ops[name]:
+            ns["numpy"] = _time(np_ops[name], reps) * 1e6 / n
+        if name in torch_ops:
+            ns["torch_1_thread"] = _time(torch_ops[name], reps) * 1e6 / n
+        rows.append({"op": name, **{k: round(v, 2) for k, v in ns.items()}})
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
@@ -151,10 +194,16 @@ def main(argv=None) -> int:
         ratio = ms / t if t else None
         rows.append({"kernel": name, "mlx_ms": round(ms, 3), "torch_ms": round(t, 3) if t else None, "mlx_over_torch": round(ratio, 2) if ratio else None, "per_step": PER_STEP[name]})
         print(f"{name:<40} {ms:>8.2f} {t if t else float('nan'):>9.2f} {ratio if ratio else float('nan'):>10.2f}  {PER_STEP[name]}")
+    elem = elementwise(s, args.reps)
+    print(f"\nelementwise on one [{s['T']}, {s['vocab']}] float32 array, ns per element, one thread each:")
+    print(f"{'op':<20} {'MLX':>7} {'numpy':>7} {'torch':>7} {'MLX/torch':>10}")
+    for r in elem:
+        ratio = r["mlx"] / r["torch_1_thread"] if r.get("torch_1_thread") else float("nan")
+        print(f"{r['op']:<20} {r['mlx']:>7.2f} {r.get('numpy', float('nan')):>7.2f} {r.get('torch_1_thread', float('nan')):>7.2f} {ratio:>10.2f}")
     from importlib.metadata import version
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": platform.platform(), "shapes": s, "torch_threads": args.threads,
-              "versions": {d: version(d) for d in ("mlx", "torch") if _installed(d)}, "kernels": rows}
+              "versions": {d: version(d) for d in ("mlx", "torch") if _installed(d)}, "kernels": rows, "elementwise_ns_per_element": elem}
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"results: {args.out}")
     return 0
