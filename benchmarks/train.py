@@ -355,7 +355,7 @@ def run_mlxft(model: Path, data: Path, work: Path, args, layers: int, steps: int
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     exe = Path(sys.executable).parent / "mlxft"
     cmd = [str(exe), "train", str(path)] if exe.is_file() else [sys.executable, "-m", "mlxft", "train", str(path)]
-    cmd += ["--ranks", str(ranks)] if ranks > 1 else []
+    cmd += ["--ranks", str(ranks)]  # always given: without it `mlxft train` picks its own (2 ranks on a CPU), and a one-process leg would not be one
     jit_before = _jit_cache_files()
     ran = _run_logged(cmd, env, work / f"{leg}.log", watch_blas=True)
     events = [json.loads(line) for line in (work / f"{leg}-runs" / "bench" / "metrics.jsonl").read_text().splitlines()]
@@ -720,6 +720,9 @@ def main(argv=None) -> int:
     for leg in legs:
         r, c = results[leg], counts["legs"][leg]
         checks[f"{leg}_step_tokens_match_count"] = r["step_tokens"] == c["step_trained"]
+        # `mlxft train` is one launching process plus one per rank: a leg that ran another number of ranks is mislabelled
+        pids = {entry.split(":")[0] for entry in r["blas_mapped_by_its_processes"]}
+        checks[f"{leg}_ran_{r['ranks']}_rank_process(es)"] = not pids or len(pids) == r["ranks"] + 1
         rows[leg] = summarize(r, r["step_tokens"], c["step_positions"])
         rows[leg]["real_tokens_share"] = round(sum(c["step_real"]) / sum(c["step_positions"]), 4)
         rows[leg]["ranks"] = r["ranks"]
