@@ -31,6 +31,11 @@ Full IMDB table: .venv/bin/python benchmarks/classify.py --train 5000 --eval 200
 Leg `zero-shot` (optional): the verbalizer of the untrained model (one step at lr 1e-12), the base every classifier
 should beat.
 
+Serving speed (--predict N): after each classifier leg, `mlxft.classifier(RUN)` (what `mlxft predict` runs) labels N
+test reviews cut to their first --predict-tokens tokens (short texts: a tweet, a ticket title), --predict-batch at a time;
+texts per minute counts the labelling call only (the model load is timed apart), and the labels are checked to be ones
+the classifier knows.
+
 Leg `mlx-lm` (optional, in --legs): mlx-lm's own `lora` trainer on the SFT form of the same texts (the float32
 model benchmarks/train.py prepares, same LoRA, batch, steps, lr, prompt masked), its adapters scored like mlxft's SFT.
 """
@@ -149,6 +154,23 @@ def predictions(leg: str, run_dir: Path, test: list[dict], model_path: str | Non
     return [label(a) for a in answers]
 
 
+def predict_speed(run_dir: Path, texts: list[str], batch: int) -> dict:
+    """Texts per minute of mlxft.classifier(run) over `texts` (the load timed apart), every answer one of its labels."""
+    import mlxft
+
+    t0 = time.perf_counter()
+    clf = mlxft.classifier(run_dir)
+    load_s = time.perf_counter() - t0
+    clf(texts[:batch], batch_size=batch)  # the first batch pays MLX's kernel set-up once, as a served model would only once
+    t1 = time.perf_counter()
+    answers = clf(texts, batch_size=batch)
+    seconds = time.perf_counter() - t1
+    known = set(clf.labels)
+    if len(answers) != len(texts) or any(a["label"] not in known for a in answers):
+        raise SystemExit(f"{run_dir}: the classifier returned {len(answers)} answers for {len(texts)} texts, or a label it does not know")
+    return {"texts": len(texts), "seconds": seconds, "texts_per_minute": 60 * len(texts) / max(seconds, 1e-9), "load_s": load_s, "batch": batch}
+
+
 def checkpoint_curve(leg: str, run_dir: Path, test: list[dict], batch: int) -> list[dict]:
     """(step, training seconds at that step, accuracy) of each checkpoint an mlxft run saved, in step order."""
     steps = {e["step"]: e["elapsed_s"] for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if e["event"] == "StepReport"}
@@ -259,6 +281,9 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, help="train each mlxft leg for this many minutes of its loop (same wall time; --steps is the cap)")
+    p.add_argument("--predict", type=int, default=0, help="after each classifier leg, time mlxft.classifier on this many short test texts")
+    p.add_argument("--predict-tokens", type=int, default=24, help="each --predict text's first N tokens")
+    p.add_argument("--predict-batch", type=int, default=16)
     p.add_argument("--checkpoints", type=int, default=0, help="save every K steps and score every save (accuracy per minute; needs --eval)")
     args = p.parse_args()
 
@@ -276,6 +301,10 @@ def main() -> int:
 
         model, tok = str(MODEL), load_tokenizer(str(MODEL))
         rows, test = reviews("imdb_train_5000.csv", args.train, 0, args.tokens, tok), reviews("imdb_test_2000.csv", max(args.eval, 1), 1, args.tokens, tok)
+    short = []
+    if args.predict:
+        short = [r["text"] for r in (synthetic(args.predict, 2) if args.tiny or not (MODEL.is_dir() and IMDB.is_dir())
+                                     else reviews("imdb_test_2000.csv", args.predict, 2, args.predict_tokens, tok))]
     write_jsonl(work / "cls" / "train.jsonl", rows)
     write_jsonl(work / "sft" / "train.jsonl", [{"prompt": TEMPLATE.format(text=r["text"]), "completion": WORDS[r["label"]]} for r in rows])
     results = {"model": model, "train_texts": len(rows), "settings": vars(args), "legs": {}}
@@ -302,6 +331,10 @@ def main() -> int:
                 result["accuracy_by_labels"], result["macro_f1_by_labels"] = labelled["accuracy"], labelled["macro_f1"]
             if args.checkpoints:
                 result["curve"] = checkpoint_curve(leg, run.path, test, args.batch)
+        if args.predict and leg != "sft":
+            result["predict"] = predict_speed(run.path, short, args.predict_batch)
+            print(f"{leg:<11} predict: {result['predict']['texts_per_minute']:.0f} texts/min ({len(short)} texts of <= {args.predict_tokens} tokens, "
+                  f"batch {args.predict_batch}; load {result['predict']['load_s']:.1f} s)", flush=True)
         results["legs"][leg] = result
         print(f"{leg:<11} {result['sequences_per_s']:6.2f} seq/s  peak {result['peak_memory_gb']:.2f} GB  loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}"
               + (f"  accuracy {result['accuracy']:.3f} macro-F1 {result['macro_f1']:.3f} on {len(test)}" if args.eval else ""), flush=True)
