@@ -286,6 +286,8 @@ def main() -> int:
     p.add_argument("--predict-batch", type=int, default=16)
     p.add_argument("--checkpoints", type=int, default=0, help="save every K steps and score every save (accuracy per minute; needs --eval)")
     args = p.parse_args()
+    if args.predict < 0 or args.predict_tokens < 1 or args.predict_batch < 1:
+        p.error("--predict takes 0 or more texts, --predict-tokens and --predict-batch 1 or more")
 
     sys.path.insert(0, str(REPO / "tests"))
     from mlxft.api import train  # mlxft first: it preloads BLAS before mlx.core
@@ -295,16 +297,14 @@ def main() -> int:
         from tiny import build_model
 
         model, rows, test = str(build_model(work / "tiny", "llama")), synthetic(args.train, 0), synthetic(max(args.eval, 1), 1)
+        short = [r["text"] for r in synthetic(args.predict, 2)]
         args.layers = min(args.layers, 2)
     else:
         from mlxft.llm.loading import load_tokenizer
 
         model, tok = str(MODEL), load_tokenizer(str(MODEL))
         rows, test = reviews("imdb_train_5000.csv", args.train, 0, args.tokens, tok), reviews("imdb_test_2000.csv", max(args.eval, 1), 1, args.tokens, tok)
-    short = []
-    if args.predict:
-        short = [r["text"] for r in (synthetic(args.predict, 2) if args.tiny or not (MODEL.is_dir() and IMDB.is_dir())
-                                     else reviews("imdb_test_2000.csv", args.predict, 2, args.predict_tokens, tok))]
+        short = [r["text"] for r in reviews("imdb_test_2000.csv", args.predict, 2, args.predict_tokens, tok)] if args.predict else []
     write_jsonl(work / "cls" / "train.jsonl", rows)
     write_jsonl(work / "sft" / "train.jsonl", [{"prompt": TEMPLATE.format(text=r["text"]), "completion": WORDS[r["label"]]} for r in rows])
     results = {"model": model, "train_texts": len(rows), "settings": vars(args), "legs": {}}
