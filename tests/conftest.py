@@ -80,25 +80,37 @@ def lm_recipe(model: Path, data_path: Path, out: Path, **sections) -> dict:
     return recipe
 
 
+def wait_for_checkpoint(out: Path, at_least: int, timeout: float = 180.0) -> int | None:
+    """Wait until a run under `out` has a complete checkpoint at step `at_least` or later, and return its step (None on
+    timeout). Any later step counts: with `keep_checkpoints` the step-`at_least` one may be pruned between two looks."""
+    import time
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        steps = [int(p.parent.name.split("-")[1]) for p in Path(out).glob("*/checkpoints/step-*/state.json")]
+        if steps and max(steps) >= at_least:
+            return max(steps)
+        time.sleep(0.01)
+    return None
+
+
 def train_and_sigkill_at(recipe: dict, out: Path, step: int, cwd: Path, timeout: float = 180.0) -> Path:
-    """Start `mlxft train` on `recipe` (its output_dir is `out`), SIGKILL the CLI and its training child as soon as the
-    step-`step` checkpoint is complete, and return the run directory (the run must not have finished)."""
+    """Start `mlxft train` on `recipe` (its output_dir is `out`), SIGKILL the CLI and its training child as soon as a
+    checkpoint at step `step` or later is complete, and return the run directory (the run must not have finished)."""
     import os
     import signal
     import subprocess
     import sys
-    import time
 
     import yaml
 
     path = Path(cwd) / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     proc = subprocess.Popen([sys.executable, "-m", "mlxft", "train", str(path)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    t0 = time.time()
-    while not any(Path(out).glob(f"*/checkpoints/step-{step:06d}/state.json")) and time.time() - t0 < timeout:
-        time.sleep(0.05)
+    seen = wait_for_checkpoint(out, step, timeout)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _out, err = proc.communicate()
+    assert seen is not None, f"no checkpoint at step {step} or later within {timeout:.0f} s: {err.decode(errors='replace')[-2000:]}"
     run_dir = next(Path(out).iterdir())
     assert '"RunFinished"' not in (run_dir / "metrics.jsonl").read_text(), "the run must have been killed before it finished"
     return run_dir

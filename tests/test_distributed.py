@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lm_recipe
+from conftest import lm_recipe, wait_for_checkpoint
 from mlxft.api import train
 from mlxft.distributed import World
 from mlxft.errors import RunError
@@ -62,7 +62,7 @@ def test_two_ranks_train_the_same_curve_as_one_process(tiny_llama, chat_data, tm
 def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_one_rank(tiny_llama, chat_data, tmp_path):
     import yaml
 
-    steps = 40
+    steps = 120  # seconds of training on two ranks, so the kill lands mid-run on a slow or busy machine too
     sections = dict(train={"steps": steps, "batch_size": 4, "save_every": 5, "eval_every": None, "log_every": 1, "keep_checkpoints": 2})
     reference = train(lm_recipe(tiny_llama, chat_data, tmp_path / "ref", **sections))
     assert reference.ok, reference.error
@@ -70,12 +70,12 @@ def test_a_killed_rank_stops_the_others_and_the_run_resumes_on_one_rank(tiny_lla
     recipe.write_text(yaml.safe_dump(lm_recipe(tiny_llama, chat_data, tmp_path / "runs", **sections)))
     proc = subprocess.Popen(MLXFT + ["train", str(recipe), "--ranks", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     root = tmp_path / "runs"
-    t0 = time.time()
-    while not any(root.glob("*/checkpoints/step-000005/state.json")) and time.time() - t0 < 180:
-        time.sleep(0.05)
+    seen = wait_for_checkpoint(root, 5)
     out = subprocess.run(["pgrep", "-f", "-g", str(proc.pid), "multiprocessing.spawn"], capture_output=True, text=True).stdout.split()
     children = sorted(int(p) for p in out)
-    assert len(children) >= 2, "two rank processes"
+    if seen is None or len(children) < 2:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"two rank processes mid-run expected (checkpoint seen: {seen}, rank processes: {children}): {proc.communicate()[1][-2000:]}")
     rank0 = _events(next(root.iterdir()), "RunStarted")[0]["pid"] if _events(next(root.iterdir()), "RunStarted") else None
     victim = next(p for p in children if p != rank0)
     os.kill(victim, signal.SIGKILL)  # one rank dies, as a crash or the OOM killer would do it

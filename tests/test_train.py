@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from conftest import lm_recipe
+from conftest import lm_recipe, wait_for_checkpoint
 from mlxft.api import train
 from mlxft.errors import RunError
 from mlxft.recipe import recipe_from_dict
@@ -117,7 +117,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_losses(tiny_llama, chat_dat
     recipe = _write_recipe(tmp_path, lm_recipe(tiny_llama, chat_data, tmp_path / "killed", **sections))
     proc = _start_cli(["train", str(recipe)], tmp_path)
     root = tmp_path / "killed"
-    assert _wait_for(lambda: any(root.glob("*/checkpoints/step-000020/state.json")))
+    assert wait_for_checkpoint(root, 20) is not None
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its training child, mid-training
     proc.wait()
     run_dir = next(root.iterdir())
