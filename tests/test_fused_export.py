@@ -569,7 +569,7 @@ def test_real_lora_fused_into_the_4bit_base_with_and_without_re_quantizing(tmp_p
     recipe = {"kind": "lm-lora", "model": str(REAL), "output_dir": str(tmp_path / "runs"), "seed": 0,
               "data": {"path": str(REAL_DATA), "format": "chat", "max_seq_length": 128},
               "lora": {"rank": 8, "alpha": 16, "targets": "all-linear"},
-              "train": {"steps": 20, "batch_size": 4, "learning_rate": 2e-4, "eval_every": 20, "save_every": None, "compile": False}}
+              "train": {"steps": 8, "batch_size": 4, "learning_rate": 5e-4, "eval_every": None, "save_every": None, "compile": False}}
     path = train_run(recipe)
     found = {}
     for name, options in (("dense bfloat16", ExportOptions()), ("dense float32", ExportOptions(dtype="float32")),
