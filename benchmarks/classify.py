@@ -34,7 +34,8 @@ should beat.
 Serving speed (--predict N): after each classifier leg, `mlxft.classifier(RUN)` (what `mlxft predict` runs) labels N
 test reviews cut to their first --predict-tokens tokens (short texts: a tweet, a ticket title), --predict-batch at a time;
 texts per minute counts the labelling call only (the model load is timed apart), and the labels are checked to be ones
-the classifier knows.
+the classifier knows. Next to it, the floor the body's dense matmuls alone set on the same batches (each weight's
+`x @ W.T` timed at the batch's padded rows): how far serving is from what BLAS allows on the machine.
 
 Leg `mlx-lm` (optional, in --legs): mlx-lm's own `lora` trainer on the SFT form of the same texts (the float32
 model benchmarks/train.py prepares, same LoRA, batch, steps, lr, prompt masked), its adapters scored like mlxft's SFT.
@@ -168,7 +169,44 @@ def predict_speed(run_dir: Path, texts: list[str], batch: int) -> dict:
     known = set(clf.labels)
     if len(answers) != len(texts) or any(a["label"] not in known for a in answers):
         raise SystemExit(f"{run_dir}: the classifier returned {len(answers)} answers for {len(texts)} texts, or a label it does not know")
-    return {"texts": len(texts), "seconds": seconds, "texts_per_minute": 60 * len(texts) / max(seconds, 1e-9), "load_s": load_s, "batch": batch}
+    floor = matmul_floor(clf, texts, batch)
+    return {"texts": len(texts), "seconds": seconds, "texts_per_minute": 60 * len(texts) / max(seconds, 1e-9), "load_s": load_s, "batch": batch,
+            "matmul_floor_s": floor, "matmul_bound_texts_per_minute": 60 * len(texts) / floor if floor else None}
+
+
+def matmul_floor(clf, texts: list[str], batch: int) -> float | None:
+    """Seconds the body's Linear layers alone take over these texts at this batch (each batch padded to its longest
+    prompt, as predict does): every dense weight's `x @ W.T` timed on random rows of its shape. No elementwise work, no
+    attention, no LoRA: what the BLAS floor of predict is on this machine. None for a quantized body."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    layers = getattr(getattr(clf.model, "model", None), "layers", None)
+    if layers is None:
+        return None
+    weights = [m.weight for layer in layers for _, m in layer.named_modules() if type(m) is nn.Linear]
+    if not weights or any(type(m) is nn.QuantizedLinear for layer in layers for _, m in layer.named_modules()):
+        return None
+    shapes: dict[tuple[int, int], int] = {}
+    for w in weights:
+        shapes[tuple(w.shape)] = shapes.get(tuple(w.shape), 0) + 1
+    prompts, _ = clf.encoder.encode(clf.rows(texts))
+    lengths = sorted(len(p) for p in prompts)
+    rows = [len(lengths[i: i + batch]) * max(lengths[i: i + batch]) for i in range(0, len(lengths), batch)]
+    total = 0.0
+    for n in sorted(set(rows)):
+        per_batch = 0.0
+        for (out_dim, in_dim), count in shapes.items():
+            x, w = mx.random.normal((n, in_dim)), mx.random.normal((out_dim, in_dim))
+            mx.eval(x, w, x @ w.T)
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                mx.eval(x @ w.T)
+                times.append(time.perf_counter() - t)
+            per_batch += sorted(times)[2] * count
+        total += per_batch * rows.count(n)
+    return total
 
 
 def checkpoint_curve(leg: str, run_dir: Path, test: list[dict], batch: int) -> list[dict]:
@@ -334,7 +372,8 @@ def main() -> int:
         if args.predict and leg != "sft":
             result["predict"] = predict_speed(run.path, short, args.predict_batch)
             print(f"{leg:<11} predict: {result['predict']['texts_per_minute']:.0f} texts/min ({len(short)} texts of <= {args.predict_tokens} tokens, "
-                  f"batch {args.predict_batch}; load {result['predict']['load_s']:.1f} s)", flush=True)
+                  f"batch {args.predict_batch}; load {result['predict']['load_s']:.1f} s)"
+                  + (f"; the body's matmuls alone bound it at {result['predict']['matmul_bound_texts_per_minute']:.0f}" if result["predict"]["matmul_floor_s"] else ""), flush=True)
         results["legs"][leg] = result
         print(f"{leg:<11} {result['sequences_per_s']:6.2f} seq/s  peak {result['peak_memory_gb']:.2f} GB  loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}"
               + (f"  accuracy {result['accuracy']:.3f} macro-F1 {result['macro_f1']:.3f} on {len(test)}" if args.eval else ""), flush=True)

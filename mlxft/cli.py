@@ -484,6 +484,8 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     from mlxft.textsafe import escape_controls
+    from mlxft.errors import ModelError
+    from mlxft.vision.predict import classifier_folder as image_classifier_folder
     from mlxft.vision.predict import image_paths, load_classifier
 
     if _is_text_classifier(args.run):
@@ -492,6 +494,11 @@ def cmd_predict(args) -> int:
         raise MlxftError(f"--file is for text classifiers (lm-classify); {args.run} is an image classifier", hint="mlxft predict RUN IMAGE|FOLDER")
     if args.images is None:
         raise MlxftError("give an image or a folder of images: `mlxft predict RUN IMAGE|FOLDER`")
+    try:
+        image_classifier_folder(args.run)
+    except ModelError:
+        raise MlxftError(f"{args.run}: " + ("no classifier here (neither an lm-classify nor an image-classify run)" if Path(args.run).exists() else "no such folder"),
+                         hint="pass the run directory of a classifier; a language model run answers with mlxft generate --model BASE --adapter RUN --prompt TEXT") from None
     clf = load_classifier(args.run)
     paths = image_paths(args.images)
     if not paths:
@@ -568,6 +575,17 @@ def _classifier_data_and_out(args, folder: Path, data_name: str) -> tuple[str, P
     return data, out
 
 
+def _count(value: str) -> int:
+    """An argparse type: a whole number of 1 or more (a batch of 0 would never finish)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be 1 or more")
+    return n
+
+
 def _is_text_classifier(run: str) -> bool:
     from mlxft.llm.classify_predict import is_text_classifier
 
@@ -592,10 +610,13 @@ def _predict_texts(args) -> int:
         bad = [f"{r.where}: {r.reason}" for r in rows if not isinstance(r, Record)]
         if bad:
             raise MlxftError(f"{len(bad)} unreadable row(s) in {args.file}:\n  " + "\n  ".join(bad[:20]))
+        if not rows:
+            raise MlxftError(f"{args.file}: no rows to classify", hint=f"the file holds no texts; its rows need the column(s) {', '.join(clf.encoder.fields)}")
         fields = clf.encoder.fields
         inputs = [r.data for r in rows]
         if len(fields) == 1 and inputs and all(fields[0] not in r for r in inputs) and all("text" in r for r in inputs):
             inputs = [{fields[0]: r["text"]} for r in inputs]  # a file's `text` column fills a template that names another
+        clf.rows(inputs, names=[r.where for r in rows])  # a bad row is named by its file and line before any work
     probs = clf.probabilities(inputs, args.batch_size)
     labels = clf.labels
     k = min(args.top_k or (len(labels) if args.json else 1), len(labels))
@@ -913,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", help="with --score labels: the candidates, comma-separated (default: each item's one-of labels, "
                                     "else every distinct expected answer of the benchmark)")
     s.add_argument("--max-tokens", type=int, default=128)
-    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--batch-size", type=_count, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--focus-class", help="classification: list false positives and negatives of this label")
     s.add_argument("--out", help="report folder (default: RUN_DIR/eval)")
@@ -927,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", metavar="RUN", help="an image-classify run directory (or its model folder), or an lm-classify run (or its adapter folder)")
     s.add_argument("images", nargs="?", metavar="IMAGE|FOLDER|TEXT", help="one image, or a folder (every image under it); for a text classifier, one text")
     s.add_argument("--file", help="text classifiers: a .jsonl/.csv/.tsv/.parquet of texts (the prompt's columns, or `text`)")
-    s.add_argument("--batch-size", type=int, default=16, help="text classifiers: texts per forward pass")
+    s.add_argument("--batch-size", type=_count, default=16, help="text classifiers: texts per forward pass")
     s.add_argument("--top-k", type=int, help="labels shown per input (default 1; --json: all)")
     s.add_argument("--json", action="store_true", help="one JSON object per input, in input order: image or text, label, scores")
     s.set_defaults(fn=cmd_predict)
@@ -1002,7 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="data folder or .jsonl")
     s.add_argument("--split", default="test")
     s.add_argument("--format", default="auto", choices=["auto", "text", "completion", "chat"])
-    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--batch-size", type=_count, default=4)
     s.add_argument("--max-seq-length", type=int, default=2048)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_eval_loss)

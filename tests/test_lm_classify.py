@@ -252,6 +252,29 @@ def test_predict_a_text_and_a_file_on_the_command_line(trained, colours, tmp_pat
     assert out.returncode == 1 and "give one text or --file" in out.stderr
 
 
+def test_predict_names_a_bad_file_row_by_line_and_refuses_what_cannot_work(trained, tmp_path):
+    def predict(*extra):
+        return subprocess.run(MLXFT + ["predict", *extra], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    (tmp_path / "other.csv").write_text("text\nred cat\n\"\"\n")
+    (tmp_path / "words.csv").write_text("words\nred cat\n")
+    (tmp_path / "empty.jsonl").write_text("")
+    out = predict(str(trained), "--file", "other.csv")
+    assert out.returncode == 1 and "other.csv:3: text: is empty" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = predict(str(trained), "--file", "words.csv")
+    assert out.returncode == 1 and "words.csv:2: text: is missing" in out.stderr, out.stderr
+    out = predict(str(trained), "--file", "empty.jsonl")
+    assert out.returncode == 1 and "empty.jsonl: no rows to classify" in out.stderr, out.stderr
+    out = predict(str(trained), "red dog", "--batch-size", "0")
+    assert out.returncode == 2 and "--batch-size: 0: must be 1 or more" in out.stderr, out.stderr
+    out = predict(str(tmp_path), "red dog")
+    assert out.returncode == 1 and "no classifier here (neither an lm-classify nor an image-classify run)" in out.stderr, out.stderr
+    out = predict(str(tmp_path / "gone"), "red dog")
+    assert out.returncode == 1 and "gone: no such folder" in out.stderr, out.stderr
+    with pytest.raises(MlxftError, match="batch_size 0"):
+        mlxft.classifier(trained)(["red dog"], batch_size=0)
+
+
 def test_eval_writes_the_report_confusion_calibration_and_the_zero_shot_base(trained, colours):
     out = subprocess.run(MLXFT + ["eval", str(trained), "--split", "test"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -85,23 +85,25 @@ class TextClassifier:
         """Whether a zero-shot base applies: label words exist (a verbalizer run, or words the recipe gave a score run)."""
         return self.words is not None and (self.config["head"] == "verbalizer" or bool(self.config.get("verbalizer_set")))
 
-    def rows(self, inputs: list) -> list[dict[str, str]]:
-        """Each input as the prompt's columns: a string fills the template's one column, a dict names them."""
+    def rows(self, inputs: list, names: list[str] | None = None) -> list[dict[str, str]]:
+        """Each input as the prompt's columns: a string fills the template's one column, a dict names them. A bad input
+        is an error naming it as `names[i]` (e.g. file:line) where given, else "input i"."""
         fields = self.encoder.fields
         out, problems = [], []
         for i, item in enumerate(inputs):
+            where = names[i] if names else f"input {i + 1}"
             if isinstance(item, str) and len(fields) == 1:
                 item = {fields[0]: item}
             elif isinstance(item, str):
-                problems.append(f"input {i + 1}: a string, but this classifier's prompt names {len(fields)} columns ({', '.join(fields)}): pass a dict of them")
+                problems.append(f"{where}: a string, but this classifier's prompt names {len(fields)} columns ({', '.join(fields)}): pass a dict of them")
                 continue
             if not isinstance(item, dict):
-                problems.append(f"input {i + 1}: a text is a string or a dict of columns, got {type(item).__name__}")
+                problems.append(f"{where}: a text is a string or a dict of columns, got {type(item).__name__}")
                 continue
             try:
                 out.append(read_fields(item, fields))
             except ValueError as exc:
-                problems.append(f"input {i + 1}: {exc}")
+                problems.append(f"{where}: {exc}")
         if problems:
             raise MlxftError(f"{len(problems)} input(s) cannot be classified:\n  " + "\n  ".join(problems[:20]),
                              hint=f"the prompt template is {self.config['prompt_template']!r}")
@@ -109,6 +111,8 @@ class TextClassifier:
 
     def scores(self, inputs: list, batch_size: int = 16, zero_shot: bool = False) -> np.ndarray:
         """[N, labels]: the score head's logits, or each label word's summed log-probability (zero_shot: the base's)."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise MlxftError(f"batch_size {batch_size!r}: must be a whole number of 1 or more")
         rows = self.rows(list(inputs))
         prompts, cut = self.encoder.encode(rows)
         self.truncated = len(cut)
@@ -116,7 +120,7 @@ class TextClassifier:
         out = np.zeros((len(prompts), len(self.labels)), np.float32)
         order = np.argsort([len(p) for p in prompts], kind="stable")
         first = mx.array(np.array([w[0] for w in self.words], np.int32)) if verbalizer else None
-        for start in range(0, len(order), max(1, batch_size)):
+        for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
             arrays = batch_arrays([prompts[i] for i in idx], [0] * len(idx), self.pad_id, self.words if verbalizer else None)
             if verbalizer:
