@@ -184,8 +184,9 @@ def matmul_floor(clf, texts: list[str], batch: int) -> float | None:
     layers = getattr(getattr(clf.model, "model", None), "layers", None)
     if layers is None:
         return None
-    weights = [m.weight for layer in layers for _, m in layer.named_modules() if type(m) is nn.Linear]
-    if not weights or any(type(m) is nn.QuantizedLinear for layer in layers for _, m in layer.named_modules()):
+    modules = [m for layer in layers for _, m in layer.named_modules()]
+    weights = [m.weight for m in modules if type(m) is nn.Linear]
+    if not weights or any(type(m) is nn.QuantizedLinear for m in modules):
         return None
     shapes: dict[tuple[int, int], int] = {}
     for w in weights:

@@ -490,16 +490,16 @@ def cmd_predict(args) -> int:
 
     if _is_text_classifier(args.run):
         return _predict_texts(args)
+    try:
+        folder = image_classifier_folder(args.run)
+    except ModelError:
+        raise MlxftError(f"{args.run}: " + ("no classifier here (neither an lm-classify nor an image-classify run)" if Path(args.run).exists() else "no such folder"),
+                         hint="pass the run directory of a classifier; a language model run answers with mlxft generate --model BASE --adapter RUN --prompt TEXT") from None
     if args.file is not None:
         raise MlxftError(f"--file is for text classifiers (lm-classify); {args.run} is an image classifier", hint="mlxft predict RUN IMAGE|FOLDER")
     if args.images is None:
         raise MlxftError("give an image or a folder of images: `mlxft predict RUN IMAGE|FOLDER`")
-    try:
-        image_classifier_folder(args.run)
-    except ModelError:
-        raise MlxftError(f"{args.run}: " + ("no classifier here (neither an lm-classify nor an image-classify run)" if Path(args.run).exists() else "no such folder"),
-                         hint="pass the run directory of a classifier; a language model run answers with mlxft generate --model BASE --adapter RUN --prompt TEXT") from None
-    clf = load_classifier(args.run)
+    clf = load_classifier(folder)
     paths = image_paths(args.images)
     if not paths:
         raise MlxftError(f"{args.images}: no images in this folder", hint="images end in .jpg, .png, .webp, ...")
@@ -603,6 +603,7 @@ def _predict_texts(args) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise MlxftError(f"--top-k {args.top_k}: must be 1 or more")
     clf = load_text_classifier(args.run)
+    names = None
     if args.file is None:
         inputs = [args.images]
     else:
@@ -610,14 +611,14 @@ def _predict_texts(args) -> int:
         bad = [f"{r.where}: {r.reason}" for r in rows if not isinstance(r, Record)]
         if bad:
             raise MlxftError(f"{len(bad)} unreadable row(s) in {args.file}:\n  " + "\n  ".join(bad[:20]))
-        if not rows:
-            raise MlxftError(f"{args.file}: no rows to classify", hint=f"the file holds no texts; its rows need the column(s) {', '.join(clf.encoder.fields)}")
         fields = clf.encoder.fields
+        if not rows:
+            raise MlxftError(f"{args.file}: no rows to classify", hint=f"the file holds no texts; its rows need the column(s) {', '.join(fields)}")
         inputs = [r.data for r in rows]
         if len(fields) == 1 and inputs and all(fields[0] not in r for r in inputs) and all("text" in r for r in inputs):
             inputs = [{fields[0]: r["text"]} for r in inputs]  # a file's `text` column fills a template that names another
-        clf.rows(inputs, names=[r.where for r in rows])  # a bad row is named by its file and line before any work
-    probs = clf.probabilities(inputs, args.batch_size)
+        names = [r.where for r in rows]  # a bad row is named by its file and line
+    probs = clf.probabilities(inputs, args.batch_size, names)
     labels = clf.labels
     k = min(args.top_k or (len(labels) if args.json else 1), len(labels))
     for item, p in zip(inputs, probs):

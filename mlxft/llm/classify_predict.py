@@ -109,11 +109,12 @@ class TextClassifier:
                              hint=f"the prompt template is {self.config['prompt_template']!r}")
         return out
 
-    def scores(self, inputs: list, batch_size: int = 16, zero_shot: bool = False) -> np.ndarray:
-        """[N, labels]: the score head's logits, or each label word's summed log-probability (zero_shot: the base's)."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+    def scores(self, inputs: list, batch_size: int = 16, zero_shot: bool = False, names: list[str] | None = None) -> np.ndarray:
+        """[N, labels]: the score head's logits, or each label word's summed log-probability (zero_shot: the base's).
+        `names`: what to call each input in an error (e.g. file:line)."""
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise MlxftError(f"batch_size {batch_size!r}: must be a whole number of 1 or more")
-        rows = self.rows(list(inputs))
+        rows = self.rows(list(inputs), names)
         prompts, cut = self.encoder.encode(rows)
         self.truncated = len(cut)
         verbalizer = zero_shot or self.config["head"] == "verbalizer"
@@ -130,8 +131,8 @@ class TextClassifier:
             out[idx] = np.array(s)
         return out
 
-    def probabilities(self, inputs: list, batch_size: int = 16) -> np.ndarray:
-        return _softmax(self.scores(inputs, batch_size))
+    def probabilities(self, inputs: list, batch_size: int = 16, names: list[str] | None = None) -> np.ndarray:
+        return _softmax(self.scores(inputs, batch_size, names=names))
 
     def base_probabilities(self, inputs: list, batch_size: int = 16) -> np.ndarray:
         """The zero-shot base: the label words scored by the untrained model (the adapter switched off)."""
